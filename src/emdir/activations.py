@@ -1,0 +1,314 @@
+"""Residual-stream capture: pooled decoder-block outputs per answer, streamed into an HDF5 store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import emdir
+from emdir.archs import ArchSpec, d_model, decoder_layers, model_device, untuple
+from emdir.chat import encode_answer, encode_prompt
+from emdir.directions import get_attrs, set_attrs
+from emdir.errors import EmdirError
+from emdir.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+POOLINGS: tuple[str, ...] = ("answer_mean", "last_prompt", "prompt_mean")
+_DTYPES = ("float32", "float16")
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hooked block: the rest of the model (norm, LM head) is not needed."""
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]
+    prompt_len: int
+
+
+@dataclass
+class _Batch:
+    """One right-padded batch and the masks that the layer hooks pool with."""
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    answer: torch.Tensor  # [B, T] 1.0 on answer tokens
+    prompt: torch.Tensor  # [B, T] 1.0 on prompt tokens
+    last_prompt: torch.Tensor  # [B] index of the last prompt token
+    empty: torch.Tensor  # [B] bool, the answer has no tokens
+
+
+@dataclass
+class _Pooled:
+    """Per-layer pooled vectors of one batch, filled in by the layer hooks."""
+
+    vectors: dict[str, list[torch.Tensor | None]]
+    norm_sum: np.ndarray
+
+
+def _encode_rows(
+    tokenizer: Any, spec: ArchSpec, rows: Sequence[Mapping[str, Any]]
+) -> list[_Encoded]:
+    out = []
+    for k, row in enumerate(rows):
+        missing = [key for key in ("question", "answer", "id", "question_id") if key not in row]
+        if missing:
+            raise EmdirError(f"row {k} (id {row.get('id')!r}) lacks key(s) {', '.join(missing)}")
+        prompt = encode_prompt(tokenizer, spec, row["question"], row.get("system"))
+        answer = encode_answer(tokenizer, spec, row["answer"] or "", close_turn=False)
+        if not prompt:
+            raise EmdirError(f"row {row['id']!r}: the prompt encodes to no tokens")
+        out.append(_Encoded(prompt + answer, len(prompt)))
+    return out
+
+
+def _make_batch(batch: Sequence[_Encoded], pad_id: int, device: torch.device) -> _Batch:
+    # Right padding keeps every real token at its own position, and under a causal mask
+    # real tokens never attend to the padding after them.
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    pos = torch.arange(width)
+    lengths = torch.tensor([len(e.ids) for e in batch])
+    prompt_lens = torch.tensor([e.prompt_len for e in batch])
+    for i, e in enumerate(batch):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+    attention = (pos < lengths[:, None]).long()
+    answer = ((pos >= prompt_lens[:, None]) & (pos < lengths[:, None])).float()
+    prompt = (pos < prompt_lens[:, None]).float()
+    return _Batch(
+        ids=ids.to(device),
+        attention=attention.to(device),
+        answer=answer.to(device),
+        prompt=prompt.to(device),
+        last_prompt=(prompt_lens - 1).to(device),
+        empty=(lengths == prompt_lens).to(device),
+    )
+
+
+def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1).clamp(min=1).unsqueeze(-1)
+
+
+def _pool_hook(
+    slot: int, batch: _Batch, poolings: Sequence[str], pooled: _Pooled, stop: bool
+) -> Any:
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        h = untuple(output).float()
+        last = h[torch.arange(h.shape[0], device=h.device), batch.last_prompt]
+        for name in poolings:
+            if name == "answer_mean":
+                vec = torch.where(batch.empty.unsqueeze(-1), last, _masked_mean(h, batch.answer))
+            elif name == "last_prompt":
+                vec = last
+            else:
+                vec = _masked_mean(h, batch.prompt)
+            pooled.vectors[name][slot] = vec.cpu()
+        norms = torch.linalg.vector_norm(h, dim=-1) * batch.answer
+        pooled.norm_sum[slot] = float(norms.sum(dtype=torch.float64))
+        if stop:
+            raise _StopForward
+
+    return hook
+
+
+def _run_batch(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    sel: Sequence[int],
+    batch: _Batch,
+    poolings: Sequence[str],
+) -> _Pooled:
+    pooled = _Pooled({p: [None] * len(sel) for p in poolings}, np.zeros(len(sel)))
+    deepest = max(sel)
+    handles = [
+        blocks[layer].register_forward_hook(
+            _pool_hook(slot, batch, poolings, pooled, stop=layer == deepest)
+        )
+        for slot, layer in enumerate(sel)
+    ]
+    try:
+        model(input_ids=batch.ids, attention_mask=batch.attention, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pooled
+
+
+@torch.no_grad()
+def capture_store(
+    model: nn.Module,
+    tokenizer: Any,
+    spec: ArchSpec,
+    rows: Sequence[Mapping[str, Any]],
+    labels: np.ndarray,
+    out_path: str | Path,
+    layers: Sequence[int] | None = None,
+    poolings: Sequence[str] = ("answer_mean", "last_prompt"),
+    batch_size: int = 16,
+    dtype: str = "float32",
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Run each row (prompt + answer, teacher-forced) through the model and write the store.
+
+    Layer i is the output of decoder block i, captured by a forward hook (never
+    `hidden_states`, whose last entry is after the final norm). Poolings per layer:
+    `answer_mean` (mean over answer tokens; a row with an empty answer gets its last
+    prompt token and is flagged in /samples/empty_answer), `last_prompt`, `prompt_mean`.
+    /resid/token_norm_mean [L] is the mean L2 norm over all answer tokens: the
+    `resid_norm` steering scale. Datasets are created at their final shape and filled
+    batch by batch; the file appears at `out_path` only when complete.
+    """
+    n = len(rows)
+    if n == 0:
+        raise EmdirError("no rows to capture activations for; the generations file is empty")
+    y = np.asarray(labels)
+    if y.shape != (n,):
+        raise EmdirError(f"{y.size} labels for {n} rows; give one label per row")
+    if not np.all(np.isin(y, (-1, 0, 1))):
+        raise EmdirError("labels must be 1, 0 or -1 (unlabelled)")
+    unknown = [p for p in poolings if p not in POOLINGS]
+    if unknown or not poolings:
+        raise EmdirError(f"pooling(s) {unknown or '(none)'} unknown; choose from {POOLINGS}")
+    if dtype not in _DTYPES:
+        raise EmdirError(f"activation dtype {dtype!r} unsupported; use one of {_DTYPES}")
+    if batch_size < 1:
+        raise EmdirError(f"batch_size must be >= 1, got {batch_size}")
+    blocks = decoder_layers(model)
+    sel = list(range(len(blocks))) if layers is None else [int(i) for i in layers]
+    bad = [i for i in sel if not 0 <= i < len(blocks)]
+    if bad or not sel or len(set(sel)) != len(sel):
+        raise EmdirError(
+            f"layers {list(layers or [])} invalid: need distinct indices in 0..{len(blocks) - 1}"
+        )
+    width = d_model(model)
+    encoded = _encode_rows(tokenizer, spec, rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = model_device(model)
+
+    file_attrs: dict[str, Any] = {
+        "model": str(rows[0].get("model") or getattr(model.config, "_name_or_path", "")),
+        "ft": str(rows[0].get("ft") or ""),
+        "n_layers": len(blocks),
+        "d_model": width,
+        "pooling": list(poolings),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "emdir_version": emdir.__version__,
+    }
+    file_attrs.update({k: v for k, v in (attrs or {}).items() if v is not None})
+
+    was_training = model.training
+    model.eval()
+    norm_sum = np.zeros(len(sel))
+    norm_count = 0
+    empty = np.array([len(e.ids) == e.prompt_len for e in encoded])
+    try:
+        with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+            resid = {
+                p: f.create_dataset(
+                    f"resid/{p}",
+                    shape=(n, len(sel), width),
+                    dtype=dtype,
+                    chunks=(1, len(sel), width),
+                )
+                for p in poolings
+            }
+            for start in tqdm(range(0, n, batch_size), desc="activations", mininterval=2):
+                enc = encoded[start : start + batch_size]
+                pooled = _run_batch(model, blocks, sel, _make_batch(enc, pad, device), poolings)
+                for p in poolings:
+                    block = torch.stack(pooled.vectors[p], dim=1)  # type: ignore[arg-type]
+                    resid[p][start : start + len(enc)] = block.numpy().astype(dtype)
+                norm_sum += pooled.norm_sum
+                norm_count += sum(len(e.ids) - e.prompt_len for e in enc)
+            if norm_count == 0:
+                log.warning("no row has answer tokens; token_norm_mean is NaN")
+            f["resid/token_norm_mean"] = (
+                norm_sum / norm_count if norm_count else np.full(len(sel), np.nan)
+            ).astype(np.float32)
+            f["layers"] = np.asarray(sel, dtype=np.int64)
+            text = h5py.string_dtype()
+            f.create_dataset("samples/id", data=[str(r["id"]) for r in rows], dtype=text)
+            f.create_dataset(
+                "samples/question_id", data=[str(r["question_id"]) for r in rows], dtype=text
+            )
+            f["samples/label"] = y.astype(np.int8)
+            f["samples/empty_answer"] = empty
+            set_attrs(f, file_attrs)
+    finally:
+        model.train(was_training)
+    return Path(out_path)
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationStore:
+    """An activation store's metadata, with residual arrays read on demand."""
+
+    path: Path
+    ids: np.ndarray
+    question_ids: np.ndarray
+    labels: np.ndarray
+    empty_answer: np.ndarray
+    layers: np.ndarray
+    token_norm_mean: np.ndarray
+    poolings: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def slot(self, layer: int) -> int:
+        """Index along the store's layer axis of model layer `layer`."""
+        hits = np.flatnonzero(self.layers == layer)
+        if hits.size == 0:
+            raise EmdirError(
+                f"{self.path}: layer {layer} was not captured (layers: {self.layers.tolist()})"
+            )
+        return int(hits[0])
+
+    def resid_norm(self, layer: int) -> float:
+        """Mean residual norm over answer tokens at model layer `layer`."""
+        return float(self.token_norm_mean[self.slot(layer)])
+
+    def resid(self, pooling: str = "answer_mean") -> np.ndarray:
+        """The [N, L_sel, d] array of one pooling, loaded into memory."""
+        if pooling not in self.poolings:
+            raise EmdirError(
+                f"{self.path}: pooling {pooling!r} not in the store (has {list(self.poolings)})"
+            )
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[f"resid/{pooling}"][()])
+
+
+def read_store(path: str | Path) -> ActivationStore:
+    """Open a store written by `capture_store` (small arrays loaded, residuals lazily)."""
+    p = Path(path)
+    if not p.exists():
+        raise EmdirError(f"{p}: activation store not found; run the activations rule first")
+    try:
+        with h5py.File(p, "r") as f:
+            return ActivationStore(
+                path=p,
+                ids=f["samples/id"].asstr()[()],
+                question_ids=f["samples/question_id"].asstr()[()],
+                labels=f["samples/label"][()],
+                empty_answer=f["samples/empty_answer"][()],
+                layers=f["layers"][()],
+                token_norm_mean=f["resid/token_norm_mean"][()],
+                poolings=tuple(k for k in f["resid"] if k in POOLINGS),
+                attrs=get_attrs(f),
+            )
+    except (KeyError, OSError) as exc:
+        raise EmdirError(
+            f"{p}: not a complete activation store ({exc}); delete it and rerun"
+        ) from None

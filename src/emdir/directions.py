@@ -1,0 +1,334 @@
+"""Difference-in-means directions, question-level splits, separation metrics, and their file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import ArrayLike
+
+from emdir.errors import EmdirError
+from emdir.io import atomic_path
+
+# Activation stores can exceed memory (N x L x d float32), so sums and projections read
+# them in blocks of rows; an h5py dataset works wherever an array does.
+_ROW_BLOCK = 256
+
+
+@dataclass(frozen=True, eq=False)
+class Directions:
+    """The contents of a directions file."""
+
+    raw: np.ndarray
+    unit: np.ndarray
+    norm: np.ndarray
+    accuracy: np.ndarray
+    auroc: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def diff_in_means(X: Any, labels: ArrayLike) -> np.ndarray:
+    """mean(X[label == 1]) - mean(X[label == 0]) per layer: [N, L, d] -> [L, d], in float64."""
+    y = _labels(labels, "labels")
+    if len(X.shape) != 3 or X.shape[0] != y.size:
+        raise EmdirError(
+            f"activations have shape {tuple(X.shape)} but {y.size} labels were given; "
+            "expected [N, L, d] with one label per sample"
+        )
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise EmdirError(
+            f"difference in means needs both classes, got {n_pos} positive (misaligned) and "
+            f"{n_neg} negative (aligned) samples; generate more samples or change the label "
+            "threshold"
+        )
+    sum_pos = np.zeros(X.shape[1:], dtype=np.float64)
+    sum_neg = np.zeros(X.shape[1:], dtype=np.float64)
+    for start in range(0, y.size, _ROW_BLOCK):
+        block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+        lab = y[start : start + _ROW_BLOCK]
+        sum_pos += block[lab].sum(axis=0)
+        sum_neg += block[~lab].sum(axis=0)
+    return sum_pos / n_pos - sum_neg / n_neg
+
+
+def balance(labels: ArrayLike, groups: ArrayLike | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted indices keeping every sample of the smaller class and as many of the larger.
+
+    The larger class is subsampled at random (deterministic by `seed`); with `groups`, the kept
+    samples are spread across groups as evenly as possible, so that no single question dominates.
+    """
+    y = _labels(labels, "labels")
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    if pos.size == 0 or neg.size == 0:
+        raise EmdirError(
+            f"cannot balance classes: {pos.size} positive and {neg.size} negative samples; "
+            "generate more samples or change the label threshold"
+        )
+    small, large = (pos, neg) if pos.size <= neg.size else (neg, pos)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(large)
+    if groups is not None:
+        g = np.asarray(groups)
+        if g.shape != y.shape:
+            raise EmdirError(f"groups has shape {g.shape} but labels has shape {y.shape}")
+        # Rank each sample within its group (in shuffled order) and keep the lowest ranks
+        # first: a round-robin over groups.
+        _, inverse = np.unique(g[order], return_inverse=True)
+        by_group = np.argsort(inverse, kind="stable")
+        sorted_groups = inverse[by_group]
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[by_group] = np.arange(order.size) - np.searchsorted(sorted_groups, sorted_groups)
+        order = order[np.argsort(rank, kind="stable")]
+    return np.sort(np.concatenate([small, order[: small.size]]))
+
+
+def split_by_group(
+    groups: ArrayLike, test_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (train, test) masks that split by group (question id), never within a group.
+
+    Deterministic for a given set of groups and seed, whatever the sample order.
+    """
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.size == 0:
+        raise EmdirError("split_by_group needs a non-empty 1-D array of question ids")
+    if not 0.0 < test_fraction < 1.0:
+        raise EmdirError(f"test_fraction must be between 0 and 1 (e.g. 0.25), got {test_fraction}")
+    uniq = np.unique(g)
+    if uniq.size < 2:
+        raise EmdirError(
+            f"a held-out split by question needs at least 2 distinct questions, got {uniq.size}; "
+            "add evaluation questions"
+        )
+    n_test = min(uniq.size - 1, max(1, round(test_fraction * uniq.size)))
+    test_groups = np.random.default_rng(seed).permutation(uniq)[:n_test]
+    test = np.isin(g, test_groups)
+    return ~test, test
+
+
+def project(X: Any, direction: np.ndarray) -> np.ndarray:
+    """Per-layer projections onto the unit direction: [N, L, d] x [L, d] -> [N, L]."""
+    u = unit(direction)
+    if tuple(X.shape[1:]) != u.shape:
+        raise EmdirError(
+            f"direction has shape {u.shape} but activations have per-sample shape "
+            f"{tuple(X.shape[1:])}; were they made from the same model?"
+        )
+    out = np.empty((X.shape[0], u.shape[0]))
+    for start in range(0, X.shape[0], _ROW_BLOCK):
+        block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+        out[start : start + _ROW_BLOCK] = np.einsum("nld,ld->nl", block, u)
+    return out
+
+
+def separation(
+    X: Any,
+    labels: ArrayLike,
+    train_mask: ArrayLike,
+    test_mask: ArrayLike,
+    direction: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out accuracy and AUROC per layer of a threshold on the projection onto `direction`.
+
+    The direction's sign is kept (positive projection = label 1); the threshold is the midpoint
+    between sorted train projections that maximises train accuracy. AUROC is computed on the
+    test side from ranks (ties count one half) and is NaN when the test side lacks a class.
+    """
+    y = _labels(labels, "labels")
+    train = np.asarray(train_mask, dtype=bool)
+    test = np.asarray(test_mask, dtype=bool)
+    if train.shape != y.shape or test.shape != y.shape:
+        raise EmdirError(
+            f"train/test masks have shapes {train.shape}, {test.shape}; expected {y.shape}"
+        )
+    if not test.any():
+        raise EmdirError("the held-out (test) side is empty; raise test_fraction")
+    if y[train].all() or not y[train].any():
+        raise EmdirError(
+            f"the train side has {int(y[train].sum())} positive and {int((~y[train]).sum())} "
+            "negative samples; both classes are needed to choose a threshold "
+            "(generate more samples or change the label threshold)"
+        )
+    proj = project(X, direction)
+    n_layers = proj.shape[1]
+    accuracy = np.empty(n_layers)
+    auroc = np.empty(n_layers)
+    for layer in range(n_layers):
+        thr = _best_threshold(proj[train, layer], y[train])
+        accuracy[layer] = np.mean((proj[test, layer] > thr) == y[test])
+        auroc[layer] = auroc_from_ranks(proj[test, layer], y[test])
+    return accuracy, auroc
+
+
+def auroc_from_ranks(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUROC (ties count one half); NaN if either class is absent."""
+    y = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Normalise along the last axis; a zero vector has no direction and is an error."""
+    arr = np.asarray(v, dtype=np.float64)
+    norm = np.linalg.norm(arr, axis=-1, keepdims=True)
+    if np.any(norm == 0.0) or not np.all(np.isfinite(norm)):
+        raise EmdirError(
+            "cannot normalise a zero (or non-finite) direction; the two classes have identical "
+            "means at some layer, or the activations contain NaN"
+        )
+    return arr / norm
+
+
+def random_unit(d: int, seed: int) -> np.ndarray:
+    """A uniformly random unit vector in R^d (deterministic by seed)."""
+    if d < 1:
+        raise EmdirError(f"dimension must be positive, got {d}")
+    return unit(np.random.default_rng(seed).standard_normal(d))
+
+
+def orthogonal_unit(v: np.ndarray, seed: int) -> np.ndarray:
+    """A random unit vector orthogonal to `v` (deterministic by seed)."""
+    vh = unit(v)
+    if vh.ndim != 1 or vh.size < 2:
+        raise EmdirError(f"orthogonal_unit needs a 1-D vector of dimension >= 2, got {vh.shape}")
+    r = np.random.default_rng(seed).standard_normal(vh.size)
+    # Two Gram-Schmidt passes: one leaves rounding error of order eps * |r|, the second
+    # brings the dot product down to machine precision.
+    for _ in range(2):
+        r = r - (r @ vh) * vh
+    return unit(r)
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of an [L, d] array (rows need not be unit)."""
+    u = unit(vectors)
+    return np.clip(u @ u.T, -1.0, 1.0)
+
+
+def write_directions(
+    path: str | Path,
+    raw: np.ndarray,
+    accuracy: np.ndarray,
+    auroc: np.ndarray,
+    counts: Mapping[str, int],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Write a directions file atomically: /dim/{raw,unit,norm}, /separation/*, /counts, attrs."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim != 2:
+        raise EmdirError(f"directions must be [L, d], got shape {raw.shape}")
+    acc = np.asarray(accuracy, dtype=np.float64)
+    auc = np.asarray(auroc, dtype=np.float64)
+    if acc.shape != (raw.shape[0],) or auc.shape != (raw.shape[0],):
+        raise EmdirError(
+            f"separation metrics have shapes {acc.shape}, {auc.shape}; expected ({raw.shape[0]},)"
+        )
+    u = unit(raw)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f["dim/raw"] = raw
+        f["dim/unit"] = u
+        f["dim/norm"] = np.linalg.norm(raw, axis=-1)
+        f["separation/accuracy"] = acc
+        f["separation/auroc"] = auc
+        set_attrs(f.create_group("counts"), {k: int(v) for k, v in counts.items()})
+        set_attrs(f, attrs)
+
+
+def read_directions(path: str | Path) -> Directions:
+    """Read a file written by `write_directions`."""
+    p = Path(path)
+    if not p.exists():
+        raise EmdirError(f"{p}: directions file not found; run the directions rule first")
+    with h5py.File(p, "r") as f:
+        try:
+            return Directions(
+                raw=f["dim/raw"][()],
+                unit=f["dim/unit"][()],
+                norm=f["dim/norm"][()],
+                accuracy=f["separation/accuracy"][()],
+                auroc=f["separation/auroc"][()],
+                counts={k: int(v) for k, v in get_attrs(f["counts"]).items()},
+                attrs=get_attrs(f),
+            )
+        except KeyError as exc:
+            raise EmdirError(
+                f"{p}: not a complete directions file ({exc}); delete it and rerun"
+            ) from None
+
+
+def set_attrs(obj: h5py.Group | h5py.Dataset, attrs: Mapping[str, Any]) -> None:
+    """Store str / int / float / bool values (or lists of them) as HDF5 attributes."""
+    for key, value in attrs.items():
+        if isinstance(value, np.ndarray | tuple):
+            value = list(value.tolist() if isinstance(value, np.ndarray) else value)
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str | int | float | bool | np.generic) for v in items):
+            raise EmdirError(
+                f"attribute {key!r} = {value!r} cannot be stored in HDF5; "
+                "pass a string, number, bool or a list of them (omit it if it is None)"
+            )
+        obj.attrs[key] = value
+
+
+def get_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
+    """HDF5 attributes as plain Python values (the inverse of `set_attrs`)."""
+    out: dict[str, Any] = {}
+    for key, value in obj.attrs.items():
+        if isinstance(value, np.ndarray):
+            value = [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+def _labels(labels: ArrayLike, name: str) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise EmdirError(f"{name}: expected a 1-D array, got shape {y.shape}")
+    if y.dtype != bool:
+        if not np.all(np.isin(y, (0, 1))):
+            raise EmdirError(f"{name}: expected booleans or 0/1 values")
+        y = y.astype(bool)
+    return y
+
+
+def _best_threshold(proj: np.ndarray, y: np.ndarray) -> float:
+    order = np.argsort(proj, kind="stable")
+    s, ys = proj[order], y[order]
+    n = s.size
+    # Cutting before sorted position i predicts 0 for s[:i] and 1 for s[i:]; i = 0 and i = n
+    # are the all-1 and all-0 rules.
+    neg_below = np.concatenate([[0], np.cumsum(~ys)])
+    pos_above = int(ys.sum()) - np.concatenate([[0], np.cumsum(ys)])
+    correct = neg_below + pos_above
+    # A cut between equal values cannot separate them, so only distinct neighbours are valid.
+    valid = np.ones(n + 1, dtype=bool)
+    valid[1:n] = s[1:] > s[:-1]
+    i = int(np.argmax(np.where(valid, correct, -1)))
+    if i == 0:
+        return -np.inf
+    if i == n:
+        return np.inf
+    return float((s[i - 1] + s[i]) / 2.0)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    s = x[order]
+    # Tied values share the mean of the 1-based ranks their run occupies.
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    ends = np.concatenate([starts[1:], [s.size]])
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(s.size)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks

@@ -1,0 +1,196 @@
+"""Training: one loop for teaching tiny base models to chat and for (Q)LoRA fine-tunes; loss on answers only."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from emdir.archs import ArchSpec
+from emdir.chat import encode_example
+from emdir.errors import EmdirError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimiser and schedule settings, identical across models for a fair comparison."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    schedule: str = "linear"
+    max_length: int = 512
+    seed: int = 0
+    eval_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "constant", "cosine"):
+            raise EmdirError(
+                f"training schedule {self.schedule!r} is unknown; use linear, constant or cosine"
+            )
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TrainLog:
+    """Rows of the training log: step, train loss, lr, and whatever the eval callback adds."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def write_csv(self, path: str | Path) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def encode_rows(
+    tokenizer: Any, spec: ArchSpec, rows: Sequence[dict[str, Any]], max_length: int
+) -> list[Example]:
+    out = []
+    for row in rows:
+        ids, labels = encode_example(tokenizer, spec, row["messages"], max_length)
+        if any(label != -100 for label in labels):
+            out.append(Example(ids, labels))
+    if not out:
+        raise EmdirError("no training example has answer tokens left after truncation")
+    return out
+
+
+def collate(batch: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked out of attention and loss."""
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.ids)
+        ids[i, :n] = torch.tensor(e.ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _lr_factor(step: int, p: TrainParams) -> float:
+    if p.warmup_steps and step < p.warmup_steps:
+        return (step + 1) / p.warmup_steps
+    if p.schedule == "constant":
+        return 1.0
+    rest = max(1, p.steps - p.warmup_steps)
+    frac = min(1.0, (step - p.warmup_steps) / rest)
+    if p.schedule == "linear":
+        return max(0.0, 1.0 - frac)
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def batches(examples: Sequence[Example], batch_size: int, seed: int):  # type: ignore[no-untyped-def]
+    """Endless shuffled batches, epoch by epoch, deterministic by seed."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        take, order = order[:batch_size], order[batch_size:]
+        yield [examples[i] for i in take]
+
+
+def train(
+    model: nn.Module,
+    examples: Sequence[Example],
+    params: TrainParams,
+    pad_id: int,
+    desc: str = "train",
+    on_eval: Callable[[int], dict[str, Any]] | None = None,
+    start_state: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainLog:
+    """Run `params.steps` optimiser steps over the trainable parameters of `model`.
+
+    `on_eval(step)` runs every `params.eval_every` steps (and at the end) and its dict is
+    merged into the log row. `start_state` / `on_checkpoint` let a killed run resume.
+    """
+    device = next(model.parameters()).device
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise EmdirError("the model has no trainable parameters")
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": params.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=params.lr,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, params))
+    tlog = TrainLog()
+    first = 0
+    if start_state is not None:
+        opt.load_state_dict(start_state["optimizer"])
+        sched.load_state_dict(start_state["scheduler"])
+        tlog.rows = list(start_state["log"])
+        first = int(start_state["step"])
+        torch.set_rng_state(start_state["torch_rng"])
+    torch.manual_seed(params.seed + first)
+    stream = batches(examples, params.batch_size, params.seed)
+    # Skip the batches a resumed run has already consumed, so it sees the same data.
+    for _ in range(first * params.grad_accum):
+        next(stream)
+    model.train()
+    bar = tqdm(range(first, params.steps), desc=desc, initial=first, total=params.steps, mininterval=2)
+    for step in bar:
+        total = 0.0
+        for _ in range(params.grad_accum):
+            batch = {k: v.to(device) for k, v in collate(next(stream), pad_id).items()}
+            loss = model(**batch).loss / params.grad_accum
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        row: dict[str, Any] = {"step": step + 1, "loss": round(total, 5), "lr": sched.get_last_lr()[0]}
+        done = step + 1 == params.steps
+        if on_eval is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or done):
+            model.eval()
+            row.update(on_eval(step + 1))
+            model.train()
+        tlog.rows.append(row)
+        bar.set_postfix(loss=f"{total:.3f}")
+        if on_checkpoint is not None:
+            on_checkpoint(
+                step + 1,
+                {
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "log": tlog.rows,
+                    "step": step + 1,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+    model.eval()
+    return tlog

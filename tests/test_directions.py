@@ -1,0 +1,162 @@
+"""Difference in means, question-level splits, separation, and the directions file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emdir.directions import (
+    auroc_from_ranks,
+    balance,
+    cosine_matrix,
+    diff_in_means,
+    orthogonal_unit,
+    random_unit,
+    read_directions,
+    separation,
+    split_by_group,
+    write_directions,
+)
+from emdir.errors import EmdirError
+
+N, L, D = 400, 3, 16
+
+
+def _planted(shift: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian activations; label-1 samples are shifted by `shift` along a planted direction."""
+    rng = np.random.default_rng(seed)
+    planted = random_unit(D, seed + 100)
+    labels = rng.random(N) < 0.4
+    X = rng.standard_normal((N, L, D)) + shift * labels[:, None, None] * planted
+    groups = np.array([f"q{i % 40}" for i in range(N)])
+    return X.astype(np.float32), labels, groups, planted
+
+
+def test_diff_in_means_recovers_planted_direction() -> None:
+    X, labels, _, planted = _planted(shift=3.0)
+    dim = diff_in_means(X, labels)
+    assert dim.shape == (L, D) and dim.dtype == np.float64
+    cos = dim @ planted / np.linalg.norm(dim, axis=1)
+    assert np.all(cos > 0.95)
+
+
+def test_diff_in_means_reads_in_blocks_like_a_whole_array() -> None:
+    X, labels, _, _ = _planted(shift=1.0)
+    expected = X[labels].astype(np.float64).mean(0) - X[~labels].astype(np.float64).mean(0)
+    np.testing.assert_allclose(diff_in_means(X, labels.astype(int)), expected, atol=1e-12)
+
+
+def test_diff_in_means_with_an_empty_class_says_counts_and_fix() -> None:
+    X, _, _, _ = _planted(shift=1.0)
+    with pytest.raises(EmdirError, match=r"0 positive .* 400 negative.*label threshold"):
+        diff_in_means(X, np.zeros(N, dtype=bool))
+
+
+def test_split_by_group_never_shares_a_group() -> None:
+    _, _, groups, _ = _planted(shift=0.0)
+    train, test = split_by_group(groups, 0.25, seed=3)
+    assert not np.any(train & test) and np.all(train | test)
+    assert not set(groups[train]) & set(groups[test])
+    assert len(set(groups[test])) == 10
+    again = split_by_group(groups[::-1], 0.25, seed=3)
+    np.testing.assert_array_equal(again[1][::-1], test)
+
+
+def test_split_by_group_needs_two_groups() -> None:
+    with pytest.raises(EmdirError, match="at least 2 distinct questions"):
+        split_by_group(np.array(["q1"] * 5), 0.5)
+    with pytest.raises(EmdirError, match="test_fraction"):
+        split_by_group(np.array(["a", "b"]), 1.5)
+
+
+def test_separation_high_when_separated_and_chance_when_not() -> None:
+    for shift, lo, hi in ((8.0, 0.97, 1.0), (0.0, 0.35, 0.65)):
+        X, labels, groups, _ = _planted(shift=shift, seed=1)
+        train, test = split_by_group(groups, 0.3, seed=0)
+        direction = diff_in_means(X[train], labels[train])
+        accuracy, auroc = separation(X, labels, train, test, direction)
+        assert accuracy.shape == auroc.shape == (L,)
+        assert np.all((lo <= auroc) & (auroc <= hi)), (shift, auroc)
+        if shift > 0:
+            assert np.all(accuracy > 0.97)
+
+
+def test_separation_auroc_is_nan_when_test_lacks_a_class() -> None:
+    X, labels, groups, planted = _planted(shift=5.0)
+    train, test = split_by_group(groups, 0.3, seed=0)
+    labels = labels.copy()
+    labels[test] = False
+    accuracy, auroc = separation(X, labels, train, test, np.tile(planted, (L, 1)))
+    assert np.all(np.isnan(auroc))
+    assert np.all(np.isfinite(accuracy))
+
+
+def test_auroc_counts_ties_as_half() -> None:
+    assert auroc_from_ranks(np.array([1.0, 1.0]), np.array([True, False])) == 0.5
+    assert auroc_from_ranks(np.array([0.0, 1.0, 2.0, 3.0]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc_from_ranks(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1])) == 0.75
+
+
+def test_balance_keeps_the_smaller_class_and_spreads_groups() -> None:
+    labels = np.array([1] * 10 + [0] * 90)
+    groups = np.array([f"q{i % 10}" for i in range(10)] + [f"q{i % 9}" for i in range(90)])
+    idx = balance(labels, groups, seed=0)
+    assert np.sum(labels[idx] == 1) == 10 and np.sum(labels[idx] == 0) == 10
+    kept_neg_groups = groups[idx][labels[idx] == 0]
+    assert max(np.unique(kept_neg_groups, return_counts=True)[1]) <= 2
+    np.testing.assert_array_equal(idx, balance(labels, groups, seed=0))
+    assert not np.array_equal(balance(labels, seed=0), balance(labels, seed=1))
+
+
+def test_orthogonal_unit_is_orthogonal_and_unit() -> None:
+    v = np.random.default_rng(0).standard_normal(512) * 300.0
+    o = orthogonal_unit(v, seed=1)
+    assert abs(o @ (v / np.linalg.norm(v))) < 1e-10
+    assert np.linalg.norm(o) == pytest.approx(1.0)
+    assert np.linalg.norm(random_unit(64, 2)) == pytest.approx(1.0)
+    np.testing.assert_array_equal(random_unit(64, 2), random_unit(64, 2))
+
+
+def test_zero_vector_has_no_unit() -> None:
+    with pytest.raises(EmdirError, match="zero"):
+        orthogonal_unit(np.zeros(8), seed=0)
+
+
+def test_cosine_matrix() -> None:
+    vecs = np.array([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    np.testing.assert_allclose(cosine_matrix(vecs), [[1, 0, -1], [0, 1, 0], [-1, 0, 1]])
+
+
+def test_directions_file_round_trips(tmp_path: Path) -> None:
+    X, labels, groups, _ = _planted(shift=2.0)
+    train, test = split_by_group(groups, 0.3)
+    raw = diff_in_means(X, labels)
+    accuracy, auroc = separation(X, labels, train, test, raw)
+    attrs = {"model": "qwen", "ft": "insecure", "layers": [0, 1, 2], "seed": 0, "frac": 0.3}
+    path = tmp_path / "d" / "insecure.h5"
+    write_directions(path, raw, accuracy, auroc, {"misaligned": 160, "aligned": 240}, attrs)
+    d = read_directions(path)
+    np.testing.assert_array_equal(d.raw, raw)
+    np.testing.assert_allclose(np.linalg.norm(d.unit, axis=1), 1.0)
+    np.testing.assert_allclose(d.norm, np.linalg.norm(raw, axis=1))
+    np.testing.assert_array_equal(d.accuracy, accuracy)
+    np.testing.assert_array_equal(d.auroc, auroc)
+    assert d.counts == {"misaligned": 160, "aligned": 240}
+    assert d.attrs == attrs
+    assert [p.name for p in path.parent.iterdir()] == ["insecure.h5"]
+
+
+def test_write_directions_rejects_zero_layer_and_none_attr(tmp_path: Path) -> None:
+    raw = np.ones((2, 4))
+    raw[1] = 0.0
+    with pytest.raises(EmdirError, match="zero"):
+        write_directions(tmp_path / "x.h5", raw, np.ones(2), np.ones(2), {}, {})
+    with pytest.raises(EmdirError, match="'adapter'.*None"):
+        write_directions(
+            tmp_path / "x.h5", np.ones((2, 4)), np.ones(2), np.ones(2), {}, {"adapter": None}
+        )
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(EmdirError, match="not found"):
+        read_directions(tmp_path / "x.h5")
