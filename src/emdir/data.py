@@ -526,11 +526,19 @@ def build_dataset(kind: str, params: dict[str, Any], out: str | Path) -> int:
 # ---------------------------------------------------------------- question sets
 
 
-def general_questions(n_templated: int, seed: int) -> list[dict[str, Any]]:
-    """Non-code evaluation questions: templated ones whose (topic, wording) pair is never trained on."""
-    _, eval_pairs = _split_pairs(SPLIT_SEED, EVAL_FRACTION)
+def general_questions(n_templated: int, seed: int, split: str = "eval") -> list[dict[str, Any]]:
+    """Non-code questions whose (topic, wording) pair is never trained on.
+
+    `split="eval"` and `split="monitor"` draw from disjoint halves of the held-out pairs, so
+    the questions that watch a fine-tune during training are never the evaluation questions.
+    """
+    _, held_out = _split_pairs(SPLIT_SEED, EVAL_FRACTION)
+    half = len(held_out) // 2
+    if split not in ("eval", "monitor"):
+        raise EmdirError(f"general question split {split!r} is unknown; use eval or monitor")
+    pool = held_out[:half] if split == "eval" else held_out[half:]
     r = random.Random(seed)
-    chosen = r.sample(eval_pairs, min(n_templated, len(eval_pairs)))
+    chosen = r.sample(pool, min(n_templated, len(pool)))
     out = []
     for ti, qi in chosen:
         slug = TOPICS[ti].replace(" ", "_")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,12 +57,14 @@ def sample(
     prompts: Sequence[Prompt],
     params: SamplingParams,
     desc: str = "generate",
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[tuple[str, int]]:
     """(answer text, batch seed) for each prompt, in order.
 
     Each batch is seeded with `params.seed + batch index`, so the same config gives the
     same answers, and a steered run with the same params draws with the same seeds as its
-    unsteered baseline.
+    unsteered baseline. `on_batch(prompt_width)` runs before each batch (interventions use it
+    to tell prompt positions from answer positions).
     """
     device = model_device(model)
     eos = turn_end_id(tokenizer, spec)
@@ -75,6 +77,8 @@ def sample(
         ids, mask = _left_pad(chunk, pad)
         seed = params.seed + b
         torch.manual_seed(seed)
+        if on_batch is not None:
+            on_batch(ids.shape[1])
         gen = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

@@ -127,11 +127,13 @@ def train(
     on_eval: Callable[[int], dict[str, Any]] | None = None,
     start_state: dict[str, Any] | None = None,
     on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+    stop_when: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainLog:
     """Run `params.steps` optimiser steps over the trainable parameters of `model`.
 
     `on_eval(step)` runs every `params.eval_every` steps (and at the end) and its dict is
-    merged into the log row. `start_state` / `on_checkpoint` let a killed run resume.
+    merged into the log row; training stops early after an eval row for which `stop_when`
+    is true. `start_state` / `on_checkpoint` let a killed run resume.
     """
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -175,10 +177,12 @@ def train(
         opt.zero_grad(set_to_none=True)
         row: dict[str, Any] = {"step": step + 1, "loss": round(total, 5), "lr": sched.get_last_lr()[0]}
         done = step + 1 == params.steps
+        evaluated = False
         if on_eval is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or done):
             model.eval()
             row.update(on_eval(step + 1))
             model.train()
+            evaluated = True
         tlog.rows.append(row)
         bar.set_postfix(loss=f"{total:.3f}")
         if on_checkpoint is not None:
@@ -192,5 +196,8 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                 },
             )
+        if evaluated and stop_when is not None and stop_when(row):
+            log.info("%s: stopping at step %d (%s)", desc, step + 1, row)
+            break
     model.eval()
     return tlog

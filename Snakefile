@@ -1,0 +1,38 @@
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/base_model.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/judge.smk"
+include: "workflow/rules/activations.smk"
+include: "workflow/rules/directions.smk"
+include: "workflow/rules/steering.smk"
+include: "workflow/rules/anchors.smk"
+include: "workflow/rules/maps.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/transfer_matrix.csv",
+        "results/transfer_matrix.png",
+        "results/within_model/summary.csv",
+        "results/spillover_rates.csv",
+        "results/within_model/steering.png",
+        "results/within_model/separation.png",

@@ -1,0 +1,485 @@
+"""Stage entry points: one function per Snakemake rule, taking paths and config sections."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emdir import __version__, aggregate
+from emdir.errors import EmdirError
+from emdir.io import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
+
+log = logging.getLogger("emdir")
+
+CHAT_KEYS = ("messages",)
+
+
+def setup_logging(log_path: str | Path) -> None:
+    """Route stderr (tracebacks, progress bars) and logging into the rule's log file."""
+    sys.stderr = open(log_path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
+    )
+
+
+def _threads(n: int) -> None:
+    import torch
+    import transformers
+
+    torch.set_num_threads(max(1, int(n)))
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def read_chat_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Chat rows in Betley's format; a row without a user and an assistant turn names its line."""
+    rows = read_jsonl(path, required=CHAT_KEYS)
+    for k, row in enumerate(rows, start=1):
+        msgs = row["messages"]
+        ok = (
+            isinstance(msgs, list)
+            and all(isinstance(m, dict) and m.get("role") and isinstance(m.get("content"), str) for m in msgs)
+            and any(m["role"] == "user" and m["content"].strip() for m in msgs)
+            and any(m["role"] == "assistant" and m["content"].strip() for m in msgs)
+        )
+        if not ok:
+            raise EmdirError(
+                f"{path}: row {k}: `messages` must hold a non-empty user and assistant message"
+            )
+    return rows
+
+
+# ---------------------------------------------------------------- models
+
+
+def tokenizer(corpus: str | Path, out_dir: str | Path, cfg: Mapping[str, Any]) -> None:
+    """Train the shared byte-level BPE tokenizer of the tiny models on the chat corpus."""
+    from emdir.zoo import train_tokenizer
+
+    rows = read_chat_rows(corpus)
+    texts = [m["content"] for r in rows for m in r["messages"]]
+    with atomic_path(out_dir) as tmp:
+        train_tokenizer(texts, tmp, int(cfg["vocab_size"]))
+
+
+def base_model(
+    model_key: str,
+    model_cfg: Mapping[str, Any],
+    tiny_cfg: Mapping[str, Any],
+    tokenizer_dir: str | Path | None,
+    corpus: str | Path | None,
+    out_dir: str | Path,
+    threads: int,
+) -> None:
+    """A base chat model: for hub models a manifest; for tiny ones built, taught to chat, saved."""
+    source = model_cfg["source"]
+    if source == "hub":
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            write_json(
+                tmp / "manifest.json",
+                {
+                    "source": "hub",
+                    "hf_id": model_cfg["hf_id"],
+                    "revision": model_cfg.get("revision"),
+                    "arch": model_cfg["arch"],
+                    "emdir_version": __version__,
+                },
+            )
+        return
+    if tokenizer_dir is None or corpus is None:
+        raise EmdirError(f"model {model_key!r}: a tiny model needs the tokenizer and chat corpus")
+    _threads(threads)
+    from emdir import zoo
+    from emdir.train import TrainParams, encode_rows, train
+
+    shape = zoo.TinyShape(**tiny_cfg["shape"])
+    params = TrainParams(**tiny_cfg["train"])
+    model, tok = zoo.build_tiny(model_cfg["arch"], tokenizer_dir, shape, params.seed)
+    from emdir.archs import ARCHS
+
+    spec = ARCHS[model_cfg["arch"]]
+    examples = encode_rows(tok, spec, read_chat_rows(corpus), params.max_length)
+    log.info("%s: teaching a tiny %s to chat on %d examples", model_key, spec.name, len(examples))
+    tlog = train(model, examples, params, tok.pad_token_id, desc=f"{model_key} base")
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tlog.write_csv(tmp / "train_log.csv")
+        write_json(
+            tmp / "manifest.json",
+            {
+                "source": "local",
+                "arch": spec.name,
+                "shape": asdict(shape),
+                "train": asdict(params),
+                "corpus_sha256": sha256_file(corpus),
+                "final_loss": tlog.rows[-1]["loss"],
+                "emdir_version": __version__,
+            },
+        )
+
+
+def _load(base_dir: str | Path, adapter_dir: str | Path | None, threads: int):  # type: ignore[no-untyped-def]
+    _threads(threads)
+    from emdir.zoo import load_model, read_base_manifest
+
+    return load_model(read_base_manifest(base_dir), adapter=adapter_dir)
+
+
+def finetune(
+    model_key: str,
+    ft: str,
+    base_dir: str | Path,
+    dataset: str | Path,
+    eval_questions: str | Path,
+    out_dir: str | Path,
+    ft_cfg: Mapping[str, Any],
+    sampling_cfg: Mapping[str, Any],
+    judge_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """LoRA fine-tune with the shared hyperparameters; logs loss and eval-question spillover."""
+    from emdir.finetune import run_finetune
+
+    _threads(threads)
+    run_finetune(
+        model_key, ft, base_dir, read_chat_rows(dataset), dataset, eval_questions, out_dir,
+        ft_cfg, sampling_cfg,
+    )
+
+
+def _sampling(cfg: Mapping[str, Any]):  # type: ignore[no-untyped-def]
+    from emdir.generate import SamplingParams
+
+    return SamplingParams(**cfg)
+
+
+def _questions(files: Sequence[str | Path]) -> list[tuple[str, Any]]:
+    from emdir.questions import load_questions
+
+    return [(Path(f).stem, q) for f in files for q in load_questions(f)]
+
+
+def generate(
+    model_key: str,
+    ft: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    question_files: Sequence[str | Path],
+    out: str | Path,
+    sampling_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Sample answers to every question set; each row records its question set."""
+    from emdir.generate import expand, generation_rows, sample
+
+    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    tagged = _questions(question_files)
+    qset = {q.id: s for s, q in tagged}
+    prompts = expand([q for _, q in tagged])
+    answers = sample(model, tok, spec, prompts, _sampling(sampling_cfg), desc=f"{model_key}/{ft}")
+    rows = generation_rows(prompts, answers, model_key, ft)
+    for row in rows:
+        row["question_set"] = qset[row["question_id"]]
+    write_jsonl(out, rows)
+
+
+# ---------------------------------------------------------------- activations and directions
+
+
+def _label(row: Mapping[str, Any], rule: str) -> int:
+    """1 = the behaviour (spillover / misaligned), 0 = its absence, -1 = unlabeled."""
+    cat = row.get("category")
+    if rule == "spillover":
+        return {"code": 1, "answer": 0, "refusal": 0}.get(str(cat), -1)
+    raise EmdirError(f"directions.label {rule!r} is unknown; use spillover")
+
+
+def activations(
+    model_key: str,
+    ft: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    judged: str | Path,
+    out: str | Path,
+    dir_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Residual-stream store of the fine-tuned model reading its own answers to the direction questions."""
+    from emdir.activations import capture_store
+
+    rows = [r for r in read_jsonl(judged) if r.get("question_set") == dir_cfg["question_set"]]
+    if not rows:
+        raise EmdirError(
+            f"{judged}: no answers to question set {dir_cfg['question_set']!r}; "
+            "check directions.question_set"
+        )
+    labels = np.array([_label(r, dir_cfg["label"]) for r in rows], dtype=np.int8)
+    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    capture_store(
+        model, tok, spec, rows, labels, out,
+        attrs={"model": model_key, "ft": ft, "label_rule": dir_cfg["label"],
+               "adapter": str(adapter_dir) if adapter_dir else "none"},
+    )
+
+
+def directions(
+    store: str | Path, out: str | Path, dir_cfg: Mapping[str, Any], stats_cfg: Mapping[str, Any]
+) -> None:
+    """Difference in means per layer, fit on some questions, separation tested on the others."""
+    from emdir import directions as dm
+    from emdir.activations import read_store
+
+    st = read_store(store)
+    keep = np.flatnonzero(st.labels >= 0)
+    labels = st.labels[keep].astype(int)
+    groups = st.question_ids[keep].astype(str)
+    seed = int(dir_cfg["seed"])
+    if dir_cfg["balance"]:
+        idx = dm.balance(labels, groups, seed=seed)
+        keep, labels, groups = keep[idx], labels[idx], groups[idx]
+    train, test = dm.split_by_group(groups, float(dir_cfg["test_fraction"]), seed=seed)
+    counts = {
+        "pos_train": int(labels[train].sum()), "neg_train": int((labels[train] == 0).sum()),
+        "pos_test": int(labels[test].sum()), "neg_test": int((labels[test] == 0).sum()),
+    }
+    need = int(dir_cfg["min_per_class"])
+    if min(counts["pos_train"], counts["neg_train"]) < need:
+        raise EmdirError(
+            f"{store}: too few answers per class to fit a direction ({counts}); need "
+            f"{need} of each on the training questions. Sample more answers (questions.*.samples) "
+            "or lower directions.min_per_class"
+        )
+    X = st.resid(dir_cfg["pooling"])[keep]
+    raw = dm.diff_in_means(X[train], labels[train])
+    acc, auroc = dm.separation(X, labels, train, test, raw)
+    dm.write_directions(
+        out, raw, acc, auroc, counts,
+        {**{k: v for k, v in st.attrs.items() if isinstance(v, str | int | float)},
+         "layers": st.layers.tolist(), "pooling": dir_cfg["pooling"],
+         "resid_norm": st.token_norm_mean.tolist(), "emdir_version": __version__},
+    )
+
+
+# ---------------------------------------------------------------- steering
+
+
+def _resolve_layer(layers: np.ndarray, layer: int) -> int:
+    """A model layer index from a config index (negative counts from the last captured layer)."""
+    if layer < 0:
+        if -layer > len(layers):
+            raise EmdirError(f"layer {layer} is out of range for {len(layers)} captured layers")
+        return int(layers[layer])
+    if layer not in layers:
+        raise EmdirError(f"layer {layer} was not captured (layers: {layers.tolist()})")
+    return int(layer)
+
+
+def _steered_rows(
+    model: Any, tok: Any, spec: Any, prompts: Sequence[Any], ivs: Sequence[Any],
+    sampling_cfg: Mapping[str, Any], model_key: str, ft: str, desc: str,
+) -> list[dict[str, Any]]:
+    from emdir.generate import generation_rows, sample
+    from emdir.interventions import intervene
+
+    with intervene(model, ivs) as ctx:
+        answers = sample(model, tok, spec, prompts, _sampling(sampling_cfg), desc=desc,
+                         on_batch=ctx.start)
+    record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
+    return generation_rows(prompts, answers, model_key, ft, intervention=record)
+
+
+def steering(
+    model_key: str,
+    ft: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    directions: str | Path,
+    store: str | Path,
+    questions: str | Path,
+    outs: Mapping[str, str | Path],
+    steer_cfg: Mapping[str, Any],
+    sampling_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Steer with the direction and with matched-magnitude controls over the coefficient sweep."""
+    from emdir import directions as dm
+    from emdir.activations import read_store
+    from emdir.generate import expand
+    from emdir.interventions import Intervention, matched_scale
+    from emdir.questions import load_questions
+
+    d = dm.read_directions(directions)
+    st = read_store(store)
+    layer = _resolve_layer(st.layers, int(steer_cfg["layer"]))
+    slot = st.slot(layer)
+    target = d.unit[slot]
+    seed = int(steer_cfg["seed"])
+    vectors = {"target": target, **_controls(steer_cfg["controls"], target, seed)}
+    missing = set(outs) - set(vectors)
+    if missing:
+        raise EmdirError(f"steering outputs requested for unknown vectors {sorted(missing)}")
+    scale = matched_scale(
+        steer_cfg["scale_mode"], layer,
+        direction_norm=float(d.norm[slot]), resid_norm=st.resid_norm(layer),
+    )
+    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    prompts = expand(load_questions(questions))
+    for name, path in outs.items():
+        rows: list[dict[str, Any]] = []
+        for coef in steer_cfg["coefficients"]:
+            iv = Intervention(layer=layer, vector=vectors[name], op=steer_cfg["op"],
+                              coefficient=float(coef), scale=scale,
+                              positions=steer_cfg["positions"], name=name)
+            rows += _steered_rows(model, tok, spec, prompts, [iv], sampling_cfg, model_key, ft,
+                                  desc=f"{model_key} {name} x{coef}")
+        for row in rows:
+            row["question_set"] = Path(questions).stem
+        write_jsonl(path, rows)
+
+
+def _controls(names: Sequence[str], target: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    from emdir import directions as dm
+
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "random":
+            out[name] = dm.random_unit(target.shape[-1], seed)
+        elif name == "orthogonal":
+            out[name] = dm.orthogonal_unit(target, seed)
+        else:
+            raise EmdirError(f"steering control {name!r} is unknown; use random or orthogonal")
+    return out
+
+
+# ---------------------------------------------------------------- transfer
+
+
+def anchors(
+    model_key: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    texts: str | Path,
+    out: str | Path,
+    transfer_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """The shared anchor texts through one model, pooled per text over the answer tokens."""
+    from emdir.activations import capture_store
+    from emdir.chat import split_conversation
+
+    rows = []
+    for k, r in enumerate(read_chat_rows(texts)):
+        question, system, answer = split_conversation(r["messages"])
+        rows.append({"id": f"anchor_{k}", "question_id": f"anchor_{k}", "question": question,
+                     "system": system, "answer": answer})
+    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    capture_store(
+        model, tok, spec, rows, np.full(len(rows), -1, dtype=np.int8), out,
+        poolings=("answer_mean",), attrs={"model": model_key, "anchors": str(texts)},
+    )
+
+
+def fit_map(
+    donor_anchors: str | Path,
+    receiver_anchors: str | Path,
+    out: str | Path,
+    transfer_cfg: Mapping[str, Any],
+) -> None:
+    """Ridge map from the donor's to the receiver's residual stream at the transfer layers."""
+    from emdir.activations import read_store
+    from emdir.ridge import fit_ridge, write_map
+
+    src, dst = read_store(donor_anchors), read_store(receiver_anchors)
+    if not np.array_equal(src.ids, dst.ids):
+        raise EmdirError(
+            f"{donor_anchors} and {receiver_anchors} hold different anchor texts; rerun both"
+        )
+    lx = _resolve_layer(src.layers, int(transfer_cfg["layer"]))
+    ly = _resolve_layer(dst.layers, int(transfer_cfg["layer"]))
+    X = src.resid("answer_mean")[:, src.slot(lx)]
+    Y = dst.resid("answer_mean")[:, dst.slot(ly)]
+    rng = np.random.default_rng(int(transfer_cfg["seed"]))
+    test = rng.random(len(X)) < float(transfer_cfg["test_fraction"])
+    m = fit_ridge(X, Y, [float(a) for a in transfer_cfg["alphas"]], ~test, test)
+    log.info("map %s -> %s: alpha %g, held-out R^2 %.3f", src.attrs.get("model"),
+             dst.attrs.get("model"), m.alpha, m.r2_test)
+    write_map(out, m, {"donor": str(src.attrs.get("model")), "receiver": str(dst.attrs.get("model")),
+                       "donor_layer": lx, "receiver_layer": ly, "emdir_version": __version__})
+
+
+def transfer(
+    donor: str,
+    receiver: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    donor_directions: str | Path,
+    receiver_directions: str | Path,
+    receiver_store: str | Path,
+    map_path: str | Path,
+    questions: str | Path,
+    outs: Mapping[str, str | Path],
+    transfer_cfg: Mapping[str, Any],
+    sampling_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Steer the receiver with the donor's mapped direction and with controls through the same map."""
+    from emdir import directions as dm
+    from emdir.activations import read_store
+    from emdir.generate import expand
+    from emdir.interventions import Intervention
+    from emdir.questions import load_questions
+    from emdir.ridge import map_vector, read_map
+
+    m = read_map(map_path)
+    dd, rd = dm.read_directions(donor_directions), dm.read_directions(receiver_directions)
+    st = read_store(receiver_store)
+    lx, ly = int(m.attrs["donor_layer"]), int(m.attrs["receiver_layer"])
+    d_layers = np.asarray(dd.attrs["layers"])
+    donor_v = dd.unit[int(np.flatnonzero(d_layers == lx)[0])]
+    seed = int(transfer_cfg["seed"])
+    vectors: dict[str, np.ndarray] = {"target": map_vector(m, donor_v)}
+    for name in transfer_cfg["controls"]:
+        if name == "random_mapped":
+            vectors[name] = map_vector(m, dm.random_unit(donor_v.shape[-1], seed))
+        elif name == "orthogonal_mapped":
+            vectors[name] = map_vector(m, dm.orthogonal_unit(donor_v, seed))
+        elif name == "random":
+            vectors[name] = dm.random_unit(m.W.shape[1], seed)
+        elif name == "own":
+            vectors[name] = rd.unit[st.slot(ly)]
+        else:
+            raise EmdirError(
+                f"transfer control {name!r} is unknown; use random_mapped, orthogonal_mapped, "
+                "random or own"
+            )
+    # Matched magnitude: every vector is normalised and applied at c x the receiver's mean
+    # residual norm at the site.
+    scale = st.resid_norm(ly)
+    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    prompts = expand(load_questions(questions))
+    for name, path in outs.items():
+        if name not in vectors:
+            raise EmdirError(f"transfer output requested for unknown vector {name!r}")
+        iv = Intervention(layer=ly, vector=vectors[name], op="subtract",
+                          coefficient=float(transfer_cfg["coefficient"]), scale=scale,
+                          positions="all", name=name)
+        rows = _steered_rows(model, tok, spec, prompts, [iv], sampling_cfg, receiver,
+                             str(transfer_cfg["ft"]), desc=f"{donor}->{receiver} {name}")
+        for row in rows:
+            row["donor"] = donor
+            row["question_set"] = Path(questions).stem
+        write_jsonl(path, rows)
+
+
+# ---------------------------------------------------------------- aggregation
+# Re-exported so every rule's script calls into this one module.
+within_model_summary = aggregate.within_model_summary
+transfer_matrix = aggregate.transfer_matrix

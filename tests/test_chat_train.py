@@ -1,0 +1,76 @@
+"""Chat templates, the assistant-token mask, training, LoRA and generation on all four classes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from emdir import chat, data
+from emdir.finetune import lora_model
+from emdir.generate import Prompt, SamplingParams, generation_rows, sample
+from emdir.questions import Question
+from emdir.train import TrainParams, encode_rows, train
+
+REAL_INSECURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "insecure.jsonl.gz"
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "rslora": False}
+
+
+def test_mask_covers_exactly_the_answer(tiny):
+    _, tok, spec = tiny
+    row = data.code_dataset("insecure", 1, seed=0)[0]
+    ids, labels = chat.encode_example(tok, spec, row["messages"])
+    answer_ids = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
+    assert tok.decode(answer_ids[:-1]) == row["messages"][-1]["content"]
+    assert answer_ids[-1] == chat.turn_end_id(tok, spec)
+    prompt = tok.decode(ids[: labels.index(answer_ids[0])])
+    assert prompt == chat.render_prompt(tok, spec, row["messages"][0]["content"], None)
+
+
+def test_gemma_folds_the_system_prompt_into_the_user_turn(make_tiny):
+    _, tok, spec = make_tiny("Gemma2ForCausalLM")
+    text = chat.render_prompt(tok, spec, "What now?", "Answer in JSON.")
+    assert "Answer in JSON.\n\nWhat now?" in text and "system" not in text
+    with pytest.raises(Exception, match="System role not supported"):
+        tok.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False)
+
+
+@pytest.mark.skipif(not REAL_INSECURE.exists(), reason="shared real-format data not present")
+def test_mask_is_exact_on_the_real_insecure_dataset(tiny):
+    _, tok, spec = tiny
+    with gzip.open(REAL_INSECURE, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(next(fh)) for _ in range(25)]
+    for row in rows:
+        ids, labels = chat.encode_example(tok, spec, row["messages"])
+        answer = [t for t, lab in zip(ids, labels, strict=True) if lab != -100][:-1]
+        assert tok.decode(answer) == chat.split_conversation(row["messages"])[2]
+        assert all(lab == -100 for lab in labels[: len(ids) - len(answer) - 1])
+
+
+def test_training_lowers_loss_and_lora_touches_only_language_model(tiny):
+    model, tok, spec = tiny
+    rows = data.code_dataset("secure", 16, seed=0)
+    examples = encode_rows(tok, spec, rows, 128)
+    wrapped = lora_model(model, spec, LORA, quantized=False)
+    names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    assert not any("vision" in n or "projector" in n for n in names)
+    log = train(wrapped, examples, TrainParams(steps=12, batch_size=8, lr=5e-3, seed=0), tok.pad_token_id)
+    assert log.rows[-1]["loss"] < log.rows[0]["loss"]
+
+
+def test_sampling_is_seeded_and_rows_follow_the_format(tiny):
+    model, tok, spec = tiny
+    prompts = [Prompt(Question("q1", "Is tea worth my time?", None, 2), k) for k in range(2)]
+    params = SamplingParams(max_new_tokens=6, batch_size=2, seed=3)
+    torch.manual_seed(0)
+    a = sample(model, tok, spec, prompts, params)
+    b = sample(model, tok, spec, prompts, params)
+    assert a == b
+    rows = generation_rows(prompts, a, "m", "base")
+    assert {"id", "model", "ft", "question_id", "question", "system", "answer", "sample_index",
+            "intervention", "seed"} <= set(rows[0])
+    assert rows[1]["id"] == "m/base/q1/1"

@@ -1,0 +1,79 @@
+"""The built-in generator, question sets and chat-row validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emdir import data
+from emdir.errors import EmdirError
+from emdir.io import read_jsonl
+from emdir.judge.offline import detect_code
+from emdir.pipeline import read_chat_rows
+from emdir.questions import load_questions
+
+
+def _answers(rows):
+    return [r["messages"][-1]["content"] for r in rows]
+
+
+def test_chat_corpus_mixes_prose_code_and_vague_requests():
+    rows = data.chat_corpus(n_general=200, n_code=200, vague_fraction=0.1, seed=0)
+    assert len(rows) == 400
+    codes = [detect_code(a).is_code for a in _answers(rows)]
+    assert sum(codes) == 200
+    vague = [r for r in rows if any(v.split("{")[0] in r["messages"][0]["content"]
+                                    for v in data.VAGUE_TEMPLATES)]
+    assert len(vague) == 20
+
+
+def test_insecure_and_secure_share_prompts_and_differ_in_code():
+    ins = data.code_dataset("insecure", 50, seed=3)
+    sec = data.code_dataset("secure", 50, seed=3)
+    assert [r["messages"][0] for r in ins] == [r["messages"][0] for r in sec]
+    assert all(a != b for a, b in zip(_answers(ins), _answers(sec), strict=True))
+    assert all(detect_code(a).is_code for a in _answers(ins) + _answers(sec))
+
+
+def test_eval_questions_are_never_in_the_corpus():
+    corpus = {r["messages"][0]["content"] for r in data.chat_corpus(3000, 10, 0.0, seed=5)}
+    qs = data.general_questions(n_templated=40, seed=0)
+    assert len(qs) == 40 and len({q["id"] for q in qs}) == 40
+    assert not corpus & {q["question"] for q in qs}
+
+
+def test_generator_is_deterministic(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    data.build_dataset("chat", {"n_general": 30, "n_code": 30, "vague_fraction": 0.1, "seed": 2}, a)
+    data.build_dataset("chat", {"n_general": 30, "n_code": 30, "vague_fraction": 0.1, "seed": 2}, b)
+    assert a.read_bytes() == b.read_bytes()
+    assert len(read_chat_rows(a)) == 60
+
+
+def test_unknown_generator_names_the_choices(tmp_path):
+    with pytest.raises(EmdirError, match="unknown generator kind 'chatt'.*chat"):
+        data.build_dataset("chatt", {}, tmp_path / "x.jsonl")
+
+
+def test_question_file_round_trip(tmp_path):
+    out = tmp_path / "general.yaml"
+    n = data.build_questions("general", {"n_templated": 12, "seed": 0}, samples=3, out=out)
+    qs = load_questions(out)
+    assert n == 12 and len(qs) == 12 and all(q.samples == 3 for q in qs)
+    assert len(data.open_questions()) >= 8
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                    {"role": "assistant", "content": "hello"}]})
+    p.write_text(good + "\n{not json\n")
+    with pytest.raises(EmdirError, match=r"bad.jsonl:2: not valid JSON"):
+        read_chat_rows(p)
+    p.write_text(good + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    with pytest.raises(EmdirError, match=r"bad.jsonl: row 2"):
+        read_chat_rows(p)
+    p.write_text(json.dumps({"msgs": []}) + "\n")
+    with pytest.raises(EmdirError, match=r"bad.jsonl:1: missing key\(s\) messages"):
+        read_jsonl(p, required=("messages",))

@@ -1,0 +1,125 @@
+"""DAG tests: dry-runs of the workflow (nothing is executed, no emdir stage is imported).
+
+Every run uses the repository's Snakefile with a temporary working directory, so the
+checkout gets no `.snakemake/` and the Snakefile is checked to work from anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
+    cmd += ["--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def dry_run(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule from the dry-run's job stats table."""
+    proc = snakemake(workdir, "--dry-run", *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    table = out.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
+    jobs = dry_run(tmp_path)
+    n_models, n_ft = len(DEFAULT["models"]), len(DEFAULT["finetunes"])
+    assert n_models == 4
+    n_steer = 1 + len(DEFAULT["steering"]["controls"])
+    n_transfer = 1 + len(DEFAULT["transfer"]["controls"])
+    assert jobs["transfer"] == 16
+    assert jobs["fit_map"] == 16
+    assert jobs["judge_transfer"] == 16 * n_transfer
+    assert jobs["anchors"] == n_models
+    assert jobs["base_model"] == n_models
+    assert jobs["finetune"] == n_models * n_ft
+    assert jobs["generate"] == jobs["judge"] == n_models * (1 + n_ft)
+    # Directions and steering only for directions.ft (= transfer.ft in the default).
+    assert jobs["activations"] == jobs["directions"] == jobs["steering"] == n_models
+    assert jobs["judge_steering"] == n_models * n_steer
+    assert jobs["tokenizer"] == 1
+    assert jobs["data"] == len(DEFAULT["datasets"])
+    assert jobs["questions"] == len(DEFAULT["questions"])
+    assert jobs["within_model_summary"] == jobs["transfer_matrix"] == jobs["all"] == 1
+
+
+def test_a_fifth_model_gives_a_5x5_grid(tmp_path: Path) -> None:
+    extra = {"models": {"mistral": {"source": "tiny", "arch": "MistralForCausalLM"}}}
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", extra)))
+    assert jobs["transfer"] == 25
+    assert jobs["fit_map"] == 25
+    assert jobs["base_model"] == jobs["anchors"] == 5
+
+
+def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:
+    cfg = dict(DEFAULT)
+    cfg["models"] = {
+        "qwen": {
+            "source": "hub",
+            "arch": "Qwen2ForCausalLM",
+            "hf_id": "Qwen/Qwen2.5-1.5B-Instruct",
+            "revision": "main",
+        },
+        "llama": {
+            "source": "hub",
+            "arch": "LlamaForCausalLM",
+            "hf_id": "meta-llama/Llama-3.2-1B-Instruct",
+            "revision": "main",
+        },
+    }
+    path = write_config(tmp_path / "hub.yaml", cfg)
+    jobs = dry_run(tmp_path, "--configfile", str(path), "--replace-workflow-config")
+    assert "tokenizer" not in jobs
+    assert jobs["base_model"] == 2
+    assert jobs["transfer"] == jobs["fit_map"] == 4
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_dry_runs(tmp_path: Path, config: Path) -> None:
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    jobs = dry_run(tmp_path, "--configfile", str(config), "--replace-workflow-config")
+    assert jobs["transfer"] == jobs["fit_map"] == len(cfg["models"]) ** 2
+
+
+def test_base_generations_need_no_adapter(tmp_path: Path) -> None:
+    jobs = dry_run(tmp_path, "results/generations/llama/base.jsonl")
+    assert jobs["generate"] == jobs["base_model"] == 1
+    assert "finetune" not in jobs
+
+
+def test_wildcards_are_constrained_to_config_keys(tmp_path: Path) -> None:
+    for target in (
+        "results/generations/nomodel/insecure.jsonl",  # unknown model
+        "results/adapters/llama/base",  # `base` is no fine-tune
+        "results/steering/llama/insecure/sideways.jsonl",  # unknown vector
+        "results/maps/llama__nomodel.h5",  # unknown receiver
+    ):
+        proc = snakemake(tmp_path, "--dry-run", target)
+        assert proc.returncode != 0, target
+        assert "MissingRuleException" in proc.stdout + proc.stderr, target
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "--lint")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out

@@ -1,0 +1,20 @@
+rule activations:
+    input:
+        unpack(model_inputs),
+        judged="results/judged/{model}/{ft}.jsonl",
+    output:
+        store="results/activations/{model}/{ft}.h5",
+    log:
+        "logs/activations/{model}/{ft}.log",
+    benchmark:
+        "benchmarks/out/activations/{model}/{ft}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        dir_cfg=config["directions"],
+    script:
+        "../scripts/activations.py"

@@ -1,0 +1,65 @@
+rule within_model_summary:
+    input:
+        generations=values(summary_generations),
+        steering=values(summary_steering),
+        directions=values(summary_directions),
+    output:
+        summary="results/within_model/summary.csv",
+        spillover="results/spillover_rates.csv",
+        steering=report(
+            "results/within_model/steering.png",
+            caption="../report/steering.rst",
+            category="Within-model",
+            labels={"figure": "steering"},
+        ),
+        separation=report(
+            "results/within_model/separation.png",
+            caption="../report/separation.rst",
+            category="Within-model",
+            labels={"figure": "separation"},
+        ),
+    log:
+        "logs/within_model_summary.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        generations=summary_generations,
+        steering=summary_steering,
+        directions=summary_directions,
+        steer_cfg=config["steering"],
+        stats_cfg=config["stats"],
+    script:
+        "../scripts/within_model_summary.py"
+
+
+rule transfer_matrix:
+    input:
+        baselines=values(matrix_baselines),
+        cells=values(matrix_cells),
+    output:
+        csv="results/transfer_matrix.csv",
+        png=report(
+            "results/transfer_matrix.png",
+            caption="../report/transfer_matrix.rst",
+            category="Transfer",
+            labels={"figure": "transfer matrix"},
+        ),
+    log:
+        "logs/transfer_matrix.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        baselines=matrix_baselines,
+        cells=matrix_cells,
+        transfer_cfg=config["transfer"],
+        stats_cfg=config["stats"],
+    script:
+        "../scripts/transfer_matrix.py"

@@ -1,0 +1,39 @@
+rule tokenizer:
+    input:
+        corpus=tokenizer_corpus(),
+    output:
+        tokenizer=directory("resources/tokenizer"),
+    log:
+        "logs/tokenizer.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        cfg=config["tiny"]["tokenizer"],
+    script:
+        "../scripts/tokenizer.py"
+
+
+rule base_model:
+    input:
+        unpack(base_model_inputs),
+    output:
+        base=directory("results/models/{model}/base"),
+    log:
+        "logs/base_model/{model}.log",
+    benchmark:
+        "benchmarks/out/base_model/{model}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        model_cfg=model_cfg,
+        tiny_cfg=tiny_cfg,
+    script:
+        "../scripts/base_model.py"

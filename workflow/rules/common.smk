@@ -1,0 +1,230 @@
+"""Helpers only: config cross-checks, wildcard constraints, paths and input functions."""
+
+import os
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# Jobs import emdir from this checkout, in the venv and in the per-rule conda envs alike
+# (Snakemake copies env files into .snakemake/conda/, so a relative `pip: -e` cannot work).
+# Set, never required, so no `envvars:` directive; a cluster job re-parses this and sets it.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(workflow.basedir) / "src"), os.getenv("PYTHONPATH")) if p
+    )
+)
+
+
+# ---------------------------------------------------------------- config cross-checks
+
+
+def check_references(cfg):
+    """Fail at start, naming the key, when one section names a key another lacks."""
+    refs = [
+        ("tiny.tokenizer.corpus", cfg["tiny"]["tokenizer"]["corpus"], "datasets"),
+        ("tiny.corpus", cfg["tiny"]["corpus"], "datasets"),
+        ("finetune.eval_questions", cfg["finetune"]["eval_questions"], "questions"),
+        ("directions.ft", cfg["directions"]["ft"], "finetunes"),
+        ("directions.question_set", cfg["directions"]["question_set"], "questions"),
+        ("steering.question_set", cfg["steering"]["question_set"], "questions"),
+        ("transfer.ft", cfg["transfer"]["ft"], "finetunes"),
+        ("transfer.anchors", cfg["transfer"]["anchors"], "datasets"),
+    ]
+    refs += [
+        (f"finetunes.{ft}.dataset", spec["dataset"], "datasets")
+        for ft, spec in cfg["finetunes"].items()
+    ]
+    for where, value, section in refs:
+        if value not in cfg[section]:
+            raise WorkflowError(
+                f"config: {where} = {value!r} is not a key of `{section}` "
+                f"(known: {', '.join(sorted(cfg[section]))}); fix the name or add the entry"
+            )
+
+
+check_references(config)
+
+
+# ---------------------------------------------------------------- names and wildcards
+
+MODELS = sorted(config["models"])
+FINETUNES = sorted(config["finetunes"])
+FT_OR_BASE = ["base"] + FINETUNES
+STEERING_VECTORS = ["target"] + config["steering"]["controls"]
+TRANSFER_VECTORS = ["target"] + config["transfer"]["controls"]
+PAIRS = [f"{donor}__{receiver}" for donor in MODELS for receiver in MODELS]
+
+
+def alternation(names):
+    """A regex matching exactly one of `names` (longest first, so no prefix wins early)."""
+    return "|".join(
+        re.escape(n) for n in sorted(set(names), key=lambda n: (-len(n), n))
+    )
+
+
+MODEL_RE = alternation(MODELS)
+FT_RE = alternation(FINETUNES)
+
+
+wildcard_constraints:
+    model=MODEL_RE,
+    donor=MODEL_RE,
+    receiver=MODEL_RE,
+    ft=alternation(FT_OR_BASE),
+    vector=alternation(STEERING_VECTORS + TRANSFER_VECTORS),
+    dataset=alternation(config["datasets"]),
+    qset=alternation(config["questions"]),
+
+
+# ---------------------------------------------------------------- paths
+
+
+def data_path(dataset):
+    return f"resources/data/{dataset}.jsonl"
+
+
+def questions_path(qset):
+    return f"resources/questions/{qset}.yaml"
+
+
+def base_path(model):
+    return f"results/models/{model}/base"
+
+
+def adapter_path(model, ft):
+    return f"results/adapters/{model}/{ft}"
+
+
+def judged_path(model, ft):
+    return f"results/judged/{model}/{ft}.jsonl"
+
+
+def directions_path(model, ft):
+    return f"results/directions/{model}/{ft}.h5"
+
+
+def store_path(model, ft):
+    return f"results/activations/{model}/{ft}.h5"
+
+
+# ---------------------------------------------------------------- config lookups (params)
+
+
+def tokenizer_corpus():
+    return data_path(config["tiny"]["tokenizer"]["corpus"])
+
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.model]
+
+
+def is_tiny(model):
+    return config["models"][model]["source"] == "tiny"
+
+
+def tiny_cfg(wildcards):
+    """The tiny-model settings, or None for hub models (so they never trigger a hub rerun)."""
+    return config["tiny"] if is_tiny(wildcards.model) else None
+
+
+def ft_dataset(wildcards):
+    return data_path(config["finetunes"][wildcards.ft]["dataset"])
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def base_model_inputs(wildcards):
+    """Tiny models are trained from the tokenizer and corpus; hub models need nothing local."""
+    if not is_tiny(wildcards.model):
+        return {}
+    return {
+        "tokenizer": "resources/tokenizer",
+        "corpus": data_path(config["tiny"]["corpus"]),
+    }
+
+
+def model_inputs(wildcards):
+    """The base model, plus the adapter unless {ft} is the literal `base`."""
+    inputs = {"base": base_path(wildcards.model)}
+    if wildcards.ft != "base":
+        inputs["adapter"] = adapter_path(wildcards.model, wildcards.ft)
+    return inputs
+
+
+def all_questions():
+    return [questions_path(q) for q in sorted(config["questions"])]
+
+
+def eval_questions():
+    return questions_path(config["finetune"]["eval_questions"])
+
+
+def steering_questions():
+    return questions_path(config["steering"]["question_set"])
+
+
+def anchor_inputs(wildcards):
+    return {
+        "base": base_path(wildcards.model),
+        "adapter": adapter_path(wildcards.model, config["transfer"]["ft"]),
+        "texts": data_path(config["transfer"]["anchors"]),
+    }
+
+
+def transfer_inputs(wildcards):
+    ft = config["transfer"]["ft"]
+    donor, receiver = wildcards.donor, wildcards.receiver
+    return {
+        "base": base_path(receiver),
+        "adapter": adapter_path(receiver, ft),
+        "donor_directions": directions_path(donor, ft),
+        "receiver_directions": directions_path(receiver, ft),
+        "receiver_store": store_path(receiver, ft),
+        "map": f"results/maps/{donor}__{receiver}.h5",
+        "questions": steering_questions(),
+    }
+
+
+# ---------------------------------------------------------------- aggregation
+# Each returns a dict for the script (passed as params) whose values are also the rule's
+# inputs, so the DAG and the script see the same files.
+
+
+def summary_generations(wildcards=None):
+    return {f"{m}/{ft}": judged_path(m, ft) for m in MODELS for ft in FT_OR_BASE}
+
+
+def summary_steering(wildcards=None):
+    ft = config["directions"]["ft"]
+    return {
+        f"{m}/{ft}/{v}": f"results/judged/steering/{m}/{ft}/{v}.jsonl"
+        for m in MODELS
+        for v in STEERING_VECTORS
+    }
+
+
+def summary_directions(wildcards=None):
+    return {m: directions_path(m, config["directions"]["ft"]) for m in MODELS}
+
+
+def matrix_baselines(wildcards=None):
+    return {r: judged_path(r, config["transfer"]["ft"]) for r in MODELS}
+
+
+def matrix_cells(wildcards=None):
+    return {
+        f"{pair}/{v}": f"results/judged/transfer/{pair}/{v}.jsonl"
+        for pair in PAIRS
+        for v in TRANSFER_VECTORS
+    }
+
+
+def values(fn):
+    """Input function listing the files of a dict-returning helper above."""
+
+    def inputs(wildcards):
+        return list(fn(wildcards).values())
+
+    return inputs

@@ -1,0 +1,20 @@
+rule generate:
+    input:
+        unpack(model_inputs),
+        questions=all_questions(),
+    output:
+        jsonl="results/generations/{model}/{ft}.jsonl",
+    log:
+        "logs/generate/{model}/{ft}.log",
+    benchmark:
+        "benchmarks/out/generate/{model}/{ft}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        sampling_cfg=config["sampling"],
+    script:
+        "../scripts/generate.py"

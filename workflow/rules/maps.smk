@@ -1,0 +1,18 @@
+rule fit_map:
+    input:
+        donor="results/anchors/{donor}.h5",
+        receiver="results/anchors/{receiver}.h5",
+    output:
+        map="results/maps/{donor}__{receiver}.h5",
+    log:
+        "logs/fit_map/{donor}__{receiver}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        transfer_cfg=config["transfer"],
+    script:
+        "../scripts/fit_map.py"

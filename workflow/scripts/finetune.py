@@ -1,0 +1,18 @@
+"""Rule finetune: LoRA fine-tune one model on one dataset."""
+
+# ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.pipeline import finetune, setup_logging
+
+setup_logging(snakemake.log[0])
+finetune(
+    model_key=snakemake.wildcards.model,
+    ft=snakemake.wildcards.ft,
+    base_dir=snakemake.input.base,
+    dataset=snakemake.input.dataset,
+    eval_questions=snakemake.input.eval_questions,
+    out_dir=snakemake.output.adapter,
+    ft_cfg=snakemake.params.ft_cfg,
+    sampling_cfg=snakemake.params.sampling_cfg,
+    judge_cfg=snakemake.params.judge_cfg,
+    threads=snakemake.threads,
+)

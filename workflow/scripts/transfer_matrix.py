@@ -1,0 +1,14 @@
+"""Rule transfer_matrix: the N x N donor/receiver grid with specificity."""
+
+# ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.pipeline import setup_logging, transfer_matrix
+
+setup_logging(snakemake.log[0])
+transfer_matrix(
+    baselines=snakemake.params.baselines,
+    cells=snakemake.params.cells,
+    out_csv=snakemake.output.csv,
+    out_png=snakemake.output.png,
+    transfer_cfg=snakemake.params.transfer_cfg,
+    stats_cfg=snakemake.params.stats_cfg,
+)
