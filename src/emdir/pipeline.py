@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from emdir import __version__, aggregate
+from emdir import __version__
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
 
@@ -480,6 +480,18 @@ def transfer(
 
 
 # ---------------------------------------------------------------- aggregation
-# Re-exported so every rule's script calls into this one module.
-within_model_summary = aggregate.within_model_summary
-transfer_matrix = aggregate.transfer_matrix
+# Imported lazily: pandas and matplotlib would slow every other rule's start.
+
+
+def within_model_summary(**kwargs: Any) -> None:
+    """Spillover rates, steering effects with CIs and specificity, separation; CSVs and figures."""
+    from emdir.aggregate import within_model_summary as run
+
+    run(**kwargs)
+
+
+def transfer_matrix(**kwargs: Any) -> None:
+    """The N x N donor/receiver grid: suppression with CIs, controls, specificity; CSV and PNG."""
+    from emdir.aggregate import transfer_matrix as run
+
+    run(**kwargs)

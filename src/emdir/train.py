@@ -184,7 +184,7 @@ def train(
             model.train()
             evaluated = True
         tlog.rows.append(row)
-        bar.set_postfix(loss=f"{total:.3f}")
+        bar.set_postfix(loss=f"{total:.3f}", refresh=False)
         if on_checkpoint is not None:
             on_checkpoint(
                 step + 1,

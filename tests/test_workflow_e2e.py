@@ -1,0 +1,82 @@
+"""End to end: the real workflow on a small config, to results/transfer_matrix.png, then reruns."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "tests" / "configs" / "e2e.yaml"
+
+
+def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(config),
+           "--replace-workflow-config", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("e2e")
+    proc = snakemake(work, CONFIG, "--cores", "2", "results/transfer_matrix.png", "all")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return work
+
+
+@pytest.mark.e2e
+def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
+    png = run_dir / "results" / "transfer_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    df = pd.read_csv(run_dir / "results" / "transfer_matrix.csv")
+    cfg = yaml.safe_load(CONFIG.read_text())
+    models = list(cfg["models"])
+    target = df[df.vector == "target"]
+    assert sorted(zip(target.donor, target.receiver)) == sorted(
+        (d, r) for d in models for r in models
+    )
+    assert set(df.vector) == {"target", *cfg["transfer"]["controls"]}
+    assert (df.lo <= df.suppression).all() and (df.suppression <= df.hi).all()
+    assert target.specificity.notna().all() and (target.spec_lo <= target.spec_hi).all()
+
+
+@pytest.mark.e2e
+def test_rates_summary_and_stores(run_dir: Path) -> None:
+    res = run_dir / "results"
+    rates = pd.read_csv(res / "spillover_rates.csv")
+    assert set(rates.ft) == {"base", "insecure", "secure"}
+    assert rates.spillover.between(0, 100).all()
+    summary = pd.read_csv(res / "within_model" / "summary.csv")
+    assert set(summary.vector) == {"target", "random", "orthogonal"}
+    assert summary.separation_accuracy.between(0, 1).all()
+    for model in ("llama", "ministral3"):
+        assert (res / "adapters" / model / "insecure" / "train_log.csv").exists()
+        assert (res / "activations" / model / "insecure.h5").exists()
+    assert (res / "within_model" / "steering.png").exists()
+
+
+@pytest.mark.e2e
+def test_second_run_has_nothing_to_do(run_dir: Path) -> None:
+    proc = snakemake(run_dir, CONFIG, "--dry-run", "all")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["steering"]["coefficients"] = [0.25, 0.75]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(run_dir, changed, "--dry-run", "all")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    rules = set(re.findall(r"^rule (\w+):", out, re.M)) | set(re.findall(r"^localrule (\w+):", out, re.M))
+    assert "steering" in rules
+    assert rules <= {"steering", "judge_steering", "within_model_summary", "all"}, rules
