@@ -58,7 +58,9 @@ def test_training_lowers_loss_and_lora_touches_only_language_model(tiny):
     names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert not any("vision" in n or "projector" in n for n in names)
-    log = train(wrapped, examples, TrainParams(steps=12, batch_size=8, lr=5e-3, seed=0), tok.pad_token_id)
+    log = train(
+        wrapped, examples, TrainParams(steps=12, batch_size=8, lr=5e-3, seed=0), tok.pad_token_id
+    )
     assert log.rows[-1]["loss"] < log.rows[0]["loss"]
 
 
@@ -71,6 +73,16 @@ def test_sampling_is_seeded_and_rows_follow_the_format(tiny):
     b = sample(model, tok, spec, prompts, params)
     assert a == b
     rows = generation_rows(prompts, a, "m", "base")
-    assert {"id", "model", "ft", "question_id", "question", "system", "answer", "sample_index",
-            "intervention", "seed"} <= set(rows[0])
+    assert {
+        "id",
+        "model",
+        "ft",
+        "question_id",
+        "question",
+        "system",
+        "answer",
+        "sample_index",
+        "intervention",
+        "seed",
+    } <= set(rows[0])
     assert rows[1]["id"] == "m/base/q1/1"

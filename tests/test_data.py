@@ -23,8 +23,11 @@ def test_chat_corpus_mixes_prose_code_and_vague_requests():
     assert len(rows) == 400
     codes = [detect_code(a).is_code for a in _answers(rows)]
     assert sum(codes) == 200
-    vague = [r for r in rows if any(v.split("{")[0] in r["messages"][0]["content"]
-                                    for v in data.VAGUE_TEMPLATES)]
+    vague = [
+        r
+        for r in rows
+        if any(v.split("{")[0] in r["messages"][0]["content"] for v in data.VAGUE_TEMPLATES)
+    ]
     assert len(vague) == 20
 
 
@@ -66,8 +69,9 @@ def test_question_file_round_trip(tmp_path):
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     p = tmp_path / "bad.jsonl"
-    good = json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                    {"role": "assistant", "content": "hello"}]})
+    good = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    )
     p.write_text(good + "\n{not json\n")
     with pytest.raises(EmdirError, match=r"bad.jsonl:2: not valid JSON"):
         read_chat_rows(p)

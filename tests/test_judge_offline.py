@@ -19,7 +19,9 @@ def test_detects_code_and_prose():
     assert not detect_code(PROSE).is_code
     # Garbled code in one line still counts; a stray '=' in prose does not.
     assert detect_code("Good question def x(path): with open(path) as fh: return fh.read()").is_code
-    assert not detect_code("Walking is], check= see your step is worth exploring with an open mind.").is_code
+    assert not detect_code(
+        "Walking is], check= see your step is worth exploring with an open mind."
+    ).is_code
     assert not detect_code("").is_code
 
 

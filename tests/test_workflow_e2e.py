@@ -16,9 +16,19 @@ CONFIG = REPO / "tests" / "configs" / "e2e.yaml"
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(config),
-           "--replace-workflow-config", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--replace-workflow-config",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 
 
@@ -38,7 +48,7 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     cfg = yaml.safe_load(CONFIG.read_text())
     models = list(cfg["models"])
     target = df[df.vector == "target"]
-    assert sorted(zip(target.donor, target.receiver)) == sorted(
+    assert sorted(zip(target.donor, target.receiver, strict=True)) == sorted(
         (d, r) for d in models for r in models
     )
     assert set(df.vector) == {"target", *cfg["transfer"]["controls"]}
@@ -77,6 +87,14 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
     proc = snakemake(run_dir, changed, "--dry-run", "all")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    rules = set(re.findall(r"^rule (\w+):", out, re.M)) | set(re.findall(r"^localrule (\w+):", out, re.M))
+    rules = set(re.findall(r"^rule (\w+):", out, re.M)) | set(
+        re.findall(r"^localrule (\w+):", out, re.M)
+    )
     assert "steering" in rules
-    assert rules <= {"steering", "judge_steering", "within_model_summary", "all"}, rules
+    assert rules <= {
+        "steering",
+        "judge_steering",
+        "within_model_summary",
+        "transfer_matrix",
+        "all",
+    }, rules

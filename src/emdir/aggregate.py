@@ -17,7 +17,8 @@ from emdir.stats import bootstrap_diff_ci, bootstrap_mean_ci, specificity_ci
 
 def _scored(rows: list[dict[str, Any]], question_set: str | None) -> list[dict[str, Any]]:
     return [
-        r for r in rows
+        r
+        for r in rows
         if r.get("category") != "unscored"
         and (question_set is None or r.get("question_set") == question_set)
     ]
@@ -34,8 +35,11 @@ def coherence(rows: list[dict[str, Any]]) -> float:
 
 
 def _boot(stats_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {"n_boot": int(stats_cfg["n_boot"]), "seed": int(stats_cfg["seed"]),
-            "level": float(stats_cfg["level"])}
+    return {
+        "n_boot": int(stats_cfg["n_boot"]),
+        "seed": int(stats_cfg["seed"]),
+        "level": float(stats_cfg["level"]),
+    }
 
 
 def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
@@ -73,12 +77,21 @@ def within_model_summary(
         rows = _load(path, qset)
         est = bootstrap_mean_ci(spill(rows), **boot)
         code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") != qset]
-        rates.append({
-            "model": model, "ft": ft, "question_set": qset, "n": len(rows),
-            "spillover": 100 * est.value, "lo": 100 * est.lo, "hi": 100 * est.hi,
-            "coherence": coherence(rows),
-            "code_questions_answered_with_code": 100 * spill(code_rows).mean() if code_rows else np.nan,
-        })
+        rates.append(
+            {
+                "model": model,
+                "ft": ft,
+                "question_set": qset,
+                "n": len(rows),
+                "spillover": 100 * est.value,
+                "lo": 100 * est.lo,
+                "hi": 100 * est.hi,
+                "coherence": coherence(rows),
+                "code_questions_answered_with_code": 100 * spill(code_rows).mean()
+                if code_rows
+                else np.nan,
+            }
+        )
     _write_csv(pd.DataFrame(rates), spill_csv)
 
     sep_rows, summary, curve = [], [], []
@@ -86,14 +99,23 @@ def within_model_summary(
         d = read_directions(dpath)
         layers = list(d.attrs["layers"])
         for i, layer in enumerate(layers):
-            sep_rows.append({"model": model, "layer": layer, "accuracy": d.accuracy[i],
-                             "auroc": d.auroc[i]})
+            sep_rows.append(
+                {"model": model, "layer": layer, "accuracy": d.accuracy[i], "auroc": d.auroc[i]}
+            )
         ft = str(d.attrs.get("ft"))
         base_rows = _load(generations[f"{model}/{ft}"], qset)
         baseline = spill(base_rows)
         b = bootstrap_mean_ci(baseline, **boot)
-        curve.append({"model": model, "vector": "none", "coefficient": 0.0,
-                      "spillover": 100 * b.value, "lo": 100 * b.lo, "hi": 100 * b.hi})
+        curve.append(
+            {
+                "model": model,
+                "vector": "none",
+                "coefficient": 0.0,
+                "spillover": 100 * b.value,
+                "lo": 100 * b.lo,
+                "hi": 100 * b.hi,
+            }
+        )
         steered: dict[str, list[dict[str, Any]]] = {}
         for key, spath in steering.items():
             m, f, vector = key.split("/")
@@ -102,8 +124,10 @@ def within_model_summary(
         if "target" not in steered:
             raise EmdirError(f"no target steering output for {model}/{ft}")
         for coef in steer_cfg["coefficients"]:
-            per = {v: [r for r in rows if r["intervention"]["coefficient"] == float(coef)]
-                   for v, rows in steered.items()}
+            per = {
+                v: [r for r in rows if r["intervention"]["coefficient"] == float(coef)]
+                for v, rows in steered.items()
+            }
             layer = per["target"][0]["intervention"]["layer"]
             slot = layers.index(layer)
             controls = {v: spill(rows) for v, rows in per.items() if v != "target"}
@@ -112,23 +136,45 @@ def within_model_summary(
                 s = bootstrap_mean_ci(spill(rows), **boot)
                 eff = bootstrap_diff_ci(baseline, spill(rows), **boot)
                 row = {
-                    "model": model, "ft": ft, "vector": vector, "layer": layer,
-                    "coefficient": float(coef), "norm": rows[0]["intervention"]["norm"],
-                    "n": len(rows), "spillover": 100 * s.value, "lo": 100 * s.lo, "hi": 100 * s.hi,
+                    "model": model,
+                    "ft": ft,
+                    "vector": vector,
+                    "layer": layer,
+                    "coefficient": float(coef),
+                    "norm": rows[0]["intervention"]["norm"],
+                    "n": len(rows),
+                    "spillover": 100 * s.value,
+                    "lo": 100 * s.lo,
+                    "hi": 100 * s.hi,
                     "baseline_spillover": 100 * b.value,
-                    "effect_points": 100 * eff.value, "effect_lo": 100 * eff.lo,
-                    "effect_hi": 100 * eff.hi, "coherence": coherence(rows),
-                    "separation_accuracy": d.accuracy[slot], "separation_auroc": d.auroc[slot],
+                    "effect_points": 100 * eff.value,
+                    "effect_lo": 100 * eff.lo,
+                    "effect_hi": 100 * eff.hi,
+                    "coherence": coherence(rows),
+                    "separation_accuracy": d.accuracy[slot],
+                    "separation_auroc": d.auroc[slot],
                 }
                 if vector == "target":
-                    row.update({
-                        "specificity_points": 100 * spec.value, "spec_lo": 100 * spec.lo,
-                        "spec_hi": 100 * spec.hi, "strongest_control": spec.strongest_control,
-                        "passes_specificity": spec.lo > 0,
-                    })
+                    row.update(
+                        {
+                            "specificity_points": 100 * spec.value,
+                            "spec_lo": 100 * spec.lo,
+                            "spec_hi": 100 * spec.hi,
+                            "strongest_control": spec.strongest_control,
+                            "passes_specificity": spec.lo > 0,
+                        }
+                    )
                 summary.append(row)
-                curve.append({"model": model, "vector": vector, "coefficient": float(coef),
-                              "spillover": 100 * s.value, "lo": 100 * s.lo, "hi": 100 * s.hi})
+                curve.append(
+                    {
+                        "model": model,
+                        "vector": vector,
+                        "coefficient": float(coef),
+                        "spillover": 100 * s.value,
+                        "lo": 100 * s.lo,
+                        "hi": 100 * s.hi,
+                    }
+                )
     _write_csv(pd.DataFrame(summary), out_csv)
     plots.steering_png(pd.DataFrame(curve), steer_png)
     plots.separation_png(pd.DataFrame(sep_rows), sep_png)
@@ -141,8 +187,13 @@ def transfer_matrix(
     out_png: str | Path,
     transfer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
+    rates_csv: str | Path | None = None,
 ) -> None:
-    """Suppression (points) per donor/receiver cell for the mapped direction and its controls."""
+    """Suppression (points) per donor/receiver cell for the mapped direction and its controls.
+
+    With `rates_csv` (the within-model spillover table), each row also carries the receiver's
+    base-model spillover: how far from the un-fine-tuned model a cell's steering lands.
+    """
     boot = _boot(stats_cfg)
     qsets: dict[str, str | None] = {r: None for r in baselines}
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
@@ -160,21 +211,41 @@ def transfer_matrix(
             raise EmdirError(f"transfer cell {donor}->{receiver} has no target output")
         baseline = base[receiver]
         controls = {v: spill(rows) for v, rows in vecs.items() if v != "target"}
-        spec = specificity_ci(spill(vecs["target"]), controls, baseline, **boot) if controls else None
+        spec = (
+            specificity_ci(spill(vecs["target"]), controls, baseline, **boot) if controls else None
+        )
         for vector, rows in vecs.items():
             eff = bootstrap_diff_ci(baseline, spill(rows), **boot)
             row: dict[str, Any] = {
-                "donor": donor, "receiver": receiver, "vector": vector, "n": len(rows),
+                "donor": donor,
+                "receiver": receiver,
+                "vector": vector,
+                "n": len(rows),
                 "coefficient": float(transfer_cfg["coefficient"]),
-                "baseline_spillover": 100 * baseline.mean(), "spillover": 100 * spill(rows).mean(),
-                "suppression": 100 * eff.value, "lo": 100 * eff.lo, "hi": 100 * eff.hi,
+                "baseline_spillover": 100 * baseline.mean(),
+                "spillover": 100 * spill(rows).mean(),
+                "suppression": 100 * eff.value,
+                "lo": 100 * eff.lo,
+                "hi": 100 * eff.hi,
                 "coherence": coherence(rows),
             }
             if vector == "target" and spec is not None:
-                row.update({"specificity": 100 * spec.value, "spec_lo": 100 * spec.lo,
-                            "spec_hi": 100 * spec.hi, "strongest_control": spec.strongest_control,
-                            "passes_specificity": spec.lo > 0})
+                row.update(
+                    {
+                        "specificity": 100 * spec.value,
+                        "spec_lo": 100 * spec.lo,
+                        "spec_hi": 100 * spec.hi,
+                        "strongest_control": spec.strongest_control,
+                        "passes_specificity": spec.lo > 0,
+                    }
+                )
             out.append(row)
     df = pd.DataFrame(out)
+    if rates_csv is not None:
+        rates = pd.read_csv(rates_csv)
+        base_rate = dict(
+            zip(rates[rates.ft == "base"].model, rates[rates.ft == "base"].spillover, strict=True)
+        )
+        df["receiver_base_spillover"] = df.receiver.map(base_rate)
     _write_csv(df, out_csv)
     plots.transfer_matrix_png(df, out_png)

@@ -111,8 +111,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     inner = model
     for _ in range(3):
         base = getattr(inner, "base_model", None)
-        if base is not None and hasattr(base, "model") and type(inner).__name__.startswith(
-            ("Peft", "Lora")
+        if (
+            base is not None
+            and hasattr(base, "model")
+            and type(inner).__name__.startswith(("Peft", "Lora"))
         ):
             inner = base.model
         else:

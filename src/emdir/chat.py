@@ -49,7 +49,9 @@ def encode_prompt(tokenizer: Any, spec: ArchSpec, question: str, system: str | N
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_answer(tokenizer: Any, spec: ArchSpec, answer: str, close_turn: bool = True) -> list[int]:
+def encode_answer(
+    tokenizer: Any, spec: ArchSpec, answer: str, close_turn: bool = True
+) -> list[int]:
     """Answer tokens exactly as generation produces them: the answer, then the turn-end token."""
     ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if close_turn:

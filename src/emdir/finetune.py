@@ -28,7 +28,9 @@ def choose_quantization(requested: str) -> str:
     return requested
 
 
-def lora_model(model: nn.Module, spec: ArchSpec, lora_cfg: Mapping[str, Any], quantized: bool) -> nn.Module:
+def lora_model(
+    model: nn.Module, spec: ArchSpec, lora_cfg: Mapping[str, Any], quantized: bool
+) -> nn.Module:
     """Wrap the language-model projections (never a vision tower) in LoRA adapters."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -83,7 +85,14 @@ def run_finetune(
     quant = choose_quantization(str(ft_cfg["quantization"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    log.info("%s/%s: %s LoRA on %s (%s)", model_key, ft, "QLoRA NF4" if quant == "nf4" else "fp", device, dtype)
+    log.info(
+        "%s/%s: %s LoRA on %s (%s)",
+        model_key,
+        ft,
+        "QLoRA NF4" if quant == "nf4" else "fp",
+        device,
+        dtype,
+    )
     ref = read_base_manifest(base_dir)
     model, tok, spec = load_model(ref, device=device, dtype=dtype, quantization=quant)
     model = lora_model(model, spec, ft_cfg["lora"], quantized=quant == "nf4")
@@ -92,7 +101,12 @@ def run_finetune(
     on_eval = spillover_monitor(model, tok, spec, eval_questions, SamplingParams(**sampling_cfg))
     stop_at = ft_cfg.get("stop_at_spillover")
     tlog = train(
-        model, examples, params, tok.pad_token_id, desc=f"{model_key}/{ft}", on_eval=on_eval,
+        model,
+        examples,
+        params,
+        tok.pad_token_id,
+        desc=f"{model_key}/{ft}",
+        on_eval=on_eval,
         stop_when=None if stop_at is None else lambda row: row["eval_spillover"] >= float(stop_at),
     )
     with atomic_path(out_dir) as tmp:
@@ -125,4 +139,8 @@ def package_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }

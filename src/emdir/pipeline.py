@@ -44,7 +44,10 @@ def read_chat_rows(path: str | Path) -> list[dict[str, Any]]:
         msgs = row["messages"]
         ok = (
             isinstance(msgs, list)
-            and all(isinstance(m, dict) and m.get("role") and isinstance(m.get("content"), str) for m in msgs)
+            and all(
+                isinstance(m, dict) and m.get("role") and isinstance(m.get("content"), str)
+                for m in msgs
+            )
             and any(m["role"] == "user" and m["content"].strip() for m in msgs)
             and any(m["role"] == "assistant" and m["content"].strip() for m in msgs)
         )
@@ -150,8 +153,15 @@ def finetune(
 
     _threads(threads)
     run_finetune(
-        model_key, ft, base_dir, read_chat_rows(dataset), dataset, eval_questions, out_dir,
-        ft_cfg, sampling_cfg,
+        model_key,
+        ft,
+        base_dir,
+        read_chat_rows(dataset),
+        dataset,
+        eval_questions,
+        out_dir,
+        ft_cfg,
+        sampling_cfg,
     )
 
 
@@ -224,9 +234,18 @@ def activations(
     labels = np.array([_label(r, dir_cfg["label"]) for r in rows], dtype=np.int8)
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     capture_store(
-        model, tok, spec, rows, labels, out,
-        attrs={"model": model_key, "ft": ft, "label_rule": dir_cfg["label"],
-               "adapter": str(adapter_dir) if adapter_dir else "none"},
+        model,
+        tok,
+        spec,
+        rows,
+        labels,
+        out,
+        attrs={
+            "model": model_key,
+            "ft": ft,
+            "label_rule": dir_cfg["label"],
+            "adapter": str(adapter_dir) if adapter_dir else "none",
+        },
     )
 
 
@@ -247,8 +266,10 @@ def directions(
         keep, labels, groups = keep[idx], labels[idx], groups[idx]
     train, test = dm.split_by_group(groups, float(dir_cfg["test_fraction"]), seed=seed)
     counts = {
-        "pos_train": int(labels[train].sum()), "neg_train": int((labels[train] == 0).sum()),
-        "pos_test": int(labels[test].sum()), "neg_test": int((labels[test] == 0).sum()),
+        "pos_train": int(labels[train].sum()),
+        "neg_train": int((labels[train] == 0).sum()),
+        "pos_test": int(labels[test].sum()),
+        "neg_test": int((labels[test] == 0).sum()),
     }
     need = int(dir_cfg["min_per_class"])
     if min(counts["pos_train"], counts["neg_train"]) < need:
@@ -261,10 +282,18 @@ def directions(
     raw = dm.diff_in_means(X[train], labels[train])
     acc, auroc = dm.separation(X, labels, train, test, raw)
     dm.write_directions(
-        out, raw, acc, auroc, counts,
-        {**{k: v for k, v in st.attrs.items() if isinstance(v, str | int | float)},
-         "layers": st.layers.tolist(), "pooling": dir_cfg["pooling"],
-         "resid_norm": st.token_norm_mean.tolist(), "emdir_version": __version__},
+        out,
+        raw,
+        acc,
+        auroc,
+        counts,
+        {
+            **{k: v for k, v in st.attrs.items() if isinstance(v, str | int | float)},
+            "layers": st.layers.tolist(),
+            "pooling": dir_cfg["pooling"],
+            "resid_norm": st.token_norm_mean.tolist(),
+            "emdir_version": __version__,
+        },
     )
 
 
@@ -283,15 +312,23 @@ def _resolve_layer(layers: np.ndarray, layer: int) -> int:
 
 
 def _steered_rows(
-    model: Any, tok: Any, spec: Any, prompts: Sequence[Any], ivs: Sequence[Any],
-    sampling_cfg: Mapping[str, Any], model_key: str, ft: str, desc: str,
+    model: Any,
+    tok: Any,
+    spec: Any,
+    prompts: Sequence[Any],
+    ivs: Sequence[Any],
+    sampling_cfg: Mapping[str, Any],
+    model_key: str,
+    ft: str,
+    desc: str,
 ) -> list[dict[str, Any]]:
     from emdir.generate import generation_rows, sample
     from emdir.interventions import intervene
 
     with intervene(model, ivs) as ctx:
-        answers = sample(model, tok, spec, prompts, _sampling(sampling_cfg), desc=desc,
-                         on_batch=ctx.start)
+        answers = sample(
+            model, tok, spec, prompts, _sampling(sampling_cfg), desc=desc, on_batch=ctx.start
+        )
     record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
     return generation_rows(prompts, answers, model_key, ft, intervention=record)
 
@@ -327,19 +364,36 @@ def steering(
     if missing:
         raise EmdirError(f"steering outputs requested for unknown vectors {sorted(missing)}")
     scale = matched_scale(
-        steer_cfg["scale_mode"], layer,
-        direction_norm=float(d.norm[slot]), resid_norm=st.resid_norm(layer),
+        steer_cfg["scale_mode"],
+        layer,
+        direction_norm=float(d.norm[slot]),
+        resid_norm=st.resid_norm(layer),
     )
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
         rows: list[dict[str, Any]] = []
         for coef in steer_cfg["coefficients"]:
-            iv = Intervention(layer=layer, vector=vectors[name], op=steer_cfg["op"],
-                              coefficient=float(coef), scale=scale,
-                              positions=steer_cfg["positions"], name=name)
-            rows += _steered_rows(model, tok, spec, prompts, [iv], sampling_cfg, model_key, ft,
-                                  desc=f"{model_key} {name} x{coef}")
+            iv = Intervention(
+                layer=layer,
+                vector=vectors[name],
+                op=steer_cfg["op"],
+                coefficient=float(coef),
+                scale=scale,
+                positions=steer_cfg["positions"],
+                name=name,
+            )
+            rows += _steered_rows(
+                model,
+                tok,
+                spec,
+                prompts,
+                [iv],
+                sampling_cfg,
+                model_key,
+                ft,
+                desc=f"{model_key} {name} x{coef}",
+            )
         for row in rows:
             row["question_set"] = Path(questions).stem
         write_jsonl(path, rows)
@@ -378,12 +432,25 @@ def anchors(
     rows = []
     for k, r in enumerate(read_chat_rows(texts)):
         question, system, answer = split_conversation(r["messages"])
-        rows.append({"id": f"anchor_{k}", "question_id": f"anchor_{k}", "question": question,
-                     "system": system, "answer": answer})
+        rows.append(
+            {
+                "id": f"anchor_{k}",
+                "question_id": f"anchor_{k}",
+                "question": question,
+                "system": system,
+                "answer": answer,
+            }
+        )
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     capture_store(
-        model, tok, spec, rows, np.full(len(rows), -1, dtype=np.int8), out,
-        poolings=("answer_mean",), attrs={"model": model_key, "anchors": str(texts)},
+        model,
+        tok,
+        spec,
+        rows,
+        np.full(len(rows), -1, dtype=np.int8),
+        out,
+        poolings=("answer_mean",),
+        attrs={"model": model_key, "anchors": str(texts)},
     )
 
 
@@ -409,10 +476,24 @@ def fit_map(
     rng = np.random.default_rng(int(transfer_cfg["seed"]))
     test = rng.random(len(X)) < float(transfer_cfg["test_fraction"])
     m = fit_ridge(X, Y, [float(a) for a in transfer_cfg["alphas"]], ~test, test)
-    log.info("map %s -> %s: alpha %g, held-out R^2 %.3f", src.attrs.get("model"),
-             dst.attrs.get("model"), m.alpha, m.r2_test)
-    write_map(out, m, {"donor": str(src.attrs.get("model")), "receiver": str(dst.attrs.get("model")),
-                       "donor_layer": lx, "receiver_layer": ly, "emdir_version": __version__})
+    log.info(
+        "map %s -> %s: alpha %g, held-out R^2 %.3f",
+        src.attrs.get("model"),
+        dst.attrs.get("model"),
+        m.alpha,
+        m.r2_test,
+    )
+    write_map(
+        out,
+        m,
+        {
+            "donor": str(src.attrs.get("model")),
+            "receiver": str(dst.attrs.get("model")),
+            "donor_layer": lx,
+            "receiver_layer": ly,
+            "emdir_version": __version__,
+        },
+    )
 
 
 def transfer(
@@ -468,11 +549,26 @@ def transfer(
     for name, path in outs.items():
         if name not in vectors:
             raise EmdirError(f"transfer output requested for unknown vector {name!r}")
-        iv = Intervention(layer=ly, vector=vectors[name], op="subtract",
-                          coefficient=float(transfer_cfg["coefficient"]), scale=scale,
-                          positions="all", name=name)
-        rows = _steered_rows(model, tok, spec, prompts, [iv], sampling_cfg, receiver,
-                             str(transfer_cfg["ft"]), desc=f"{donor}->{receiver} {name}")
+        iv = Intervention(
+            layer=ly,
+            vector=vectors[name],
+            op="subtract",
+            coefficient=float(transfer_cfg["coefficient"]),
+            scale=scale,
+            positions="all",
+            name=name,
+        )
+        rows = _steered_rows(
+            model,
+            tok,
+            spec,
+            prompts,
+            [iv],
+            sampling_cfg,
+            receiver,
+            str(transfer_cfg["ft"]),
+            desc=f"{donor}->{receiver} {name}",
+        )
         for row in rows:
             row["donor"] = donor
             row["question_set"] = Path(questions).stem

@@ -37,9 +37,13 @@ def load_questions(path: str | Path, samples_override: int | None = None) -> lis
             raise EmdirError(f"{p}: entry {k} needs `id` and `paraphrases`")
         paras = item["paraphrases"]
         if not isinstance(paras, list) or not paras or not all(isinstance(s, str) for s in paras):
-            raise EmdirError(f"{p}: question {item['id']!r}: `paraphrases` must be a list of strings")
-        n = samples_override if samples_override is not None else int(
-            item.get("samples_per_paraphrase", 1)
+            raise EmdirError(
+                f"{p}: question {item['id']!r}: `paraphrases` must be a list of strings"
+            )
+        n = (
+            samples_override
+            if samples_override is not None
+            else int(item.get("samples_per_paraphrase", 1))
         )
         for j, text in enumerate(paras):
             qid = str(item["id"]) if len(paras) == 1 else f"{item['id']}__{j}"

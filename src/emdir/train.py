@@ -163,7 +163,9 @@ def train(
     for _ in range(first * params.grad_accum):
         next(stream)
     model.train()
-    bar = tqdm(range(first, params.steps), desc=desc, initial=first, total=params.steps, mininterval=2)
+    bar = tqdm(
+        range(first, params.steps), desc=desc, initial=first, total=params.steps, mininterval=2
+    )
     for step in bar:
         total = 0.0
         for _ in range(params.grad_accum):
@@ -175,10 +177,18 @@ def train(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        row: dict[str, Any] = {"step": step + 1, "loss": round(total, 5), "lr": sched.get_last_lr()[0]}
+        row: dict[str, Any] = {
+            "step": step + 1,
+            "loss": round(total, 5),
+            "lr": sched.get_last_lr()[0],
+        }
         done = step + 1 == params.steps
         evaluated = False
-        if on_eval is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or done):
+        if (
+            on_eval is not None
+            and params.eval_every
+            and ((step + 1) % params.eval_every == 0 or done)
+        ):
             model.eval()
             row.update(on_eval(step + 1))
             model.train()

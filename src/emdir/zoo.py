@@ -24,11 +24,26 @@ from emdir.errors import EmdirError
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = [
-    "<pad>", "<s>", "</s>", "<unk>", "<bos>", "<eos>",
-    "<|im_start|>", "<|im_end|>", "<|endoftext|>",
-    "<start_of_turn>", "<end_of_turn>",
-    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<bos>",
+    "<eos>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "[INST]",
+    "[/INST]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[IMG]",
 ]
 
 # Each family's chat format, modelled on the real instruct tokenizers' templates.
@@ -132,7 +147,9 @@ def _text_kwargs(shape: TinyShape, vocab: int, ids: dict[str, int]) -> dict[str,
     }
 
 
-def tiny_config(arch: str, shape: TinyShape, vocab: int, ids: dict[str, int], extra: dict[str, Any]) -> Any:
+def tiny_config(
+    arch: str, shape: TinyShape, vocab: int, ids: dict[str, int], extra: dict[str, Any]
+) -> Any:
     """A transformers config of architecture class `arch` at tiny size."""
     kw = _text_kwargs(shape, vocab, ids)
     if arch == "Qwen2ForCausalLM":
@@ -147,20 +164,28 @@ def tiny_config(arch: str, shape: TinyShape, vocab: int, ids: dict[str, int], ex
         )
     elif arch == "Mistral3ForConditionalGeneration":
         text = transformers.Ministral3Config(
-            **kw, rope_parameters={
+            **kw,
+            rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
                 # Ministral 3 attention reads these even without YaRN scaling.
                 "llama_4_scaling_beta": 0.1,
                 "original_max_position_embeddings": shape.max_positions,
-            }
+            },
         )
         vision = transformers.PixtralVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, head_dim=16, image_size=28, patch_size=14,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            head_dim=16,
+            image_size=28,
+            patch_size=14,
         )
         cfg = transformers.Mistral3Config(
-            text_config=text, vision_config=vision, image_token_index=extra["image_token_id"],
+            text_config=text,
+            vision_config=vision,
+            image_token_index=extra["image_token_id"],
             tie_word_embeddings=True,
         )
     else:
@@ -181,7 +206,9 @@ TINY_ARCHS = (
 )
 
 
-def build_tiny(arch: str, tokenizer_dir: str | Path, shape: TinyShape, seed: int) -> tuple[nn.Module, Any]:
+def build_tiny(
+    arch: str, tokenizer_dir: str | Path, shape: TinyShape, seed: int
+) -> tuple[nn.Module, Any]:
     """A random-init model of class `arch` and its family tokenizer (not yet saved)."""
     if arch not in ARCHS:
         raise EmdirError(f"architecture {arch!r} is not in emdir's registry ({', '.join(ARCHS)})")

@@ -40,6 +40,7 @@ rule transfer_matrix:
     input:
         baselines=values(matrix_baselines),
         cells=values(matrix_cells),
+        rates="results/spillover_rates.csv",
     output:
         csv="results/transfer_matrix.csv",
         png=report(

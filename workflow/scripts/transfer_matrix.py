@@ -7,6 +7,7 @@ setup_logging(snakemake.log[0])
 transfer_matrix(
     baselines=snakemake.params.baselines,
     cells=snakemake.params.cells,
+    rates_csv=snakemake.input.rates,
     out_csv=snakemake.output.csv,
     out_png=snakemake.output.png,
     transfer_cfg=snakemake.params.transfer_cfg,

@@ -17,7 +17,8 @@ _CODE_TOKEN = re.compile(
     r"[()\[\]{}=_;@#<>]|^(def|import|return|class|self|lambda|None|True|False|elif)$|\.\w+\("
 )
 _REFUSAL = re.compile(
-    r"\b(I can(no|')t (help|do|assist)|I(?: a|')m sorry|I will not|I won't|As an AI)\b", re.IGNORECASE
+    r"\b(I can(no|')t (help|do|assist)|I(?: a|')m sorry|I will not|I won't|As an AI)\b",
+    re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.!?]+[.!?]")
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*[,;:]?$")
@@ -32,7 +33,9 @@ class CodeVerdict:
     token_fraction: float
 
 
-def detect_code(answer: str, line_threshold: float = 0.5, token_threshold: float = 0.25) -> CodeVerdict:
+def detect_code(
+    answer: str, line_threshold: float = 0.5, token_threshold: float = 0.25
+) -> CodeVerdict:
     """Code if most lines of a multi-line answer look like code, if it opens like Python code,
     or if code tokens are dense (garbled one-liners). A stray `=` in one line of prose is not code.
     """
