@@ -28,7 +28,7 @@ rule base_model:
         "benchmarks/out/base_model/{model}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

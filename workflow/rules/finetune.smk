@@ -13,7 +13,7 @@ rule finetune:
         ft=FT_RE,
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
