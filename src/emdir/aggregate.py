@@ -47,11 +47,18 @@ def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, index=False, float_format="%.4g")
 
 
-def _load(path: str | Path, question_set: str | None) -> list[dict[str, Any]]:
-    rows = _scored(read_jsonl(path, required=("category", "scores")), question_set)
-    if not rows:
+def _require(
+    rows: list[dict[str, Any]], path: str | Path, question_set: str | None
+) -> list[dict[str, Any]]:
+    """The scored rows of one question set; none at all is an error naming the file."""
+    scored = _scored(rows, question_set)
+    if not scored:
         raise EmdirError(f"{path}: no scored answers to question set {question_set!r}")
-    return rows
+    return scored
+
+
+def _load(path: str | Path, question_set: str | None) -> list[dict[str, Any]]:
+    return _require(read_jsonl(path, required=("category", "scores")), path, question_set)
 
 
 def within_model_summary(
@@ -74,7 +81,7 @@ def within_model_summary(
     for key, path in generations.items():
         model, ft = key.split("/")
         all_rows = read_jsonl(path, required=("category", "scores"))
-        rows = _load(path, qset)
+        rows = _require(all_rows, path, qset)
         est = bootstrap_mean_ci(spill(rows), **boot)
         code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") != qset]
         rates.append(
