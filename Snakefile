@@ -3,7 +3,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: f"{workflow.basedir}/config/config.yaml"
+# A --configfile names a whole experiment (config/paper.yaml, a test config) and replaces
+# the embedded default; without one the default runs. --config KEY=VALUE still overrides.
+if not workflow.config_settings.configfiles:
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

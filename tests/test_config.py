@@ -146,8 +146,9 @@ def test_schema_errors_name_the_key(patch: dict[str, Any], key: str) -> None:
     ],
 )
 def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, key: str) -> None:
+    # A --configfile replaces the default config, so the bad key goes into a full copy.
     bad = tmp_path / "bad.yaml"
-    bad.write_text(override, encoding="utf-8")
+    bad.write_text(yaml.safe_dump(merged(DEFAULT, yaml.safe_load(override))), encoding="utf-8")
     cmd = [
         sys.executable,
         "-m",
@@ -165,6 +166,13 @@ def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, k
     assert proc.returncode != 0, out
     assert key in out, out
     assert "Job stats" not in out, "failed only after building the DAG"
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def property_paths(node: dict[str, Any], prefix: str) -> Iterator[str]:

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from emdir import data
+from emdir.datasets import materialise, read_chat_file
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
 from emdir.judge.offline import detect_code
-from emdir.pipeline import read_chat_rows
 from emdir.questions import load_questions
 
 
@@ -48,15 +48,20 @@ def test_eval_questions_are_never_in_the_corpus():
 
 def test_generator_is_deterministic(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    data.build_dataset("chat", {"n_general": 30, "n_code": 30, "vague_fraction": 0.1, "seed": 2}, a)
-    data.build_dataset("chat", {"n_general": 30, "n_code": 30, "vague_fraction": 0.1, "seed": 2}, b)
+    spec = {
+        "generator": "chat",
+        "params": {"n_general": 30, "n_code": 30, "vague_fraction": 0.1, "seed": 2},
+    }
+    materialise("chat", spec, None, a)
+    materialise("chat", spec, None, b)
     assert a.read_bytes() == b.read_bytes()
-    assert len(read_chat_rows(a)) == 60
+    assert len(read_chat_file(a)) == 60
 
 
 def test_unknown_generator_names_the_choices(tmp_path):
-    with pytest.raises(EmdirError, match="unknown generator kind 'chatt'.*chat"):
-        data.build_dataset("chatt", {}, tmp_path / "x.jsonl")
+    with pytest.raises(EmdirError, match="datasets.c.generator 'chatt' is unknown.*chat"):
+        materialise("c", {"generator": "chatt", "params": {}}, None, tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_question_file_round_trip(tmp_path):
@@ -74,10 +79,10 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     )
     p.write_text(good + "\n{not json\n")
     with pytest.raises(EmdirError, match=r"bad.jsonl:2: not valid JSON"):
-        read_chat_rows(p)
+        read_chat_file(p)
     p.write_text(good + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
-    with pytest.raises(EmdirError, match=r"bad.jsonl: row 2"):
-        read_chat_rows(p)
+    with pytest.raises(EmdirError, match=r"bad.jsonl:2: the last message must be the assistant"):
+        read_chat_file(p)
     p.write_text(json.dumps({"msgs": []}) + "\n")
     with pytest.raises(EmdirError, match=r"bad.jsonl:1: missing key\(s\) messages"):
         read_jsonl(p, required=("messages",))

@@ -63,8 +63,14 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
 
 
 def test_a_fifth_model_gives_a_5x5_grid(tmp_path: Path) -> None:
-    extra = {"models": {"mistral": {"source": "tiny", "arch": "MistralForCausalLM"}}}
-    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", extra)))
+    cfg = {
+        **DEFAULT,
+        "models": {
+            **DEFAULT["models"],
+            "mistral": {"source": "tiny", "arch": "MistralForCausalLM"},
+        },
+    }
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", cfg)))
     assert jobs["transfer"] == 25
     assert jobs["fit_map"] == 25
     assert jobs["base_model"] == jobs["anchors"] == 5
@@ -123,3 +129,21 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Lints for" not in out, out
+
+
+def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) -> None:
+    """The paper config dry-runs offline: four hub models x {insecure, secure}, two downloads."""
+    paper = REPO / "config" / "paper.yaml"
+    proc = snakemake(
+        tmp_path, "--dry-run", "results/transfer_matrix.png", "--configfile", str(paper)
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = dry_run(tmp_path, "results/transfer_matrix.png", "--configfile", str(paper))
+    assert jobs["download"] == 2 and jobs["finetune"] == 8 and "tokenizer" not in jobs
+    finetunes = set(re.findall(r"output: results/adapters/(\w+)/(\w+)", out))
+    assert finetunes == {
+        (m, ft) for m in ("qwen2", "gemma2", "llama", "ministral3") for ft in ("insecure", "secure")
+    }
+    assert "resources/downloads/insecure.jsonl" in out
+    assert "resources/downloads/secure.jsonl" in out

@@ -6,6 +6,8 @@ The registry is keyed by `config.architectures[0]`, as transformers writes it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,8 @@ import torch
 from torch import nn
 
 from emdir.errors import EmdirError
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,36 @@ class ArchSpec:
     # Path to the text config inside the model config ("" = the config itself).
     text_config_attr: str
     system_role: bool
-    # Regex for peft `target_modules`: only language-model projections, never a vision tower.
-    lora_target_regex: str
+    # Regex for the decoder-layer list as peft sees module names: LoRA targets are built under
+    # it, so only language-model projections are wrapped, never a vision tower.
+    lora_layer_prefix: str
     # The token that ends an assistant turn in this family's chat format.
     turn_end: str
 
+    def lora_targets(
+        self, modules: Sequence[str] = PROJECTIONS, layers: Sequence[int] | None = None
+    ) -> str:
+        """peft `target_modules` regex: these projections, in these decoder blocks (None = all).
 
-_PROJ = r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+        `layers` are decoder-block indices (0-based), as everywhere in emdir.
+        """
+        bad = sorted(set(modules) - set(PROJECTIONS))
+        if bad or not modules:
+            raise EmdirError(
+                f"LoRA target modules {bad or list(modules)} are not projections; "
+                f"use some of {', '.join(PROJECTIONS)}"
+            )
+        if layers is not None and (not layers or any(int(i) < 0 for i in layers)):
+            raise EmdirError(f"LoRA layers {list(layers)} must be non-negative block indices")
+        blocks = r"\d+" if layers is None else "(" + "|".join(str(int(i)) for i in layers) + ")"
+        mods = "|".join(re.escape(m) for m in modules)
+        return rf"{self.lora_layer_prefix}\.{blocks}\.(self_attn|mlp)\.({mods})"
+
+    @property
+    def lora_target_regex(self) -> str:
+        """All seven projections of every decoder block."""
+        return self.lora_targets()
+
 
 ARCHS: dict[str, ArchSpec] = {
     spec.name: spec
@@ -44,7 +71,7 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.layers",),
             text_config_attr="",
             system_role=True,
-            lora_target_regex=rf".*model\.layers\.\d+\.(self_attn|mlp)\.{_PROJ}",
+            lora_layer_prefix=r".*model\.layers",
             turn_end="<|im_end|>",
         ),
         ArchSpec(
@@ -53,7 +80,7 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.layers",),
             text_config_attr="",
             system_role=False,
-            lora_target_regex=rf".*model\.layers\.\d+\.(self_attn|mlp)\.{_PROJ}",
+            lora_layer_prefix=r".*model\.layers",
             turn_end="<end_of_turn>",
         ),
         ArchSpec(
@@ -62,7 +89,7 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.layers",),
             text_config_attr="",
             system_role=True,
-            lora_target_regex=rf".*model\.layers\.\d+\.(self_attn|mlp)\.{_PROJ}",
+            lora_layer_prefix=r".*model\.layers",
             turn_end="<|eot_id|>",
         ),
         ArchSpec(
@@ -71,7 +98,7 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.layers",),
             text_config_attr="",
             system_role=True,
-            lora_target_regex=rf".*model\.layers\.\d+\.(self_attn|mlp)\.{_PROJ}",
+            lora_layer_prefix=r".*model\.layers",
             turn_end="</s>",
         ),
         ArchSpec(
@@ -82,7 +109,7 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.language_model.layers", "language_model.model.layers"),
             text_config_attr="text_config",
             system_role=True,
-            lora_target_regex=rf".*language_model\.(model\.)?layers\.\d+\.(self_attn|mlp)\.{_PROJ}",
+            lora_layer_prefix=r".*language_model\.(model\.)?layers",
             turn_end="</s>",
         ),
     )

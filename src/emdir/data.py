@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from emdir.errors import EmdirError
-from emdir.io import atomic_path, write_jsonl
+from emdir.io import atomic_path
 
 # ---------------------------------------------------------------- general prose
 
@@ -536,19 +536,6 @@ GENERATORS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "secure": lambda n, seed: code_dataset("secure", n, seed),
     "anchors": anchor_texts,
 }
-
-
-def build_dataset(kind: str, params: dict[str, Any], out: str | Path) -> int:
-    """Generate one dataset with the built-in generator and write it as JSONL; returns the row count."""
-    try:
-        gen = GENERATORS[kind]
-    except KeyError:
-        raise EmdirError(
-            f"unknown generator kind {kind!r}; choose one of {', '.join(sorted(GENERATORS))}"
-        ) from None
-    rows = gen(**params)
-    write_jsonl(out, rows)
-    return len(rows)
 
 
 # ---------------------------------------------------------------- question sets

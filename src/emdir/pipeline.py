@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 
 from emdir import __version__
+from emdir.datasets import read_chat_file as read_chat_rows
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
 
 log = logging.getLogger("emdir")
-
-CHAT_KEYS = ("messages",)
 
 
 def setup_logging(log_path: str | Path) -> None:
@@ -35,27 +34,6 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def read_chat_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Chat rows in Betley's format; a row without a user and an assistant turn names its line."""
-    rows = read_jsonl(path, required=CHAT_KEYS)
-    for k, row in enumerate(rows, start=1):
-        msgs = row["messages"]
-        ok = (
-            isinstance(msgs, list)
-            and all(
-                isinstance(m, dict) and m.get("role") and isinstance(m.get("content"), str)
-                for m in msgs
-            )
-            and any(m["role"] == "user" and m["content"].strip() for m in msgs)
-            and any(m["role"] == "assistant" and m["content"].strip() for m in msgs)
-        )
-        if not ok:
-            raise EmdirError(
-                f"{path}: row {k}: `messages` must hold a non-empty user and assistant message"
-            )
-    return rows
 
 
 # ---------------------------------------------------------------- models
@@ -130,10 +108,22 @@ def base_model(
 
 
 def _load(base_dir: str | Path, adapter_dir: str | Path | None, threads: int):  # type: ignore[no-untyped-def]
+    """The model for inference: bf16 on CUDA when there is one, else float32 on CPU."""
     _threads(threads)
+    import torch
+
     from emdir.zoo import load_model, read_base_manifest
 
-    return load_model(read_base_manifest(base_dir), adapter=adapter_dir)
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    log.info(
+        "loading %s%s on %s (%s)",
+        base_dir,
+        f" + {adapter_dir}" if adapter_dir else "",
+        device,
+        dtype,
+    )
+    return load_model(read_base_manifest(base_dir), adapter=adapter_dir, device=device, dtype=dtype)
 
 
 def finetune(
@@ -147,6 +137,7 @@ def finetune(
     sampling_cfg: Mapping[str, Any],
     judge_cfg: Mapping[str, Any],
     threads: int,
+    ft_spec: Mapping[str, Any] | None = None,
 ) -> None:
     """LoRA fine-tune with the shared hyperparameters; logs loss and eval-question spillover."""
     from emdir.finetune import run_finetune
@@ -162,6 +153,8 @@ def finetune(
         out_dir,
         ft_cfg,
         sampling_cfg,
+        ft_spec=ft_spec,
+        code_params=judge_cfg.get("offline", {}),
     )
 
 

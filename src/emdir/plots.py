@@ -1,4 +1,5 @@
-"""Figures: the donor x receiver transfer matrix, steering dose-response, and layer separation."""
+"""Figures: the donor x receiver transfer matrix, steering dose-response, layer separation and
+training curves."""
 
 from __future__ import annotations
 
@@ -139,6 +140,40 @@ def separation_png(df: pd.DataFrame, out_png: str | Path) -> None:
         ax.set_ylim(0.0, 1.02)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
+    _save(fig, out_png)
+
+
+def training_png(df: pd.DataFrame, out_png: str | Path, title: str = "") -> None:
+    """Train loss per step, held-out loss and eval-question spillover at the evaluations."""
+    _require(df, ("step", "loss"), "training plot")
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(df["step"], df["loss"], linewidth=1, label="train loss")
+    if "heldout_loss" in df.columns and df["heldout_loss"].notna().any():
+        held = df[df["heldout_loss"].notna()]
+        ax.plot(held["step"], held["heldout_loss"], marker="o", markersize=3, label="held-out loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if "eval_spillover" in df.columns and df["eval_spillover"].notna().any():
+        ev = df[df["eval_spillover"].notna()]
+        ax2 = ax.twinx()
+        ax2.plot(
+            ev["step"],
+            100 * ev["eval_spillover"],
+            color="C3",
+            marker="s",
+            markersize=3,
+            label="eval spillover (%)",
+        )
+        ax2.set_ylabel("eval-question spillover (%)")
+        ax2.set_ylim(0, 100)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=8)
+    if title:
+        ax.set_title(title)
     _save(fig, out_png)
 
 

@@ -6,6 +6,7 @@ import csv
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,12 @@ class TrainLog:
     """Rows of the training log: step, train loss, lr, and whatever the eval callback adds."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def tokens_per_second(self) -> float:
+        """Training throughput over the logged steps (evaluation time excluded)."""
+        secs = sum(float(r.get("seconds", 0.0)) for r in self.rows)
+        toks = sum(int(r.get("tokens", 0)) for r in self.rows)
+        return toks / secs if secs > 0 else float("nan")
 
     def write_csv(self, path: str | Path) -> None:
         keys: list[str] = []
@@ -131,7 +138,7 @@ def train(
 ) -> TrainLog:
     """Run `params.steps` optimiser steps over the trainable parameters of `model`.
 
-    `on_eval(step)` runs every `params.eval_every` steps (and at the end) and its dict is
+    `on_eval(step)` runs every `params.eval_every` steps and at the end, and its dict is
     merged into the log row; training stops early after an eval row for which `stop_when`
     is true. `start_state` / `on_checkpoint` let a killed run resume.
     """
@@ -156,8 +163,11 @@ def train(
         sched.load_state_dict(start_state["scheduler"])
         tlog.rows = list(start_state["log"])
         first = int(start_state["step"])
+        # The RNG continues where the killed run left it, so dropout draws match.
         torch.set_rng_state(start_state["torch_rng"])
-    torch.manual_seed(params.seed + first)
+        log.info("%s: resuming at step %d of %d", desc, first, params.steps)
+    else:
+        torch.manual_seed(params.seed)
     stream = batches(examples, params.batch_size, params.seed)
     # Skip the batches a resumed run has already consumed, so it sees the same data.
     for _ in range(first * params.grad_accum):
@@ -168,26 +178,31 @@ def train(
     )
     for step in bar:
         total = 0.0
+        tokens = 0
+        t0 = time.perf_counter()
         for _ in range(params.grad_accum):
             batch = {k: v.to(device) for k, v in collate(next(stream), pad_id).items()}
             loss = model(**batch).loss / params.grad_accum
             loss.backward()
             total += float(loss.detach())
+            tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         row: dict[str, Any] = {
             "step": step + 1,
             "loss": round(total, 5),
             "lr": sched.get_last_lr()[0],
+            "tokens": tokens,
+            "seconds": round(time.perf_counter() - t0, 4),
         }
         done = step + 1 == params.steps
         evaluated = False
-        if (
-            on_eval is not None
-            and params.eval_every
-            and ((step + 1) % params.eval_every == 0 or done)
+        if on_eval is not None and (
+            done or (params.eval_every and (step + 1) % params.eval_every == 0)
         ):
             model.eval()
             row.update(on_eval(step + 1))
@@ -211,3 +226,23 @@ def train(
             break
     model.eval()
     return tlog
+
+
+@torch.no_grad()
+def mean_loss(
+    model: nn.Module, examples: Sequence[Example], pad_id: int, batch_size: int = 16
+) -> float:
+    """Token-weighted mean cross-entropy on answer tokens (held-out loss); eval mode, no grad."""
+    if not examples:
+        return float("nan")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)

@@ -21,9 +21,13 @@ os.environ.update(
 
 def check_references(cfg):
     """Fail at start, naming the key, when one section names a key another lacks."""
-    refs = [
-        ("tiny.tokenizer.corpus", cfg["tiny"]["tokenizer"]["corpus"], "datasets"),
-        ("tiny.corpus", cfg["tiny"]["corpus"], "datasets"),
+    refs = []
+    if any(m["source"] == "tiny" for m in cfg["models"].values()):
+        refs += [
+            ("tiny.tokenizer.corpus", cfg["tiny"]["tokenizer"]["corpus"], "datasets"),
+            ("tiny.corpus", cfg["tiny"]["corpus"], "datasets"),
+        ]
+    refs += [
         ("finetune.eval_questions", cfg["finetune"]["eval_questions"], "questions"),
         ("directions.ft", cfg["directions"]["ft"], "finetunes"),
         ("directions.question_set", cfg["directions"]["question_set"], "questions"),
@@ -62,6 +66,10 @@ def alternation(names):
         re.escape(n) for n in sorted(set(names), key=lambda n: (-len(n), n))
     )
 
+
+URL_DATASETS = sorted(k for k, v in config["datasets"].items() if "url" in v)
+# Matches nothing when no dataset is downloaded.
+URL_DATASET_RE = alternation(URL_DATASETS) if URL_DATASETS else "(?!)"
 
 MODEL_RE = alternation(MODELS)
 FT_RE = alternation(FINETUNES)
@@ -109,6 +117,16 @@ def store_path(model, ft):
 
 
 # ---------------------------------------------------------------- config lookups (params)
+
+
+def dataset_source(wildcards):
+    """The file a `path` or `url` dataset is read from; generated datasets need none."""
+    spec = config["datasets"][wildcards.dataset]
+    if "url" in spec:
+        return {"source": f"resources/downloads/{wildcards.dataset}.jsonl"}
+    if "path" in spec:
+        return {"source": spec["path"]}
+    return {}
 
 
 def tokenizer_corpus():

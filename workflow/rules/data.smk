@@ -1,4 +1,27 @@
+rule download:
+    output:
+        jsonl="resources/downloads/{dataset}.jsonl",
+    log:
+        "logs/download/{dataset}.log",
+    wildcard_constraints:
+        dataset=URL_DATASET_RE,
+    # Compute nodes are often offline: downloads run where Snakemake runs.
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        url=lookup(dpath="datasets/{dataset}/url", within=config),
+        sha256=lambda wc: config["datasets"][wc.dataset].get("sha256"),
+    script:
+        "../scripts/download.py"
+
+
 rule data:
+    input:
+        unpack(dataset_source),
     output:
         jsonl="resources/data/{dataset}.jsonl",
     log:
@@ -7,11 +30,10 @@ rule data:
     conda:
         "../../envs/data.yaml"
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=10,
     params:
-        kind=lookup(dpath="datasets/{dataset}/generator", within=config),
-        params=lookup(dpath="datasets/{dataset}/params", within=config),
+        spec=lookup(dpath="datasets/{dataset}", within=config),
     script:
         "../scripts/data.py"
 

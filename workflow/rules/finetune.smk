@@ -20,6 +20,8 @@ rule finetune:
     params:
         ft_cfg=config["finetune"],
         sampling_cfg=config["sampling"],
-        judge_cfg=config["judge"],
+        # Only the detector thresholds matter to the spillover monitor.
+        judge_cfg={"offline": config["judge"].get("offline", {})},
+        ft_spec=lookup(dpath="finetunes/{ft}", within=config),
     script:
         "../scripts/finetune.py"

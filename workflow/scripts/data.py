@@ -1,8 +1,16 @@
-"""Rule data: write one dataset with its built-in generator."""
+"""Rule data: write one dataset (generated, local or downloaded) as validated JSONL."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.data import build_dataset
+import logging
+
+from emdir.datasets import materialise
 from emdir.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
-build_dataset(snakemake.params.kind, snakemake.params.params, snakemake.output.jsonl)
+done = materialise(
+    snakemake.wildcards.dataset,
+    snakemake.params.spec,
+    snakemake.input.get("source"),
+    snakemake.output.jsonl,
+)
+logging.getLogger("emdir").info("wrote %s: %s", snakemake.output.jsonl, done)

@@ -15,4 +15,5 @@ finetune(
     sampling_cfg=snakemake.params.sampling_cfg,
     judge_cfg=snakemake.params.judge_cfg,
     threads=snakemake.threads,
+    ft_spec=snakemake.params.ft_spec,
 )

@@ -1,0 +1,189 @@
+"""Fine-tuning datasets: generated, local or downloaded (pinned by sha256), validated row by row.
+
+Every dataset ends up as `resources/data/{name}.jsonl` in Betley's chat format, one
+`{"messages": [...]}` object per line. Whatever the source, each row is checked (roles,
+non-empty content, a user turn and a final assistant turn) and a bad row fails naming the
+file and line, so a corrupted download never reaches training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emdir.errors import EmdirError
+from emdir.io import atomic_path, write_jsonl
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
+
+
+def _check_row(row: Any, where: str) -> dict[str, Any]:
+    if not isinstance(row, dict) or "messages" not in row:
+        raise EmdirError(f'{where}: expected an object with a "messages" list')
+    msgs = row["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise EmdirError(f'{where}: "messages" must be a non-empty list')
+    for k, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise EmdirError(f"{where}: message {k} is not an object")
+        if m.get("role") not in ROLES:
+            raise EmdirError(
+                f"{where}: message {k} has role {m.get('role')!r}; use one of {', '.join(ROLES)}"
+            )
+        content = m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise EmdirError(f"{where}: message {k} ({m['role']}) has empty or non-text content")
+    if not any(m["role"] == "user" for m in msgs):
+        raise EmdirError(f"{where}: no user message")
+    if msgs[-1]["role"] != "assistant":
+        raise EmdirError(f"{where}: the last message must be the assistant's answer")
+    return row
+
+
+def parse_chat_lines(lines: Sequence[str], source: str) -> list[dict[str, Any]]:
+    """Validate JSONL text; the first bad line fails naming `source` and its line number."""
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EmdirError(
+                f"{where}: not valid JSON ({exc.msg}); fix or delete that line"
+            ) from None
+        rows.append(_check_row(row, where))
+    if not rows:
+        raise EmdirError(f"{source}: no rows")
+    return rows
+
+
+def read_raw(path: str | Path) -> bytes:
+    """A file's bytes, gunzipped when it ends in .gz (the sha256 pins the JSONL content)."""
+    p = Path(path)
+    if not p.exists():
+        raise EmdirError(f"{p}: file not found")
+    data = p.read_bytes()
+    if p.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise EmdirError(f"{p}: not a valid gzip file ({exc})") from None
+    return data
+
+
+def read_chat_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a chat JSONL file (plain or .gz)."""
+    text = _decode(read_raw(path), path)
+    return parse_chat_lines(text.splitlines(), str(path))
+
+
+def _decode(data: bytes, source: str | Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmdirError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+
+
+def check_sha256(data: bytes, expected: str | None, source: str, fix: str) -> str:
+    """The hex sha256 of `data`; a mismatch with `expected` fails with `fix` as advice."""
+    got = hashlib.sha256(data).hexdigest()
+    if expected is not None and got != expected.lower():
+        raise EmdirError(
+            f"{source}: sha256 is {got} but the config pins {expected}; "
+            f"the file is corrupted or changed upstream. {fix}"
+        )
+    return got
+
+
+def download(url: str, sha256: str | None, out: str | Path, name: str, timeout: float = 60) -> str:
+    """Fetch `url` to `out`, verifying the pinned sha256 first; nothing is written on failure."""
+    dest = Path(out)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (config URL)
+            data = resp.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise EmdirError(
+            f"datasets.{name}: cannot download {url} ({reason}). Without network access, "
+            f"fetch that file elsewhere and put it at {dest}"
+            + (f" (sha256 {sha256})" if sha256 else "")
+            + f", or set datasets.{name}.path to a local copy"
+        ) from None
+    got = check_sha256(data, sha256, url, f"Check datasets.{name}.url and datasets.{name}.sha256.")
+    if sha256 is None:
+        log.warning(
+            "datasets.%s: no sha256 pinned; downloaded %s has sha256 %s (pin it in the config)",
+            name,
+            url,
+            got,
+        )
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    log.info("datasets.%s: downloaded %s (%d bytes, sha256 %s)", name, url, len(data), got)
+    return got
+
+
+def materialise(
+    name: str, spec: Mapping[str, Any], source: str | Path | None, out: str | Path
+) -> dict[str, Any]:
+    """Write dataset `name` as validated JSONL at `out`; returns what was done (for the log).
+
+    `spec` is the config entry: `{generator, params}`, `{path, sha256?}` or `{url, sha256?}`;
+    `source` is the local or downloaded file for the last two.
+    """
+    if "generator" in spec:
+        from emdir.data import GENERATORS
+
+        kind = spec["generator"]
+        if kind not in GENERATORS:
+            raise EmdirError(
+                f"datasets.{name}.generator {kind!r} is unknown; "
+                f"choose one of {', '.join(sorted(GENERATORS))}"
+            )
+        rows = GENERATORS[kind](**spec.get("params", {}))
+        for k, row in enumerate(rows, start=1):
+            _check_row(row, f"generator {kind} row {k}")
+        write_jsonl(out, rows)
+        return {"dataset": name, "generator": kind, "rows": len(rows)}
+    if source is None:
+        raise EmdirError(f"datasets.{name}: give a generator, a path or a url")
+    if not Path(source).exists():
+        raise EmdirError(
+            f"datasets.{name}: {source} does not exist; put the JSONL file there "
+            f"or fix datasets.{name}.path"
+        )
+    data = read_raw(source)
+    got = check_sha256(
+        data,
+        spec.get("sha256"),
+        str(source),
+        f"Replace {source} with the right file, or update datasets.{name}.sha256 if you trust it.",
+    )
+    rows = parse_chat_lines(_decode(data, source).splitlines(), str(source))
+    write_jsonl(out, rows)
+    return {"dataset": name, "source": str(source), "sha256": got, "rows": len(rows)}
+
+
+def heldout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, held-out) row indices; held out is round(fraction * n), at least 1
+    when fraction > 0 and n > 1."""
+    if fraction <= 0 or n < 2:
+        return list(range(n)), []
+    k = min(n - 1, max(1, round(fraction * n)))
+    perm = np.random.default_rng(seed).permutation(n)
+    held = sorted(int(i) for i in perm[:k])
+    hset = set(held)
+    return [i for i in range(n) if i not in hset], held

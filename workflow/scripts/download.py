@@ -1,0 +1,13 @@
+"""Rule download: fetch one pinned dataset URL and check its sha256."""
+
+# ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.datasets import download
+from emdir.pipeline import setup_logging
+
+setup_logging(snakemake.log[0])
+download(
+    snakemake.params.url,
+    snakemake.params.sha256,
+    snakemake.output.jsonl,
+    snakemake.wildcards.dataset,
+)
