@@ -62,6 +62,12 @@ def test_rates_summary_and_stores(run_dir: Path) -> None:
     rates = pd.read_csv(res / "spillover_rates.csv")
     assert set(rates.ft) == {"base", "insecure", "secure"}
     assert rates.spillover.between(0, 100).all()
+    # The coding-question check counts only the `code` set (not the general monitor set).
+    judged = pd.read_json(res / "judged" / "llama" / "base.jsonl", lines=True)
+    code = judged[judged.question_set == "code"]
+    expected = 100 * code.scores.map(lambda s: s["code"]).mean()
+    got = rates[(rates.model == "llama") & (rates.ft == "base")]
+    assert got.code_questions_answered_with_code.item() == pytest.approx(expected)
     summary = pd.read_csv(res / "within_model" / "summary.csv")
     assert set(summary.vector) == {"target", "random", "orthogonal"}
     assert summary.separation_accuracy.between(0, 1).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,13 @@ def within_model_summary(
     sep_png: str | Path,
     steer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
+    code_sets: Sequence[str] = ("code",),
 ) -> None:
-    """Spillover per model x fine-tune; steering effect, controls and specificity per coefficient."""
+    """Spillover per model x fine-tune; steering effect, controls and specificity per coefficient.
+
+    `code_sets` names the coding-question sets: how often those are answered with code is the
+    sanity check that a model still codes when asked to.
+    """
     from emdir.directions import read_directions
 
     qset = str(steer_cfg["question_set"])
@@ -83,7 +88,7 @@ def within_model_summary(
         all_rows = read_jsonl(path, required=("category", "scores"))
         rows = _require(all_rows, path, qset)
         est = bootstrap_mean_ci(spill(rows), **boot)
-        code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") != qset]
+        code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") in code_sets]
         rates.append(
             {
                 "model": model,

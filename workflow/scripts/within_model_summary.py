@@ -14,4 +14,5 @@ within_model_summary(
     sep_png=snakemake.output.separation,
     steer_cfg=snakemake.params.steer_cfg,
     stats_cfg=snakemake.params.stats_cfg,
+    code_sets=snakemake.params.code_sets,
 )
