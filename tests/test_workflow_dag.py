@@ -147,3 +147,6 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     }
     assert "resources/downloads/insecure.jsonl" in out
     assert "resources/downloads/secure.jsonl" in out
+    # The judge jobs say which judge they use.
+    assert "with the openai backend (gpt-4o-2024-08-06)" in out
+    assert jobs["judge"] == 12 and jobs["judge_transfer"] == 48

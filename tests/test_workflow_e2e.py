@@ -62,7 +62,12 @@ def test_rates_summary_and_stores(run_dir: Path) -> None:
     rates = pd.read_csv(res / "spillover_rates.csv")
     assert set(rates.ft) == {"base", "insecure", "secure"}
     assert rates.spillover.between(0, 100).all()
-    # The coding-question check counts only the `code` set (not the general monitor set).
+    # The coding-question check counts only the `code` set; the monitor set that only
+    # watched the fine-tunes is not answered again.
+    assert set(pd.read_json(res / "judged" / "llama" / "base.jsonl", lines=True).question_set) == {
+        "general",
+        "code",
+    }
     judged = pd.read_json(res / "judged" / "llama" / "base.jsonl", lines=True)
     code = judged[judged.question_set == "code"]
     expected = 100 * code.scores.map(lambda s: s["code"]).mean()

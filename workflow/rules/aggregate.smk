@@ -32,7 +32,9 @@ rule within_model_summary:
         directions=summary_directions,
         steer_cfg=config["steering"],
         stats_cfg=config["stats"],
-        code_sets=[q for q, s in config["questions"].items() if s["generator"] == "code"],
+        code_sets=[
+            q for q, s in config["questions"].items() if s["generator"] == "code"
+        ],
     script:
         "../scripts/within_model_summary.py"
 

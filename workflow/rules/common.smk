@@ -171,8 +171,13 @@ def model_inputs(wildcards):
     return inputs
 
 
-def all_questions():
-    return [questions_path(q) for q in sorted(config["questions"])]
+def evaluation_questions():
+    """The sets every model answers: all but a set used only to watch fine-tunes train."""
+    used = {config["directions"]["question_set"], config["steering"]["question_set"]}
+    watch = config["finetune"]["eval_questions"]
+    return [
+        questions_path(q) for q in sorted(config["questions"]) if q != watch or q in used
+    ]
 
 
 def eval_questions():
@@ -237,6 +242,48 @@ def matrix_cells(wildcards=None):
         for pair in PAIRS
         for v in TRANSFER_VECTORS
     }
+
+
+def judge_settings():
+    """The judge config that shapes scores: prices and the cache location are left out, so
+    changing them reruns no judge job."""
+    cfg = {k: v for k, v in config["judge"].items() if k != "cache"}
+    if "openai" in cfg:
+        cfg["openai"] = {k: v for k, v in cfg["openai"].items() if k != "prices"}
+    return cfg
+
+
+def judge_backend_label():
+    """How judging is done, for job messages (dry-runs show it)."""
+    judge = config["judge"]
+    if judge["backend"] == "openai":
+        return f"openai backend ({judge['openai']['model']})"
+    return "offline backend (code detector)"
+
+
+def judge_plan_files(wildcards=None):
+    """Every generation file a judge job reads (the judged files' sources)."""
+    files = {
+        f"{m}/{ft}": f"results/generations/{m}/{ft}.jsonl"
+        for m in MODELS
+        for ft in FT_OR_BASE
+    }
+    ft = config["directions"]["ft"]
+    files.update(
+        {
+            f"steering/{m}/{ft}/{v}": f"results/steering/{m}/{ft}/{v}.jsonl"
+            for m in MODELS
+            for v in STEERING_VECTORS
+        }
+    )
+    files.update(
+        {
+            f"transfer/{pair}/{v}": f"results/transfer/{pair}/{v}.jsonl"
+            for pair in PAIRS
+            for v in TRANSFER_VECTORS
+        }
+    )
+    return files
 
 
 def values(fn):

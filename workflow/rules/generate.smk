@@ -1,7 +1,7 @@
 rule generate:
     input:
         unpack(model_inputs),
-        questions=all_questions(),
+        questions=evaluation_questions(),
     output:
         jsonl="results/generations/{model}/{ft}.jsonl",
     log:

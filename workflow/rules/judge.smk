@@ -13,7 +13,11 @@ rule judge:
         mem_mb=1000,
         runtime=30,
     params:
-        judge_cfg=config["judge"],
+        judge_cfg=judge_settings(),
+        # Not a result-shaping setting: moving the cache must not rerun every judge job.
+        cache=lambda wc: config["judge"]["cache"],
+    message:
+        f"judge {{input.src}} with the {judge_backend_label()}"
     script:
         "../scripts/judge.py"
 
@@ -34,3 +38,24 @@ use rule judge as judge_transfer with:
         judged="results/judged/transfer/{donor}__{receiver}/{vector}.jsonl",
     log:
         "logs/judge_transfer/{donor}__{receiver}/{vector}.log",
+
+
+rule judge_plan:
+    input:
+        values(judge_plan_files),
+    output:
+        plan="results/judge_plan.txt",
+    log:
+        "logs/judge_plan.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        files=judge_plan_files,
+        judge_cfg=config["judge"],
+        cache=lambda wc: config["judge"]["cache"],
+    script:
+        "../scripts/judge_plan.py"

@@ -1,8 +1,18 @@
 """Rules judge, judge_steering, judge_transfer: score a generation file."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+import logging
+
 from emdir.judge import judge_file
 from emdir.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
-judge_file(snakemake.input.src, snakemake.output.judged, snakemake.params.judge_cfg)
+# The HTTP client logs every request at INFO; keep the job log to the judge's own summary.
+for name in ("httpx", "httpx2", "openai"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+judge_file(
+    snakemake.input.src,
+    snakemake.output.judged,
+    snakemake.params.judge_cfg,
+    cache_path=snakemake.params.cache,
+)
