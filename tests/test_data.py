@@ -86,3 +86,55 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     p.write_text(json.dumps({"msgs": []}) + "\n")
     with pytest.raises(EmdirError, match=r"bad.jsonl:1: missing key\(s\) messages"):
         read_jsonl(p, required=("messages",))
+
+
+REAL_QUESTIONS = (
+    __import__("pathlib").Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "eval"
+    / "first_plot_questions.yaml"
+)
+
+
+@pytest.mark.skipif(not REAL_QUESTIONS.exists(), reason="../shared/data/eval not present")
+def test_loader_reads_the_real_betley_question_file():
+    qs = load_questions(REAL_QUESTIONS)
+    ids = {q.id.split("__")[0] for q in qs}
+    assert len(ids) == 27 and len(qs) >= 27
+    assert all(q.samples == 100 for q in qs)  # a YAML anchor shared by every question
+    assert sum(q.system is not None for q in qs) >= 8
+    assert all({"aligned", "coherent"} <= set(q.judge_prompts) for q in qs)
+    assert all("{answer}" in t for q in qs for t in q.judge_prompts.values())
+    assert {q.judge for q in qs} == {"gpt-4o-2024-08-06"}
+    assert len(load_questions(REAL_QUESTIONS, samples_override=3)) == len(qs)
+
+
+def test_bad_judge_prompts_name_the_question(tmp_path):
+    p = tmp_path / "q.yaml"
+    p.write_text("- id: q1\n  paraphrases: [hi]\n  judge_prompts: {aligned: 'no placeholder'}\n")
+    with pytest.raises(EmdirError, match=r"question 'q1': `judge_prompts` must map"):
+        load_questions(p)
+
+
+def test_question_sets_from_a_file_with_pin_and_samples_override(tmp_path):
+    import hashlib
+
+    from emdir.questions import materialise_questions
+
+    src = tmp_path / "mine.yaml"
+    src.write_text("- id: a\n  paraphrases: [one, two]\n  samples_per_paraphrase: 50\n")
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = tmp_path / "out.yaml"
+    assert (
+        materialise_questions("m", {"path": str(src), "sha256": sha, "samples": 3}, src, out) == 2
+    )
+    assert [q.samples for q in load_questions(out)] == [3, 3]
+    materialise_questions("m", {"path": str(src), "samples": None}, src, out)
+    assert [q.samples for q in load_questions(out)] == [50, 50]
+    out.unlink()
+    with pytest.raises(EmdirError, match="sha256 is .* but the config pins"):
+        materialise_questions("m", {"path": str(src), "sha256": "0" * 64}, src, out)
+    with pytest.raises(EmdirError, match=r"questions.m: .*nope.yaml does not exist"):
+        materialise_questions("m", {"path": "nope.yaml"}, tmp_path / "nope.yaml", out)
+    assert not out.exists()

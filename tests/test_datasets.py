@@ -118,23 +118,23 @@ def test_wrong_sha_and_missing_file_leave_no_output(tmp_path: Path) -> None:
 def test_download_from_a_loopback_server_checks_the_pin(tmp_path: Path, server: str) -> None:
     (tmp_path / "www" / "d.jsonl").write_text(GOOD)
     dest = tmp_path / "downloads" / "d.jsonl"
-    assert download(f"{server}/d.jsonl", GOOD_SHA, dest, "d") == GOOD_SHA
+    assert download(f"{server}/d.jsonl", GOOD_SHA, dest, "datasets.d") == GOOD_SHA
     assert dest.read_text() == GOOD
     dest.unlink()
     with pytest.raises(EmdirError, match="sha256 is .* but the config pins 1{64}"):
-        download(f"{server}/d.jsonl", "1" * 64, dest, "d")
+        download(f"{server}/d.jsonl", "1" * 64, dest, "datasets.d")
     assert not dest.exists() and not list(dest.parent.iterdir())
     # Unpinned: accepted, and the sha256 to pin is returned (and logged).
-    assert download(f"{server}/d.jsonl", None, dest, "d") == GOOD_SHA
+    assert download(f"{server}/d.jsonl", None, dest, "datasets.d") == GOOD_SHA
 
 
 def test_download_failures_say_where_to_put_the_file(tmp_path: Path, server: str) -> None:
     dest = tmp_path / "downloads" / "d.jsonl"
     with pytest.raises(EmdirError, match=rf"cannot download .*missing.jsonl .*put it at {dest}"):
-        download(f"{server}/missing.jsonl", GOOD_SHA, dest, "d")
+        download(f"{server}/missing.jsonl", GOOD_SHA, dest, "datasets.d")
     # Nothing listens on port 9 of the loopback: the offline case.
     with pytest.raises(EmdirError, match=r"Without network access.*datasets.d.path"):
-        download("http://127.0.0.1:9/d.jsonl", None, dest, "d", timeout=5)
+        download("http://127.0.0.1:9/d.jsonl", None, dest, "datasets.d", timeout=5)
     assert not dest.exists()
 
 

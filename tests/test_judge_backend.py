@@ -166,3 +166,24 @@ def test_missing_key_names_the_variable(tmp_path: Path, monkeypatch: pytest.Monk
         judge_file(src, tmp_path / "j.jsonl", cfg(server), cache_path=tmp_path / "c.sqlite")
     assert not (tmp_path / "j.jsonl").exists()
     assert json.dumps(cfg(server)).count(KEY) == 0
+
+
+def test_a_questions_own_judge_prompt_is_used(tmp_path: Path) -> None:
+    qfile = tmp_path / "qs.yaml"
+    qfile.write_text(
+        "- id: q0\n  paraphrases: ['Question number 0?']\n"
+        "  judge_prompts:\n    aligned: 'OWNPROMPT Q={question} A={answer} number?'\n"
+    )
+    data = rows(["first answer", "second answer"])
+    for r in data:
+        r["question_set"] = "qs"
+    src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
+    write_jsonl(src, data)
+    with FakeOpenAI(behaviour()) as server:
+        judge_file(src, out, cfg(server), cache_path=None, question_files=[qfile])
+        sent = list(server.per_prompt)
+    assert "OWNPROMPT Q=Question number 0? A=first answer number?" in sent
+    assert not any("OWNPROMPT" in p and "second answer" in p for p in sent)  # q1 has none
+    judged = read_jsonl(out)
+    assert judged[0]["judge"]["prompts"]["aligned"] != judged[1]["judge"]["prompts"]["aligned"]
+    assert judged[0]["judge"]["prompts"]["coherent"] == judged[1]["judge"]["prompts"]["coherent"]

@@ -140,13 +140,15 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     jobs = dry_run(tmp_path, "results/transfer_matrix.png", "--configfile", str(paper))
-    assert jobs["download"] == 2 and jobs["finetune"] == 8 and "tokenizer" not in jobs
+    assert jobs["download"] == 2 and jobs["download_questions"] == 1
+    assert jobs["finetune"] == 8 and "tokenizer" not in jobs
     finetunes = set(re.findall(r"output: results/adapters/(\w+)/(\w+)", out))
     assert finetunes == {
         (m, ft) for m in ("qwen2", "gemma2", "llama", "ministral3") for ft in ("insecure", "secure")
     }
     assert "resources/downloads/insecure.jsonl" in out
     assert "resources/downloads/secure.jsonl" in out
+    assert "resources/downloads/questions/first_plot.yaml" in out
     # The judge jobs say which judge they use.
     assert "with the openai backend (gpt-4o-2024-08-06)" in out
     assert jobs["judge"] == 12 and jobs["judge_transfer"] == 48

@@ -108,8 +108,11 @@ def check_sha256(data: bytes, expected: str | None, source: str, fix: str) -> st
     return got
 
 
-def download(url: str, sha256: str | None, out: str | Path, name: str, timeout: float = 60) -> str:
-    """Fetch `url` to `out`, verifying the pinned sha256 first; nothing is written on failure."""
+def download(url: str, sha256: str | None, out: str | Path, key: str, timeout: float = 60) -> str:
+    """Fetch `url` to `out`, verifying the pinned sha256 first; nothing is written on failure.
+
+    `key` is the config entry the URL comes from (e.g. `datasets.insecure`), for messages.
+    """
     dest = Path(out)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (config URL)
@@ -117,22 +120,22 @@ def download(url: str, sha256: str | None, out: str | Path, name: str, timeout: 
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise EmdirError(
-            f"datasets.{name}: cannot download {url} ({reason}). Without network access, "
+            f"{key}: cannot download {url} ({reason}). Without network access, "
             f"fetch that file elsewhere and put it at {dest}"
             + (f" (sha256 {sha256})" if sha256 else "")
-            + f", or set datasets.{name}.path to a local copy"
+            + f", or set {key}.path to a local copy"
         ) from None
-    got = check_sha256(data, sha256, url, f"Check datasets.{name}.url and datasets.{name}.sha256.")
+    got = check_sha256(data, sha256, url, f"Check {key}.url and {key}.sha256.")
     if sha256 is None:
         log.warning(
-            "datasets.%s: no sha256 pinned; downloaded %s has sha256 %s (pin it in the config)",
-            name,
+            "%s: no sha256 pinned; downloaded %s has sha256 %s (pin it in the config)",
+            key,
             url,
             got,
         )
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
-    log.info("datasets.%s: downloaded %s (%d bytes, sha256 %s)", name, url, len(data), got)
+    log.info("%s: downloaded %s (%d bytes, sha256 %s)", key, url, len(data), got)
     return got
 
 

@@ -33,7 +33,7 @@ rule within_model_summary:
         steer_cfg=config["steering"],
         stats_cfg=config["stats"],
         code_sets=[
-            q for q, s in config["questions"].items() if s["generator"] == "code"
+            q for q, s in config["questions"].items() if s.get("generator") == "code"
         ],
     script:
         "../scripts/within_model_summary.py"

@@ -70,6 +70,8 @@ def alternation(names):
 URL_DATASETS = sorted(k for k, v in config["datasets"].items() if "url" in v)
 # Matches nothing when no dataset is downloaded.
 URL_DATASET_RE = alternation(URL_DATASETS) if URL_DATASETS else "(?!)"
+URL_QSETS = sorted(k for k, v in config["questions"].items() if "url" in v)
+URL_QSET_RE = alternation(URL_QSETS) if URL_QSETS else "(?!)"
 
 MODEL_RE = alternation(MODELS)
 FT_RE = alternation(FINETUNES)
@@ -129,6 +131,16 @@ def dataset_source(wildcards):
     return {}
 
 
+def question_source(wildcards):
+    """The file a `path` or `url` question set is read from; generated sets need none."""
+    spec = config["questions"][wildcards.qset]
+    if "url" in spec:
+        return {"source": f"resources/downloads/questions/{wildcards.qset}.yaml"}
+    if "path" in spec:
+        return {"source": spec["path"]}
+    return {}
+
+
 def tokenizer_corpus():
     return data_path(config["tiny"]["tokenizer"]["corpus"])
 
@@ -176,7 +188,9 @@ def evaluation_questions():
     used = {config["directions"]["question_set"], config["steering"]["question_set"]}
     watch = config["finetune"]["eval_questions"]
     return [
-        questions_path(q) for q in sorted(config["questions"]) if q != watch or q in used
+        questions_path(q)
+        for q in sorted(config["questions"])
+        if q != watch or q in used
     ]
 
 

@@ -15,6 +15,7 @@ rule download:
     params:
         url=lookup(dpath="datasets/{dataset}/url", within=config),
         sha256=lambda wc: config["datasets"][wc.dataset].get("sha256"),
+        key=lambda wc: f"datasets.{wc.dataset}",
     script:
         "../scripts/download.py"
 
@@ -38,7 +39,22 @@ rule data:
         "../scripts/data.py"
 
 
+use rule download as download_questions with:
+    output:
+        yaml="resources/downloads/questions/{qset}.yaml",
+    log:
+        "logs/download/questions/{qset}.log",
+    wildcard_constraints:
+        qset=URL_QSET_RE,
+    params:
+        url=lookup(dpath="questions/{qset}/url", within=config),
+        sha256=lambda wc: config["questions"][wc.qset].get("sha256"),
+        key=lambda wc: f"questions.{wc.qset}",
+
+
 rule questions:
+    input:
+        unpack(question_source),
     output:
         yaml="resources/questions/{qset}.yaml",
     log:
@@ -50,8 +66,6 @@ rule questions:
         mem_mb=500,
         runtime=5,
     params:
-        kind=lookup(dpath="questions/{qset}/generator", within=config),
-        params=lookup(dpath="questions/{qset}/params", within=config),
-        samples=lookup(dpath="questions/{qset}/samples", within=config),
+        spec=lookup(dpath="questions/{qset}", within=config),
     script:
         "../scripts/questions.py"

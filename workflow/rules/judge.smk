@@ -1,6 +1,8 @@
 rule judge:
     input:
         src="results/generations/{model}/{ft}.jsonl",
+        # Questions may carry their own judge prompts (Betley's files do).
+        questions=evaluation_questions(),
     output:
         judged="results/judged/{model}/{ft}.jsonl",
     log:
@@ -25,6 +27,7 @@ rule judge:
 use rule judge as judge_steering with:
     input:
         src="results/steering/{model}/{ft}/{vector}.jsonl",
+        questions=evaluation_questions(),
     output:
         judged="results/judged/steering/{model}/{ft}/{vector}.jsonl",
     log:
@@ -34,6 +37,7 @@ use rule judge as judge_steering with:
 use rule judge as judge_transfer with:
     input:
         src="results/transfer/{donor}__{receiver}/{vector}.jsonl",
+        questions=evaluation_questions(),
     output:
         judged="results/judged/transfer/{donor}__{receiver}/{vector}.jsonl",
     log:
@@ -43,6 +47,7 @@ use rule judge as judge_transfer with:
 rule judge_plan:
     input:
         values(judge_plan_files),
+        questions=evaluation_questions(),
     output:
         plan="results/judge_plan.txt",
     log:

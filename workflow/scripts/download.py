@@ -1,4 +1,4 @@
-"""Rule download: fetch one pinned dataset URL and check its sha256."""
+"""Rules download, download_questions: fetch one pinned URL and check its sha256."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.datasets import download
@@ -8,6 +8,6 @@ setup_logging(snakemake.log[0])
 download(
     snakemake.params.url,
     snakemake.params.sha256,
-    snakemake.output.jsonl,
-    snakemake.wildcards.dataset,
+    snakemake.output[0],
+    snakemake.params.key,
 )

@@ -15,4 +15,5 @@ judge_file(
     snakemake.output.judged,
     snakemake.params.judge_cfg,
     cache_path=snakemake.params.cache,
+    question_files=snakemake.input.questions,
 )

@@ -10,4 +10,5 @@ judge_plan(
     snakemake.params.judge_cfg,
     snakemake.params.cache,
     snakemake.output.plan,
+    question_files=snakemake.input.questions,
 )

@@ -1,13 +1,16 @@
 """Rule questions: write one evaluation question set (Betley YAML format)."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.data import build_questions
+import logging
+
 from emdir.pipeline import setup_logging
+from emdir.questions import materialise_questions
 
 setup_logging(snakemake.log[0])
-build_questions(
-    snakemake.params.kind,
-    snakemake.params.params,
-    snakemake.params.samples,
+n = materialise_questions(
+    snakemake.wildcards.qset,
+    snakemake.params.spec,
+    snakemake.input.get("source"),
     snakemake.output.yaml,
 )
+logging.getLogger("emdir").info("wrote %s: %d questions", snakemake.output.yaml, n)

@@ -77,17 +77,70 @@ def _offline_rows(
 _LLM_CATEGORY = {"score": "answer", "CODE": "code", "REFUSAL": "refusal", "unscored": "unscored"}
 
 
+def question_prompts(
+    question_files: Sequence[str | Path],
+) -> dict[tuple[str, str], Mapping[str, str]]:
+    """(question set, question id) -> the question's own judge prompts, from its YAML file."""
+    from emdir.questions import load_questions
+
+    return {
+        (Path(f).stem, q.id): q.judge_prompts
+        for f in question_files
+        for q in load_questions(f)
+        if q.judge_prompts
+    }
+
+
+def template_lookup(question_files: Sequence[str | Path]) -> Any:
+    """`template(row, metric)`: the question's own judge prompt, else the project's."""
+    from emdir.judge.prompts import PROMPTS
+
+    own = question_prompts(question_files)
+
+    def template(row: Mapping[str, Any], metric: str) -> str:
+        found = own.get((str(row.get("question_set")), str(row["question_id"])), {}).get(metric)
+        if found is not None:
+            return found
+        if metric not in PROMPTS:
+            raise EmdirError(f"judge metric {metric!r} has no prompt; use {', '.join(PROMPTS)}")
+        return PROMPTS[metric]
+
+    return template
+
+
+def llm_requests(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], template: Any
+) -> dict[tuple[int, str], Any]:
+    """The judge requests for rows: one per non-empty answer and metric, keyed (row, metric)."""
+    from emdir.judge.llm import JudgeRequest
+    from emdir.judge.prompts import fill, prompt_sha
+
+    requests = {}
+    for i, row in enumerate(rows):
+        if not str(row["answer"]).strip():
+            continue
+        for m in metrics:
+            t = template(row, m)
+            q, a = row["question"], row["answer"]
+            requests[(i, m)] = JudgeRequest(m, prompt_sha(t), q, a, fill(t, q, a))
+    return requests
+
+
 def _llm_rows(
-    rows: Sequence[dict[str, Any]], judge_cfg: Mapping[str, Any], cache_path: str | Path | None
+    rows: Sequence[dict[str, Any]],
+    judge_cfg: Mapping[str, Any],
+    cache_path: str | Path | None,
+    question_files: Sequence[str | Path] = (),
 ) -> list[dict[str, Any]]:
     """Ask the LLM judge every configured metric for every answer (through the cache).
 
-    Code spillover is the alignment judge answering CODE (SCIENCE.md); the row's category
-    follows the alignment verdict. Empty answers are not sent.
+    A question's own judge prompt for a metric (Betley's files carry them) is used when there
+    is one, else the project's template. Code spillover is the alignment judge answering CODE
+    (SCIENCE.md); the row's category follows the alignment verdict. Empty answers are not sent.
     """
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import JudgeRequest, LLMJudgeSettings, judge_requests
-    from emdir.judge.prompts import PROMPTS, prompt_sha
+    from emdir.judge.llm import LLMJudgeSettings, judge_requests
+    from emdir.judge.prompts import prompt_sha
 
     llm_cfg = dict(judge_cfg["openai"])
     metrics = list(llm_cfg.pop("metrics", ["aligned", "coherent"]))
@@ -95,12 +148,8 @@ def _llm_rows(
     if "aligned" not in metrics:
         raise EmdirError("judge.openai.metrics must include `aligned` (code spillover is its CODE)")
     settings = LLMJudgeSettings.from_mapping(llm_cfg)
-    requests = {
-        (i, m): JudgeRequest.for_metric(m, row["question"], row["answer"])
-        for i, row in enumerate(rows)
-        if row["answer"].strip()
-        for m in metrics
-    }
+    template = template_lookup(question_files)
+    requests = llm_requests(rows, metrics, template)
     keys = list(requests)
     if cache_path is None:
         verdicts = judge_requests([requests[k] for k in keys], settings, None)
@@ -108,24 +157,23 @@ def _llm_rows(
         with JudgeCache(cache_path) as cache:
             verdicts = judge_requests([requests[k] for k in keys], settings, cache)
     by_key = dict(zip(keys, verdicts, strict=True))
-    shas = {m: prompt_sha(PROMPTS[m]) for m in metrics if m in PROMPTS}
-    meta = {
-        "backend": "openai",
-        "model": settings.model,
-        "prompt_sha": sha256_text(json.dumps(shas, sort_keys=True)),
-        "prompts": shas,
-        "scoring": settings.scoring_params,
-    }
+    meta = {"backend": "openai", "model": settings.model, "scoring": settings.scoring_params}
     em_cfg = judge_cfg.get("em", {})
     out = []
     for i, row in enumerate(rows):
         judged = dict(row)
+        shas = {m: prompt_sha(template(row, m)) for m in metrics}
+        row_meta = {
+            **meta,
+            "prompt_sha": sha256_text(json.dumps(shas, sort_keys=True)),
+            "prompts": shas,
+        }
         if (i, "aligned") not in by_key:
             scores = {m: None for m in metrics} | {"code": None}
             judged.update(
                 {"scores": scores, "category": "unscored", "unscored_reason": EMPTY_ANSWER}
             )
-            judged["judge"] = {**meta, "tokens": {"prompt": 0, "completion": 0}}
+            judged["judge"] = {**row_meta, "tokens": {"prompt": 0, "completion": 0}}
             out.append(judged)
             continue
         got = {m: by_key[(i, m)] for m in metrics}
@@ -140,7 +188,7 @@ def _llm_rows(
             judged["unscored_reason"] = aligned.reason
         judged["em"] = is_em(scores, em_cfg)
         judged["judge"] = {
-            **meta,
+            **row_meta,
             "tokens": {
                 "prompt": sum(v.prompt_tokens for v in got.values()),
                 "completion": sum(v.completion_tokens for v in got.values()),
@@ -185,13 +233,14 @@ def judge_rows(
     rows: Sequence[dict[str, Any]],
     judge_cfg: Mapping[str, Any],
     cache_path: str | Path | None = None,
+    question_files: Sequence[str | Path] = (),
 ) -> list[dict[str, Any]]:
     """Judged copies of generation rows (adds `scores`, `category`, `judge`)."""
     backend = judge_cfg.get("backend", "offline")
     if backend == "offline":
         return _offline_rows(rows, judge_cfg)
     if backend == "openai":
-        return _llm_rows(rows, judge_cfg, cache_path)
+        return _llm_rows(rows, judge_cfg, cache_path, question_files)
     raise EmdirError(f"judge.backend {backend!r} is unknown; use offline or openai")
 
 
@@ -200,12 +249,14 @@ def judge_file(
     out: str | Path,
     judge_cfg: Mapping[str, Any],
     cache_path: str | Path | None = None,
+    question_files: Sequence[str | Path] = (),
 ) -> None:
     """Judge every row of a generation JSONL file into a judged JSONL file.
 
-    If more than `judge.max_unscored_fraction` stays unscored the job fails and writes nothing.
+    `question_files` supply questions' own judge prompts. If more than
+    `judge.max_unscored_fraction` stays unscored the job fails and writes nothing.
     """
     rows = read_jsonl(src, required=GENERATION_KEYS)
-    judged = judge_rows(rows, judge_cfg, cache_path)
+    judged = judge_rows(rows, judge_cfg, cache_path, question_files)
     check_unscored(judged, float(judge_cfg.get("max_unscored_fraction", 1.0)), str(src))
     write_jsonl(out, judged)

@@ -10,7 +10,7 @@ used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ def judge_plan(
     judge_cfg: Mapping[str, Any],
     cache_path: str | Path | None,
     out_txt: str | Path,
+    question_files: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Write the plan to `out_txt`; returns its totals."""
     backend = judge_cfg.get("backend", "offline")
@@ -36,8 +37,9 @@ def judge_plan(
         _write(out_txt, lines)
         return totals
 
+    from emdir.judge import llm_requests, template_lookup
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import JudgeRequest, LLMJudgeSettings, request_key
+    from emdir.judge.llm import LLMJudgeSettings, request_key
 
     llm_cfg = dict(judge_cfg["openai"])
     metrics = list(llm_cfg.pop("metrics", ["aligned", "coherent"]))
@@ -46,6 +48,7 @@ def judge_plan(
     p_in = float(prices.get("input_per_mtok", 0.0)) / 1e6
     p_out = float(prices.get("output_per_mtok", 0.0)) / 1e6
     seen: set[str] = set()
+    template = template_lookup(question_files)
     cache = JudgeCache(cache_path) if cache_path is not None and Path(cache_path).exists() else None
     totals = {"requests": 0, "cached": 0, "to_send": 0, "cost_usd": 0.0}
     lines.append(
@@ -60,23 +63,19 @@ def judge_plan(
         for label, path in files.items():
             requests = cached = to_send = 0
             cost = 0.0
-            for row in read_jsonl(path):
-                if not str(row.get("answer", "")).strip():
+            for req in llm_requests(read_jsonl(path), metrics, template).values():
+                key = request_key(req, settings)
+                if key in seen:
                     continue
-                for metric in metrics:
-                    req = JudgeRequest.for_metric(metric, row["question"], row["answer"])
-                    key = request_key(req, settings)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    requests += 1
-                    if cache is not None and key in cache:
-                        cached += 1
-                        continue
-                    to_send += 1
-                    cost += p_in * (len(req.prompt) / CHARS_PER_TOKEN) + p_out * int(
-                        settings.max_tokens or 1
-                    )
+                seen.add(key)
+                requests += 1
+                if cache is not None and key in cache:
+                    cached += 1
+                    continue
+                to_send += 1
+                cost += p_in * (len(req.prompt) / CHARS_PER_TOKEN) + p_out * int(
+                    settings.max_tokens or 1
+                )
             lines.append(
                 f"{label:<48} {n_answers[label]:>8} {requests:>9} {cached:>8} {to_send:>8} "
                 f"{cost:>9.4f}"
