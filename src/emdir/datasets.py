@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from emdir.errors import EmdirError
-from emdir.io import atomic_path, write_jsonl
+from emdir.io import atomic_path, parse_json_line, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,7 @@ def parse_chat_lines(lines: Sequence[str], source: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EmdirError(
-                f"{where}: not valid JSON ({exc.msg}); fix or delete that line"
-            ) from None
-        rows.append(_check_row(row, where))
+        rows.append(_check_row(parse_json_line(line, where), where))
     if not rows:
         raise EmdirError(f"{source}: no rows")
     return rows

@@ -48,6 +48,14 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def parse_json_line(line: str, where: str) -> Any:
+    """One JSON value; a syntax error names `where` (file:line) and the fix."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EmdirError(f"{where}: not valid JSON ({exc.msg}); fix or delete that line") from None
+
+
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Read JSON lines; a malformed line or a missing key fails naming file and line number."""
     need = tuple(required)
@@ -59,12 +67,7 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmdirError(
-                    f"{p}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line"
-                ) from None
+            row = parse_json_line(line, f"{p}:{lineno}")
             if not isinstance(row, dict):
                 raise EmdirError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in need if k not in row]
