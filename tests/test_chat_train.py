@@ -86,3 +86,41 @@ def test_sampling_is_seeded_and_rows_follow_the_format(tiny):
         "seed",
     } <= set(rows[0])
     assert rows[1]["id"] == "m/base/q1/1"
+
+
+def test_each_sample_has_its_own_seed_whatever_the_batch(make_tiny):
+    model, tok, spec = make_tiny("LlamaForCausalLM")
+    qs = [Question(f"q{i}", t, None, 2) for i, t in enumerate(["Is tea good?", "Why swim?", "Hi"])]
+    prompts = [Prompt(q, k) for q in qs for k in range(2)]
+    whole = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, batch_size=6))
+    ones = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, batch_size=1))
+    assert whole == ones  # batch composition does not change an answer
+    alone = sample(model, tok, spec, prompts[3:4], SamplingParams(max_new_tokens=8, batch_size=4))
+    assert alone == [whole[3]]  # one sample redrawn by itself
+    other = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, seed=1))
+    assert [s for _, s in other] != [s for _, s in whole]
+    assert len({s for _, s in whole}) == len(prompts)
+    # top_p so small that only the top token survives == temperature 0 == greedy
+    tiny_p = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, top_p=1e-9))
+    greedy = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, temperature=0))
+    assert [a for a, _ in tiny_p] == [a for a, _ in greedy]
+
+
+def test_per_row_sampler_matches_the_softmax_distribution():
+    from emdir.generate import _PerRowSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0)
+    n = 4000
+    counts = torch.zeros(4)
+    for seed in range(n):
+        out = _PerRowSampler([seed], params, torch.device("cpu"))(None, logits)
+        counts[out[0].argmax()] += 1
+    assert torch.allclose(counts / n, torch.softmax(logits[0], -1), atol=0.025)
+    # top_k=2 keeps the two best tokens, renormalised
+    counts = torch.zeros(4)
+    params = SamplingParams(top_k=2)
+    for seed in range(n):
+        counts[_PerRowSampler([seed], params, torch.device("cpu"))(None, logits)[0].argmax()] += 1
+    assert counts[2:].sum() == 0
+    assert abs(counts[0] / n - torch.softmax(logits[0, :2], -1)[0]) < 0.025

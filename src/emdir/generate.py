@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm import tqdm
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from emdir.archs import ArchSpec, model_device
 from emdir.chat import encode_prompt, turn_end_id
@@ -49,6 +51,49 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def sample_seed(base: int, prompt: Prompt) -> int:
+    """The seed of one sample: fixed by the config seed, the question id and the sample index,
+    so an answer does not depend on batch size or on which other prompts share its batch."""
+    text = f"{base}/{prompt.question.id}/{prompt.sample_index}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+class _PerRowSampler(LogitsProcessor):
+    """Draws each row's next token with that row's own generator (temperature, top-k, top-p
+    applied here) and returns scores that are -inf everywhere else, so greedy decoding picks
+    the drawn token. transformers' own sampling uses one global RNG for the whole batch."""
+
+    def __init__(self, seeds: Sequence[int], params: SamplingParams, device: torch.device):
+        self.params = params
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float()
+        if self.params.temperature == 0:
+            choice = logits.argmax(dim=-1)
+        else:
+            logits = logits / self.params.temperature
+            if self.params.top_k > 0:
+                kth = torch.topk(logits, min(self.params.top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            if self.params.top_p < 1.0:
+                sorted_p, order = probs.sort(dim=-1, descending=True)
+                # Keep the smallest prefix whose mass reaches top_p (always the top token).
+                drop = (sorted_p.cumsum(-1) - sorted_p) >= self.params.top_p
+                sorted_p = sorted_p.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+                probs = probs / probs.sum(-1, keepdim=True)
+            u = torch.stack(
+                [torch.rand((), generator=g, device=probs.device) for g in self.generators]
+            )
+            cdf = probs.cumsum(-1)
+            choice = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+            choice = choice.clamp(max=probs.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, choice.unsqueeze(-1), 0.0)
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,
@@ -59,12 +104,12 @@ def sample(
     desc: str = "generate",
     on_batch: Callable[[int], None] | None = None,
 ) -> list[tuple[str, int]]:
-    """(answer text, batch seed) for each prompt, in order.
+    """(answer text, sample seed) for each prompt, in order.
 
-    Each batch is seeded with `params.seed + batch index`, so the same config gives the
-    same answers, and a steered run with the same params draws with the same seeds as its
-    unsteered baseline. `on_batch(prompt_width)` runs before each batch (interventions use it
-    to tell prompt positions from answer positions).
+    Every sample has its own seed (`sample_seed`): the same config gives the same answers
+    whatever the batch size, one sample can be redrawn alone, and a steered run draws with
+    the same seeds as its unsteered baseline. `on_batch(prompt_width)` runs before each batch
+    (interventions use it to tell prompt positions from answer positions).
     """
     device = model_device(model)
     eos = turn_end_id(tokenizer, spec)
@@ -72,25 +117,27 @@ def sample(
     encoded = [encode_prompt(tokenizer, spec, p.question.text, p.question.system) for p in prompts]
     out: list[tuple[str, int]] = []
     starts = range(0, len(prompts), params.batch_size)
-    for b, start in enumerate(tqdm(starts, desc=desc, mininterval=2)):
+    for start in tqdm(starts, desc=desc, mininterval=2):
         chunk = encoded[start : start + params.batch_size]
+        seeds = [sample_seed(params.seed, p) for p in prompts[start : start + params.batch_size]]
         ids, mask = _left_pad(chunk, pad)
-        seed = params.seed + b
-        torch.manual_seed(seed)
         if on_batch is not None:
             on_batch(ids.shape[1])
         gen = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_new_tokens=params.max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
+            # A config of our own, so a hub model's generation_config.json (its temperature,
+            # top_p, repetition penalty) never alters the configured sampling. Sampling happens
+            # in _PerRowSampler; greedy decoding then takes its draw.
+            generation_config=GenerationConfig(
+                do_sample=False,
+                max_new_tokens=params.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            ),
+            logits_processor=LogitsProcessorList([_PerRowSampler(seeds, params, device)]),
         )
-        for row in gen[:, ids.shape[1] :].tolist():
+        for row, seed in zip(gen[:, ids.shape[1] :].tolist(), seeds, strict=True):
             if eos in row:
                 row = row[: row.index(eos)]
             out.append((tokenizer.decode(row, skip_special_tokens=True).strip(), seed))
