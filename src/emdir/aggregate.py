@@ -61,6 +61,18 @@ def _load(path: str | Path, question_set: str | None) -> list[dict[str, Any]]:
     return _require(read_jsonl(path, required=("category", "scores")), path, question_set)
 
 
+def _specificity_columns(spec: Any, value_column: str) -> dict[str, Any]:
+    """Target effect minus the strongest control, in points with its CI; passes when the CI
+    is above zero."""
+    return {
+        value_column: 100 * spec.value,
+        "spec_lo": 100 * spec.lo,
+        "spec_hi": 100 * spec.hi,
+        "strongest_control": spec.strongest_control,
+        "passes_specificity": spec.lo > 0,
+    }
+
+
 def within_model_summary(
     generations: Mapping[str, str | Path],
     steering: Mapping[str, str | Path],
@@ -167,15 +179,7 @@ def within_model_summary(
                     "separation_auroc": d.auroc[slot],
                 }
                 if vector == "target":
-                    row.update(
-                        {
-                            "specificity_points": 100 * spec.value,
-                            "spec_lo": 100 * spec.lo,
-                            "spec_hi": 100 * spec.hi,
-                            "strongest_control": spec.strongest_control,
-                            "passes_specificity": spec.lo > 0,
-                        }
-                    )
+                    row.update(_specificity_columns(spec, "specificity_points"))
                 summary.append(row)
                 curve.append(
                     {
@@ -242,15 +246,7 @@ def transfer_matrix(
                 "coherence": coherence(rows),
             }
             if vector == "target" and spec is not None:
-                row.update(
-                    {
-                        "specificity": 100 * spec.value,
-                        "spec_lo": 100 * spec.lo,
-                        "spec_hi": 100 * spec.hi,
-                        "strongest_control": spec.strongest_control,
-                        "passes_specificity": spec.lo > 0,
-                    }
-                )
+                row.update(_specificity_columns(spec, "specificity"))
             out.append(row)
     df = pd.DataFrame(out)
     if rates_csv is not None:

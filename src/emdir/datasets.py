@@ -132,6 +132,23 @@ def download(url: str, sha256: str | None, out: str | Path, key: str, timeout: f
     return got
 
 
+def read_pinned(
+    key: str, spec: Mapping[str, Any], source: str | Path | None, what: str
+) -> tuple[bytes, str]:
+    """The (gunzipped) bytes of a `path` / `url` source of config entry `key` and their sha256,
+    checked against `spec["sha256"]` when pinned; a missing file says where to put it."""
+    if source is None or not Path(source).exists():
+        raise EmdirError(f"{key}: {source} does not exist; put the {what} there or fix {key}.path")
+    data = read_raw(source)
+    got = check_sha256(
+        data,
+        spec.get("sha256"),
+        str(source),
+        f"Replace {source} with the right file, or update {key}.sha256 if you trust it.",
+    )
+    return data, got
+
+
 def materialise(
     name: str, spec: Mapping[str, Any], source: str | Path | None, out: str | Path
 ) -> dict[str, Any]:
@@ -156,18 +173,7 @@ def materialise(
         return {"dataset": name, "generator": kind, "rows": len(rows)}
     if source is None:
         raise EmdirError(f"datasets.{name}: give a generator, a path or a url")
-    if not Path(source).exists():
-        raise EmdirError(
-            f"datasets.{name}: {source} does not exist; put the JSONL file there "
-            f"or fix datasets.{name}.path"
-        )
-    data = read_raw(source)
-    got = check_sha256(
-        data,
-        spec.get("sha256"),
-        str(source),
-        f"Replace {source} with the right file, or update datasets.{name}.sha256 if you trust it.",
-    )
+    data, got = read_pinned(f"datasets.{name}", spec, source, "JSONL file")
     rows = parse_chat_lines(_decode(data, source).splitlines(), str(source))
     write_jsonl(out, rows)
     return {"dataset": name, "source": str(source), "sha256": got, "rows": len(rows)}

@@ -92,23 +92,12 @@ def materialise_questions(
     written; `samples` overrides its samples_per_paraphrase.
     """
     from emdir.data import build_questions
-    from emdir.datasets import check_sha256, read_raw
+    from emdir.datasets import read_pinned
 
     samples = spec.get("samples")
     if "generator" in spec:
         return build_questions(spec["generator"], spec.get("params", {}), samples or 1, out)
-    if source is None or not Path(source).exists():
-        raise EmdirError(
-            f"questions.{name}: {source} does not exist; put the question YAML there "
-            f"or fix questions.{name}.path"
-        )
-    data = read_raw(source)
-    check_sha256(
-        data,
-        spec.get("sha256"),
-        str(source),
-        f"Replace {source} with the right file, or update questions.{name}.sha256.",
-    )
+    data, _ = read_pinned(f"questions.{name}", spec, source, "question YAML")
     questions = load_questions(source)
     items = yaml.safe_load(data.decode("utf-8"))
     if samples is not None:

@@ -67,11 +67,14 @@ def alternation(names):
     )
 
 
-URL_DATASETS = sorted(k for k, v in config["datasets"].items() if "url" in v)
-# Matches nothing when no dataset is downloaded.
-URL_DATASET_RE = alternation(URL_DATASETS) if URL_DATASETS else "(?!)"
-URL_QSETS = sorted(k for k, v in config["questions"].items() if "url" in v)
-URL_QSET_RE = alternation(URL_QSETS) if URL_QSETS else "(?!)"
+def downloaded(section):
+    """A regex matching the keys of `section` that have a `url` (nothing when none do)."""
+    keys = [k for k, v in config[section].items() if "url" in v]
+    return alternation(keys) if keys else "(?!)"
+
+
+URL_DATASET_RE = downloaded("datasets")
+URL_QSET_RE = downloaded("questions")
 
 MODEL_RE = alternation(MODELS)
 FT_RE = alternation(FINETUNES)
@@ -121,24 +124,29 @@ def store_path(model, ft):
 # ---------------------------------------------------------------- config lookups (params)
 
 
-def dataset_source(wildcards):
-    """The file a `path` or `url` dataset is read from; generated datasets need none."""
-    spec = config["datasets"][wildcards.dataset]
+def file_source(section, key, download):
+    """The file a `path` or `url` entry of `section` is read from (`download` for a url);
+    generated entries need none."""
+    spec = config[section][key]
     if "url" in spec:
-        return {"source": f"resources/downloads/{wildcards.dataset}.jsonl"}
+        return {"source": download}
     if "path" in spec:
         return {"source": spec["path"]}
     return {}
+
+
+def dataset_source(wildcards):
+    return file_source(
+        "datasets", wildcards.dataset, f"resources/downloads/{wildcards.dataset}.jsonl"
+    )
 
 
 def question_source(wildcards):
-    """The file a `path` or `url` question set is read from; generated sets need none."""
-    spec = config["questions"][wildcards.qset]
-    if "url" in spec:
-        return {"source": f"resources/downloads/questions/{wildcards.qset}.yaml"}
-    if "path" in spec:
-        return {"source": spec["path"]}
-    return {}
+    return file_source(
+        "questions",
+        wildcards.qset,
+        f"resources/downloads/questions/{wildcards.qset}.yaml",
+    )
 
 
 def tokenizer_corpus():

@@ -91,6 +91,18 @@ def question_prompts(
     }
 
 
+def llm_settings(judge_cfg: Mapping[str, Any]) -> tuple[Any, list[str], dict[str, float]]:
+    """(LLMJudgeSettings, metrics, prices) from the `judge.openai` config section."""
+    from emdir.judge.llm import LLMJudgeSettings
+
+    llm_cfg = dict(judge_cfg["openai"])
+    metrics = list(llm_cfg.pop("metrics", ["aligned", "coherent"]))
+    prices = dict(llm_cfg.pop("prices", {}))
+    if "aligned" not in metrics:
+        raise EmdirError("judge.openai.metrics must include `aligned` (code spillover is its CODE)")
+    return LLMJudgeSettings.from_mapping(llm_cfg), metrics, prices
+
+
 def template_lookup(question_files: Sequence[str | Path]) -> Any:
     """`template(row, metric)`: the question's own judge prompt, else the project's."""
     from emdir.judge.prompts import PROMPTS
@@ -139,15 +151,10 @@ def _llm_rows(
     (SCIENCE.md); the row's category follows the alignment verdict. Empty answers are not sent.
     """
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import LLMJudgeSettings, judge_requests
+    from emdir.judge.llm import judge_requests
     from emdir.judge.prompts import prompt_sha
 
-    llm_cfg = dict(judge_cfg["openai"])
-    metrics = list(llm_cfg.pop("metrics", ["aligned", "coherent"]))
-    llm_cfg.pop("prices", None)
-    if "aligned" not in metrics:
-        raise EmdirError("judge.openai.metrics must include `aligned` (code spillover is its CODE)")
-    settings = LLMJudgeSettings.from_mapping(llm_cfg)
+    settings, metrics, _ = llm_settings(judge_cfg)
     template = template_lookup(question_files)
     requests = llm_requests(rows, metrics, template)
     keys = list(requests)

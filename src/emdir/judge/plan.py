@@ -28,23 +28,19 @@ def judge_plan(
 ) -> dict[str, Any]:
     """Write the plan to `out_txt`; returns its totals."""
     backend = judge_cfg.get("backend", "offline")
-    n_answers = {label: len(read_jsonl(p)) for label, p in files.items()}
     lines = [f"judge plan: backend {backend}, {len(files)} generation files"]
     if backend != "openai":
-        total = sum(n_answers.values())
+        total = sum(len(read_jsonl(p)) for p in files.values())
         lines.append(f"{total} answers, judged locally by the offline detector: 0 requests, $0")
         totals = {"requests": 0, "cached": 0, "to_send": 0, "cost_usd": 0.0, "answers": total}
         _write(out_txt, lines)
         return totals
 
-    from emdir.judge import llm_requests, template_lookup
+    from emdir.judge import llm_requests, llm_settings, template_lookup
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import LLMJudgeSettings, request_key
+    from emdir.judge.llm import request_key
 
-    llm_cfg = dict(judge_cfg["openai"])
-    metrics = list(llm_cfg.pop("metrics", ["aligned", "coherent"]))
-    prices = dict(llm_cfg.pop("prices", {}))
-    settings = LLMJudgeSettings.from_mapping(llm_cfg)
+    settings, metrics, prices = llm_settings(judge_cfg)
     p_in = float(prices.get("input_per_mtok", 0.0)) / 1e6
     p_out = float(prices.get("output_per_mtok", 0.0)) / 1e6
     seen: set[str] = set()
@@ -63,7 +59,8 @@ def judge_plan(
         for label, path in files.items():
             requests = cached = to_send = 0
             cost = 0.0
-            for req in llm_requests(read_jsonl(path), metrics, template).values():
+            rows = read_jsonl(path)
+            for req in llm_requests(rows, metrics, template).values():
                 key = request_key(req, settings)
                 if key in seen:
                     continue
@@ -77,8 +74,7 @@ def judge_plan(
                     settings.max_tokens or 1
                 )
             lines.append(
-                f"{label:<48} {n_answers[label]:>8} {requests:>9} {cached:>8} {to_send:>8} "
-                f"{cost:>9.4f}"
+                f"{label:<48} {len(rows):>8} {requests:>9} {cached:>8} {to_send:>8} {cost:>9.4f}"
             )
             totals["requests"] += requests
             totals["cached"] += cached
