@@ -7,10 +7,15 @@ Fixtures for other test files:
 - `make_tiny` (session): `make_tiny(arch, seed=0) -> (model, tokenizer, spec)`.
 - `reload_tiny`: `reload_tiny(model, tokenizer) -> (model, tokenizer, spec)`, a round trip
   through `save_pretrained` and `zoo.load_model` (the from_pretrained path of real runs).
+
+Helper for other test files: `run_snakemake(workdir, *args)` runs the repository's Snakefile
+in a subprocess with `workdir` as its working directory.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,17 @@ TINY_TEST_SHAPE = zoo.TinyShape(
 )
 
 Tiny = tuple[nn.Module, Any, ArchSpec]
+
+SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
+
+
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The repository's workflow run in `workdir` (so the checkout gets no .snakemake/)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
+    cmd += ["--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,8 @@ import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "config" / "schema.yaml"
@@ -149,19 +149,7 @@ def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, k
     # A --configfile replaces the default config, so the bad key goes into a full copy.
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(merged(DEFAULT, yaml.safe_load(override))), encoding="utf-8")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--dry-run",
-        "--configfile",
-        str(bad),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_snakemake(tmp_path, "--dry-run", "--configfile", str(bad))
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert key in out, out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_snakemake
 from emdir.datasets import download, heldout_split, materialise, read_chat_file
 from emdir.errors import EmdirError
 
@@ -155,13 +156,7 @@ def test_the_real_insecure_dataset_matches_the_pinned_sha(tmp_path: Path) -> Non
 
 
 def _snakemake(workdir: Path, config: Path, *targets: str):  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile")]
-    cmd += ["--directory", str(workdir), "--cores", "1", *targets, "--configfile", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_snakemake(workdir, "--cores", "1", *targets, "--configfile", str(config))
 
 
 def test_the_download_and_data_rules(tmp_path: Path, server: str) -> None:

@@ -7,23 +7,19 @@ checkout gets no `.snakemake/` and the Snakefile is checked to work from anywher
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import run_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
 SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
-    cmd += ["--directory", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+snakemake = run_snakemake
 
 
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:

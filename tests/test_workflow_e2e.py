@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from conftest import run_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "configs" / "e2e.yaml"
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--replace-workflow-config",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    return run_snakemake(
+        workdir, "--configfile", str(config), "--replace-workflow-config", *args, timeout=1800
+    )
 
 
 @pytest.fixture(scope="module")
