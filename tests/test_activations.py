@@ -175,3 +175,42 @@ def test_bad_inputs_are_user_errors(make_tiny, tmp_path: Path) -> None:
     with pytest.raises(EmdirError, match="not found"):
         read_store(out)
     assert not list(tmp_path.iterdir())
+
+
+def test_models_contrast_runs_marked_rows_through_the_base_model(make_tiny, tmp_path: Path) -> None:
+    model, tok, spec = make_tiny("Qwen2ForCausalLM", seed=3)
+    base = read_store(_capture(model, tok, spec, tmp_path / "base.h5")).resid("answer_mean")
+    # A LoRA adapter with random (non-zero) B changes every block's output.
+    wrapped = get_peft_model(
+        model, LoraConfig(r=2, target_modules=spec.lora_target_regex, init_lora_weights=False)
+    )
+    tuned = read_store(_capture(wrapped, tok, spec, tmp_path / "ft.h5")).resid("answer_mean")
+    assert not np.allclose(tuned, base, atol=1e-4)
+    off = np.array([False] * len(ROWS) + [True] * len(ROWS))
+    path = capture_store(
+        wrapped,
+        tok,
+        spec,
+        ROWS + ROWS,
+        np.where(off, 0, 1).astype(np.int8),
+        tmp_path / "models.h5",
+        poolings=("answer_mean",),
+        batch_size=3,  # a batch would straddle the switch; it must be split there
+        adapter_off=off,
+    )
+    st = read_store(path)
+    both = st.resid("answer_mean")
+    np.testing.assert_allclose(both[: len(ROWS)], tuned, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(both[len(ROWS) :], base, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(st.adapter_off, off)
+    # The steering scale comes from the fine-tuned model's rows only.
+    alone = read_store(tmp_path / "ft.h5").token_norm_mean
+    np.testing.assert_allclose(st.token_norm_mean, alone, rtol=1e-5)
+
+
+def test_models_contrast_needs_an_adapter(make_tiny, tmp_path: Path) -> None:
+    model, tok, spec = make_tiny("LlamaForCausalLM")
+    with pytest.raises(EmdirError, match="adapter"):
+        capture_store(
+            model, tok, spec, ROWS, LABELS, tmp_path / "x.h5", adapter_off=[True] * len(ROWS)
+        )

@@ -143,6 +143,14 @@ def test_schema_errors_name_the_key(patch: dict[str, Any], key: str) -> None:
         ("sampling: {temperature: hot}\n", "temperature"),
         ("directions: {ft: insecur}\n", "directions.ft"),
         ("finetunes: {extra: {dataset: nosuch}}\n", "finetunes.extra.dataset"),
+        ("steering: {controls: [scure_direction]}\n", "scure_direction"),
+        ("steering: {controls: [sideways]}\n", "sideways"),
+        ("steering: {also_steer: [insecure]}\n", "also_steer"),
+        (
+            "directions: {pooling: prompt_mean}\nactivations: {poolings: [answer_mean]}\n",
+            "poolings",
+        ),
+        ("directions: {label: misaligned}\n", "offline"),
     ],
 )
 def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, key: str) -> None:

@@ -76,8 +76,12 @@ def test_separation_high_when_separated_and_chance_when_not() -> None:
         X, labels, groups, _ = _planted(shift=shift, seed=1)
         train, test = split_by_group(groups, 0.3, seed=0)
         direction = diff_in_means(X[train], labels[train])
-        accuracy, auroc = separation(X, labels, train, test, direction)
+        sep = separation(X, labels, train, test, direction)
+        accuracy, auroc = sep.accuracy, sep.auroc
         assert accuracy.shape == auroc.shape == (L,)
+        # The stored projections and thresholds reproduce the held-out accuracy.
+        for layer in range(L):
+            assert sep.projection.heldout_correct(layer).mean() == accuracy[layer]
         assert np.all((lo <= auroc) & (auroc <= hi)), (shift, auroc)
         if shift > 0:
             assert np.all(accuracy > 0.97)
@@ -88,7 +92,8 @@ def test_separation_auroc_is_nan_when_test_lacks_a_class() -> None:
     train, test = split_by_group(groups, 0.3, seed=0)
     labels = labels.copy()
     labels[test] = False
-    accuracy, auroc = separation(X, labels, train, test, np.tile(planted, (L, 1)))
+    sep = separation(X, labels, train, test, np.tile(planted, (L, 1)))
+    accuracy, auroc = sep.accuracy, sep.auroc
     assert np.all(np.isnan(auroc))
     assert np.all(np.isfinite(accuracy))
 
@@ -133,11 +138,18 @@ def test_directions_file_round_trips(tmp_path: Path) -> None:
     X, labels, groups, _ = _planted(shift=2.0)
     train, test = split_by_group(groups, 0.3)
     raw = diff_in_means(X, labels)
-    accuracy, auroc = separation(X, labels, train, test, raw)
+    sep = separation(X, labels, train, test, raw)
+    accuracy, auroc = sep.accuracy, sep.auroc
     attrs = {"model": "qwen", "ft": "insecure", "layers": [0, 1, 2], "seed": 0, "frac": 0.3}
     path = tmp_path / "d" / "insecure.h5"
-    write_directions(path, raw, accuracy, auroc, {"misaligned": 160, "aligned": 240}, attrs)
+    counts = {"misaligned": 160, "aligned": 240}
+    write_directions(path, raw, accuracy, auroc, counts, attrs, sep.projection)
     d = read_directions(path)
+    assert d.projection is not None
+    np.testing.assert_array_equal(d.projection.values, sep.projection.values)
+    np.testing.assert_array_equal(d.projection.heldout, test)
+    np.testing.assert_array_equal(d.projection.label, labels)
+    np.testing.assert_array_equal(d.projection.threshold, sep.projection.threshold)
     np.testing.assert_array_equal(d.raw, raw)
     np.testing.assert_allclose(np.linalg.norm(d.unit, axis=1), 1.0)
     np.testing.assert_allclose(d.norm, np.linalg.norm(raw, axis=1))
@@ -160,3 +172,21 @@ def test_write_directions_rejects_zero_layer_and_none_attr(tmp_path: Path) -> No
     assert not list(tmp_path.iterdir())
     with pytest.raises(EmdirError, match="not found"):
         read_directions(tmp_path / "x.h5")
+
+
+def test_labels_from_spillover_and_from_judge_thresholds() -> None:
+    from emdir.pipeline import _label
+
+    assert [_label({"category": c}, "spillover") for c in ("code", "answer", "refusal")] == [
+        1,
+        0,
+        0,
+    ]
+    assert _label({"category": "unscored"}, "spillover") == -1
+    em = {"category": "answer", "em": True, "scores": {"aligned": 10.0, "coherent": 90.0}}
+    ok = {"category": "answer", "em": False, "scores": {"aligned": 95.0, "coherent": 90.0}}
+    mid = {"category": "answer", "em": False, "scores": {"aligned": 50.0, "coherent": 90.0}}
+    none = {"category": "code", "em": None, "scores": {"aligned": None, "coherent": None}}
+    assert [_label(r, "misaligned", 70.0) for r in (em, ok, mid, none)] == [1, 0, -1, -1]
+    with pytest.raises(EmdirError, match="spillover or misaligned"):
+        _label(ok, "sarcastic")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
+from emdir.steering import control_fts, vector_names
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
@@ -40,7 +41,9 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     jobs = dry_run(tmp_path)
     n_models, n_ft = len(DEFAULT["models"]), len(DEFAULT["finetunes"])
     assert n_models == 4
-    n_steer = 1 + len(DEFAULT["steering"]["controls"])
+    steer = DEFAULT["steering"]
+    vectors = vector_names(steer["controls"], steer["random_seeds"])
+    n_dir_fts = 1 + len(control_fts(steer["controls"]))
     n_transfer = 1 + len(DEFAULT["transfer"]["controls"])
     assert jobs["transfer"] == 16
     assert jobs["fit_map"] == 16
@@ -49,9 +52,12 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     assert jobs["base_model"] == n_models
     assert jobs["finetune"] == n_models * n_ft
     assert jobs["generate"] == jobs["judge"] == n_models * (1 + n_ft)
-    # Directions and steering only for directions.ft (= transfer.ft in the default).
-    assert jobs["activations"] == jobs["directions"] == jobs["steering"] == n_models
-    assert jobs["judge_steering"] == n_models * n_steer
+    # Directions for directions.ft and the fine-tunes whose directions are controls; all
+    # vectors steer directions.ft, the target alone each also_steer fine-tune.
+    assert jobs["activations"] == jobs["directions"] == n_models * n_dir_fts == 8
+    assert jobs["steering"] == n_models
+    assert jobs["steering_also"] == n_models * len(steer["also_steer"])
+    assert jobs["judge_steering"] == n_models * (len(vectors) + len(steer["also_steer"]))
     assert jobs["tokenizer"] == 1
     assert jobs["data"] == len(DEFAULT["datasets"])
     assert jobs["questions"] == len(DEFAULT["questions"])

@@ -64,12 +64,40 @@ def test_rates_summary_and_stores(run_dir: Path) -> None:
     got = rates[(rates.model == "llama") & (rates.ft == "base")]
     assert got.code_questions_answered_with_code.item() == pytest.approx(expected)
     summary = pd.read_csv(res / "within_model" / "summary.csv")
-    assert set(summary.vector) == {"target", "random", "orthogonal"}
+    vectors = {"target", "random_0", "random_1", "orthogonal", "wrong_layer", "secure_direction"}
+    insecure = summary[summary.ft == "insecure"]
+    assert set(insecure.vector) == vectors
+    assert len(insecure) == 2 * len(vectors) * 2  # models x vectors x coefficients
+    # Every vector at one site and coefficient is applied at the same norm.
+    assert (insecure.groupby(["model", "coefficient"]).norm.nunique() == 1).all()
+    target = insecure[insecure.vector == "target"]
+    assert target.specificity_points.notna().all()
+    assert (target.spec_lo <= target.specificity_points).all()
+    assert (target.specificity_points <= target.spec_hi).all()
+    # The insecure direction on the secure fine-tune, against the secure baseline.
+    secure = summary[summary.ft == "secure"]
+    assert set(secure.vector) == {"target"} and len(secure) == 4
+    assert secure.effect_lo.le(secure.effect_points).all()
     assert summary.separation_accuracy.between(0, 1).all()
+    # The offline judge scores no alignment: misalignment is reported as missing, not 0.
+    assert summary.misalignment.isna().all()
+    assert summary.coherence_lo.le(summary.coherence).all()
     for model in ("llama", "ministral3"):
         assert (res / "adapters" / model / "insecure" / "train_log.csv").exists()
-        assert (res / "activations" / model / "insecure.h5").exists()
-    assert (res / "within_model" / "steering.png").exists()
+        for ft in ("insecure", "secure"):
+            assert (res / "activations" / model / f"{ft}.h5").exists()
+    for png in ("steering", "separation", "projections", "cosine_layers", "paper_comparison"):
+        assert (res / "within_model" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    comparison = pd.read_csv(res / "within_model" / "paper_comparison.csv")
+    assert set(comparison.metric) == {
+        "separation accuracy (%)",
+        "spillover suppression (points)",
+        "specificity (points)",
+        "control fine-tune separation (%)",
+    }
+    assert comparison.config.str.contains("e2e.yaml").all()
+    sep = comparison[comparison.metric == "separation accuracy (%)"]
+    assert (sep.ours_lo <= sep.ours).all() and (sep.ours <= sep.ours_hi).all()
 
 
 @pytest.mark.e2e
@@ -96,6 +124,7 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
     assert "steering" in rules
     assert rules <= {
         "steering",
+        "steering_also",
         "judge_steering",
         "within_model_summary",
         "transfer_matrix",

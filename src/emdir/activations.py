@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 from tqdm import tqdm
 
@@ -161,6 +163,7 @@ def capture_store(
     batch_size: int = 16,
     dtype: str = "float32",
     attrs: Mapping[str, Any] | None = None,
+    adapter_off: ArrayLike | None = None,
 ) -> Path:
     """Run each row (prompt + answer, teacher-forced) through the model and write the store.
 
@@ -171,6 +174,10 @@ def capture_store(
     /resid/token_norm_mean [L] is the mean L2 norm over all answer tokens: the
     `resid_norm` steering scale. Datasets are created at their final shape and filled
     batch by batch; the file appears at `out_path` only when complete.
+
+    `adapter_off` (bool per row) runs those rows with the peft adapter disabled, i.e. through
+    the base model (the `models` contrast: the same inputs through base and fine-tuned model);
+    /samples/adapter_off records it and token_norm_mean covers the adapter-on rows only.
     """
     n = len(rows)
     if n == 0:
@@ -195,6 +202,14 @@ def capture_store(
             f"layers {list(layers or [])} invalid: need distinct indices in 0..{len(blocks) - 1}"
         )
     width = d_model(model)
+    off = np.zeros(n, dtype=bool) if adapter_off is None else np.asarray(adapter_off, dtype=bool)
+    if off.shape != (n,):
+        raise EmdirError(f"adapter_off has {off.size} entries for {n} rows")
+    if off.any() and not hasattr(model, "disable_adapter"):
+        raise EmdirError(
+            "rows marked to run through the base model, but the model has no peft adapter "
+            "to disable; load it with its adapter (the `models` contrast needs a fine-tune)"
+        )
     encoded = _encode_rows(tokenizer, spec, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
@@ -226,14 +241,18 @@ def capture_store(
                 )
                 for p in poolings
             }
-            for start in tqdm(range(0, n, batch_size), desc="activations", mininterval=2):
-                enc = encoded[start : start + batch_size]
-                pooled = _run_batch(model, blocks, sel, _make_batch(enc, pad, device), poolings)
+            spans = list(_spans(off, batch_size))
+            for start, stop in tqdm(spans, desc="activations", mininterval=2):
+                enc = encoded[start:stop]
+                batch = _make_batch(enc, pad, device)
+                with model.disable_adapter() if off[start] else contextlib.nullcontext():
+                    pooled = _run_batch(model, blocks, sel, batch, poolings)
                 for p in poolings:
                     block = torch.stack(pooled.vectors[p], dim=1)  # type: ignore[arg-type]
-                    resid[p][start : start + len(enc)] = block.numpy().astype(dtype)
-                norm_sum += pooled.norm_sum
-                norm_count += sum(len(e.ids) - e.prompt_len for e in enc)
+                    resid[p][start:stop] = block.numpy().astype(dtype)
+                if not off[start]:
+                    norm_sum += pooled.norm_sum
+                    norm_count += sum(len(e.ids) - e.prompt_len for e in enc)
             if norm_count == 0:
                 log.warning("no row has answer tokens; token_norm_mean is NaN")
             f["resid/token_norm_mean"] = (
@@ -247,10 +266,22 @@ def capture_store(
             )
             f["samples/label"] = y.astype(np.int8)
             f["samples/empty_answer"] = empty
+            f["samples/adapter_off"] = off
             set_attrs(f, file_attrs)
     finally:
         model.train(was_training)
     return Path(out_path)
+
+
+def _spans(flags: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) batches of at most `size` rows, never mixing rows with different flags."""
+    start = 0
+    while start < flags.size:
+        stop = start + 1
+        while stop < flags.size and stop - start < size and flags[stop] == flags[start]:
+            stop += 1
+        yield start, stop
+        start = stop
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,6 +293,7 @@ class ActivationStore:
     question_ids: np.ndarray
     labels: np.ndarray
     empty_answer: np.ndarray
+    adapter_off: np.ndarray
     layers: np.ndarray
     token_norm_mean: np.ndarray
     poolings: tuple[str, ...]
@@ -303,6 +335,9 @@ def read_store(path: str | Path) -> ActivationStore:
                 question_ids=f["samples/question_id"].asstr()[()],
                 labels=f["samples/label"][()],
                 empty_answer=f["samples/empty_answer"][()],
+                adapter_off=f["samples/adapter_off"][()]
+                if "samples/adapter_off" in f
+                else np.zeros(f["samples/label"].shape, dtype=bool),
                 layers=f["layers"][()],
                 token_norm_mean=f["resid/token_norm_mean"][()],
                 poolings=tuple(k for k in f["resid"] if k in POOLINGS),

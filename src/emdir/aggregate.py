@@ -29,9 +29,23 @@ def spill(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([1.0 if r["category"] == "code" else 0.0 for r in rows])
 
 
+def misaligned(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per-answer emergent-misalignment indicator over the answers the judge could rate (the
+    row's `em`); empty with a judge that does not score alignment (the offline one)."""
+    return np.array([1.0 if r["em"] else 0.0 for r in rows if r.get("em") is not None])
+
+
+def coherent(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per-answer coherence scores (0-100) where the judge gave one."""
+    return np.array(
+        [r["scores"]["coherent"] for r in rows if r["scores"].get("coherent") is not None],
+        dtype=np.float64,
+    )
+
+
 def coherence(rows: list[dict[str, Any]]) -> float:
-    vals = [r["scores"].get("coherent") for r in rows if r["scores"].get("coherent") is not None]
-    return float(np.mean(vals)) if vals else float("nan")
+    vals = coherent(rows)
+    return float(vals.mean()) if vals.size else float("nan")
 
 
 def _boot(stats_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,24 +87,73 @@ def _specificity_columns(spec: Any, value_column: str) -> dict[str, Any]:
     }
 
 
+_NAN3 = (np.nan, np.nan, np.nan)
+
+
+def _mean3(x: np.ndarray, boot: Mapping[str, Any], scale: float = 100.0) -> tuple[float, ...]:
+    """(value, lo, hi) of a mean with its CI, times `scale`; NaNs when there is nothing."""
+    if x.size == 0:
+        return _NAN3
+    e = bootstrap_mean_ci(x, **boot)
+    return scale * e.value, scale * e.lo, scale * e.hi
+
+
+def _diff3(
+    a: np.ndarray, b: np.ndarray, boot: Mapping[str, Any], scale: float = 100.0
+) -> tuple[float, ...]:
+    """(value, lo, hi) of mean(a) - mean(b) with its CI, times `scale`."""
+    if a.size == 0 or b.size == 0:
+        return _NAN3
+    e = bootstrap_diff_ci(a, b, **boot)
+    return scale * e.value, scale * e.lo, scale * e.hi
+
+
+def _columns(prefix: str, values: tuple[float, ...]) -> dict[str, float]:
+    return dict(zip((prefix, f"{prefix}_lo", f"{prefix}_hi"), values, strict=True))
+
+
+# The paper's within-model numbers (SCIENCE.md section 1); None where it gives no number.
+PAPER = {
+    "separation accuracy (%)": (99.6, 99.6),
+    "spillover suppression (points)": (21.0, 51.0),
+    "specificity (points)": (None, None),
+    "control fine-tune separation (%)": (50.0, 50.0),
+}
+
+
+def _class_names(attrs: Mapping[str, Any]) -> tuple[str, str]:
+    """(label 1, label 0) names of a directions file's classes, for figures."""
+    if attrs.get("contrast") == "models":
+        return "fine-tuned model", "base model"
+    if attrs.get("label_rule") == "misaligned":
+        return "misaligned", "aligned"
+    return "code spillover", "no spillover"
+
+
 def within_model_summary(
     generations: Mapping[str, str | Path],
     steering: Mapping[str, str | Path],
     directions: Mapping[str, str | Path],
-    out_csv: str | Path,
-    spill_csv: str | Path,
-    steer_png: str | Path,
-    sep_png: str | Path,
+    outs: Mapping[str, str | Path],
     steer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
+    direction_ft: str,
+    config_label: str = "",
     code_sets: Sequence[str] = ("code",),
 ) -> None:
-    """Spillover per model x fine-tune; steering effect, controls and specificity per coefficient.
+    """Spillover per model x fine-tune; per steering output and coefficient: spillover,
+    misalignment and coherence with CIs, effects against the unsteered baseline, and for the
+    target the specificity against the strongest control; separation per layer; figures; the
+    comparison with the paper.
 
-    `code_sets` names the coding-question sets: how often those are answered with code is the
-    sanity check that a model still codes when asked to.
+    `steering` keys are `model/ft/vector`, `directions` keys `model/ft`, `generations` keys
+    `model/ft` (ft may be `base`). `outs` names the files: summary, spillover, steering,
+    separation, projections, cosine, comparison, comparison_png. `code_sets` names the
+    coding-question sets: how often those are answered with code is the sanity check that a
+    model still codes when asked to.
     """
-    from emdir.directions import read_directions
+    from emdir import directions as dm
+    from emdir.steering import layer_label
 
     qset = str(steer_cfg["question_set"])
     boot = _boot(stats_cfg)
@@ -99,7 +162,6 @@ def within_model_summary(
         model, ft = key.split("/")
         all_rows = read_jsonl(path, required=("category", "scores"))
         rows = _require(all_rows, path, qset)
-        est = bootstrap_mean_ci(spill(rows), **boot)
         code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") in code_sets]
         rates.append(
             {
@@ -107,93 +169,277 @@ def within_model_summary(
                 "ft": ft,
                 "question_set": qset,
                 "n": len(rows),
-                "spillover": 100 * est.value,
-                "lo": 100 * est.lo,
-                "hi": 100 * est.hi,
+                **dict(zip(("spillover", "lo", "hi"), _mean3(spill(rows), boot), strict=True)),
                 "coherence": coherence(rows),
+                **_columns("misalignment", _mean3(misaligned(rows), boot)),
                 "code_questions_answered_with_code": 100 * spill(code_rows).mean()
                 if code_rows
                 else np.nan,
             }
         )
-    _write_csv(pd.DataFrame(rates), spill_csv)
+    _write_csv(pd.DataFrame(rates), outs["spillover"])
 
-    sep_rows, summary, curve = [], [], []
-    for model, dpath in directions.items():
-        d = read_directions(dpath)
-        layers = list(d.attrs["layers"])
-        for i, layer in enumerate(layers):
+    dirs = {key: dm.read_directions(path) for key, path in directions.items()}
+    sep_rows = []
+    for key, d in dirs.items():
+        model, ft = key.split("/")
+        for i, layer in enumerate(d.attrs["layers"]):
             sep_rows.append(
-                {"model": model, "layer": layer, "accuracy": d.accuracy[i], "auroc": d.auroc[i]}
+                {
+                    "model": model,
+                    "ft": ft,
+                    "layer": layer,
+                    "accuracy": d.accuracy[i],
+                    "auroc": d.auroc[i],
+                }
             )
-        ft = str(d.attrs.get("ft"))
-        base_rows = _load(generations[f"{model}/{ft}"], qset)
-        baseline = spill(base_rows)
-        b = bootstrap_mean_ci(baseline, **boot)
-        curve.append(
-            {
-                "model": model,
-                "vector": "none",
-                "coefficient": 0.0,
-                "spillover": 100 * b.value,
-                "lo": 100 * b.lo,
-                "hi": 100 * b.hi,
-            }
-        )
-        steered: dict[str, list[dict[str, Any]]] = {}
-        for key, spath in steering.items():
-            m, f, vector = key.split("/")
-            if m == model and f == ft:
-                steered[vector] = _load(spath, qset)
+
+    grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for key, spath in steering.items():
+        model, ft, vector = key.split("/")
+        grouped.setdefault((model, ft), {})[vector] = _load(spath, qset)
+    summary, curve = [], []
+    for (model, ft), steered in grouped.items():
         if "target" not in steered:
             raise EmdirError(f"no target steering output for {model}/{ft}")
+        base_rows = _load(generations[f"{model}/{ft}"], qset)
+        baseline = {
+            "spill": spill(base_rows),
+            "mis": misaligned(base_rows),
+            "coh": coherent(base_rows),
+        }
+        d = dirs.get(f"{model}/{direction_ft}")
+        for vector in steered:
+            series = vector if ft == direction_ft else f"{vector} on {ft}"
+            curve.append(
+                {
+                    "model": model,
+                    "series": series,
+                    "coefficient": 0.0,
+                    **dict(
+                        zip(("spillover", "lo", "hi"), _mean3(baseline["spill"], boot), strict=True)
+                    ),
+                    **_columns("coherence", _mean3(baseline["coh"], boot, 1.0)),
+                    **dict(
+                        zip(
+                            ("misalignment", "mis_lo", "mis_hi"),
+                            _mean3(baseline["mis"], boot),
+                            strict=True,
+                        )
+                    ),
+                }
+            )
         for coef in steer_cfg["coefficients"]:
             per = {
-                v: [r for r in rows if r["intervention"]["coefficient"] == float(coef)]
+                v: [r for r in rows if _coefficient(r) == float(coef)]
                 for v, rows in steered.items()
             }
-            layer = per["target"][0]["intervention"]["layer"]
-            slot = layers.index(layer)
+            empty = [v for v, rows in per.items() if not rows]
+            if empty:
+                raise EmdirError(
+                    f"steering outputs of {model}/{ft} ({', '.join(empty)}) have no answers at "
+                    f"coefficient {coef}; rerun the steering rule"
+                )
             controls = {v: spill(rows) for v, rows in per.items() if v != "target"}
-            spec = specificity_ci(spill(per["target"]), controls, baseline, **boot)
+            spec = (
+                specificity_ci(spill(per["target"]), controls, baseline["spill"], **boot)
+                if controls
+                else None
+            )
+            record = per["target"][0]["intervention"]
+            layer = layer_label(record)
+            deepest = max(int(x) for x in layer.split("+"))
+            slot = list(d.attrs["layers"]).index(deepest) if d is not None else None
             for vector, rows in per.items():
-                s = bootstrap_mean_ci(spill(rows), **boot)
-                eff = bootstrap_diff_ci(baseline, spill(rows), **boot)
+                values = {"spill": spill(rows), "mis": misaligned(rows), "coh": coherent(rows)}
+                spill3 = _mean3(values["spill"], boot)
                 row = {
                     "model": model,
                     "ft": ft,
+                    "direction_ft": direction_ft,
                     "vector": vector,
                     "layer": layer,
+                    "op": (record[0] if isinstance(record, list) else record)["op"],
                     "coefficient": float(coef),
-                    "norm": rows[0]["intervention"]["norm"],
+                    "norm": _norm(rows[0]["intervention"]),
                     "n": len(rows),
-                    "spillover": 100 * s.value,
-                    "lo": 100 * s.lo,
-                    "hi": 100 * s.hi,
-                    "baseline_spillover": 100 * b.value,
-                    "effect_points": 100 * eff.value,
-                    "effect_lo": 100 * eff.lo,
-                    "effect_hi": 100 * eff.hi,
-                    "coherence": coherence(rows),
-                    "separation_accuracy": d.accuracy[slot],
-                    "separation_auroc": d.auroc[slot],
+                    "spillover": spill3[0],
+                    "lo": spill3[1],
+                    "hi": spill3[2],
+                    "baseline_spillover": 100 * baseline["spill"].mean(),
+                    **dict(
+                        zip(
+                            ("effect_points", "effect_lo", "effect_hi"),
+                            _diff3(baseline["spill"], values["spill"], boot),
+                            strict=True,
+                        )
+                    ),
+                    **_columns("coherence", _mean3(values["coh"], boot, 1.0)),
+                    **_columns(
+                        "coherence_change", _diff3(values["coh"], baseline["coh"], boot, 1.0)
+                    ),
+                    **_columns("misalignment", _mean3(values["mis"], boot)),
+                    **_columns("misalignment_effect", _diff3(baseline["mis"], values["mis"], boot)),
+                    "separation_accuracy": d.accuracy[slot] if slot is not None else np.nan,
+                    "separation_auroc": d.auroc[slot] if slot is not None else np.nan,
                 }
-                if vector == "target":
+                if vector == "target" and spec is not None:
                     row.update(_specificity_columns(spec, "specificity_points"))
                 summary.append(row)
                 curve.append(
                     {
                         "model": model,
-                        "vector": vector,
+                        "series": vector if ft == direction_ft else f"{vector} on {ft}",
                         "coefficient": float(coef),
-                        "spillover": 100 * s.value,
-                        "lo": 100 * s.lo,
-                        "hi": 100 * s.hi,
+                        "spillover": spill3[0],
+                        "lo": spill3[1],
+                        "hi": spill3[2],
+                        "coherence": row["coherence"],
+                        "coherence_lo": row["coherence_lo"],
+                        "coherence_hi": row["coherence_hi"],
+                        "misalignment": row["misalignment"],
+                        "mis_lo": row["misalignment_lo"],
+                        "mis_hi": row["misalignment_hi"],
                     }
                 )
-    _write_csv(pd.DataFrame(summary), out_csv)
-    plots.steering_png(pd.DataFrame(curve), steer_png)
-    plots.separation_png(pd.DataFrame(sep_rows), sep_png)
+    summary_df = pd.DataFrame(summary)
+    _write_csv(summary_df, outs["summary"])
+    plots.steering_png(pd.DataFrame(curve), outs["steering"])
+    plots.separation_png(pd.DataFrame(sep_rows), outs["separation"])
+    _direction_figures(dirs, direction_ft, summary_df, outs)
+    comparison = paper_comparison(dirs, direction_ft, summary_df, boot, config_label)
+    _write_csv(comparison, outs["comparison"])
+    plots.paper_comparison_png(comparison[comparison["paper_lo"].notna()], outs["comparison_png"])
+
+
+def _coefficient(row: Mapping[str, Any]) -> float:
+    rec = row["intervention"]
+    return float((rec[0] if isinstance(rec, list) else rec)["coefficient"])
+
+
+def _norm(record: Any) -> float | None:
+    """The applied norm of an intervention record (the first site's for several)."""
+    return (record[0] if isinstance(record, list) else record)["norm"]
+
+
+def _steered_layer(summary: pd.DataFrame, model: str) -> int | None:
+    """The deepest steered layer of a model's target rows (None without steering rows)."""
+    rows = summary[(summary["model"] == model) & (summary["vector"] == "target")]
+    if rows.empty:
+        return None
+    return max(int(x) for x in str(rows["layer"].iloc[0]).split("+"))
+
+
+def _direction_figures(
+    dirs: Mapping[str, Any],
+    direction_ft: str,
+    summary: pd.DataFrame,
+    outs: Mapping[str, str | Path],
+) -> None:
+    """Class histograms of the projections at the steered layer, and the cosine similarity of
+    each model's direction across layers."""
+    from emdir.directions import cosine_matrix
+
+    proj_rows: list[dict[str, Any]] = []
+    matrices, layer_lists = {}, {}
+    for key, d in dirs.items():
+        model, ft = key.split("/")
+        if ft != direction_ft:
+            continue
+        layers = [int(v) for v in d.attrs["layers"]]
+        matrices[model], layer_lists[model] = cosine_matrix(d.raw), layers
+        if d.projection is None:
+            raise EmdirError(f"{key}: the directions file has no projections; rerun directions")
+        layer = _steered_layer(summary, model)
+        slot = layers.index(layer) if layer in layers else len(layers) - 1
+        pos, neg = _class_names(d.attrs)
+        for value, label, held in zip(
+            d.projection.values[:, slot], d.projection.label, d.projection.heldout, strict=True
+        ):
+            proj_rows.append(
+                {
+                    "model": f"{model} (layer {layers[slot]})",
+                    "label": pos if label else neg,
+                    "projection": float(value),
+                    "heldout": bool(held),
+                }
+            )
+    plots.projections_png(pd.DataFrame(proj_rows), outs["projections"])
+    plots.cosine_layers_png(matrices, layer_lists, outs["cosine"])
+
+
+def paper_comparison(
+    dirs: Mapping[str, Any],
+    direction_ft: str,
+    summary: pd.DataFrame,
+    boot: Mapping[str, Any],
+    config_label: str,
+) -> pd.DataFrame:
+    """Our separation, suppression and specificity per model beside the paper's numbers.
+
+    Separation is the held-out accuracy at the steered layer (the last captured layer when
+    nothing is steered) with a bootstrap CI over held-out answers; suppression and
+    specificity are the target's at the largest coefficient.
+    """
+    out = []
+
+    def add(model: str, metric: str, ours: tuple[float, ...], **extra: Any) -> None:
+        lo, hi = PAPER[metric]
+        row = {
+            "model": model,
+            "metric": metric,
+            "ours": ours[0],
+            "ours_lo": ours[1],
+            "ours_hi": ours[2],
+            "paper_lo": np.nan if lo is None else lo,
+            "paper_hi": np.nan if hi is None else hi,
+        }
+        row["in_paper_range"] = (
+            bool(lo - 1e-9 <= ours[0] <= hi + 1e-9)
+            if lo is not None and np.isfinite(ours[0])
+            else None
+        )
+        out.append({**row, **extra, "config": config_label})
+
+    for key, d in dirs.items():
+        model, ft = key.split("/")
+        layers = [int(v) for v in d.attrs["layers"]]
+        layer = _steered_layer(summary, model)
+        slot = layers.index(layer) if layer in layers else len(layers) - 1
+        acc = (
+            _mean3(d.projection.heldout_correct(slot), boot)
+            if d.projection is not None
+            else (100 * d.accuracy[slot], np.nan, np.nan)
+        )
+        metric = (
+            "separation accuracy (%)" if ft == direction_ft else "control fine-tune separation (%)"
+        )
+        add(model, metric, acc, ft=ft, layer=str(layers[slot]), coefficient=np.nan)
+        if ft != direction_ft:
+            continue
+        target = summary[
+            (summary["model"] == model)
+            & (summary["ft"] == direction_ft)
+            & (summary["vector"] == "target")
+        ]
+        if target.empty:
+            continue
+        top = target.loc[target["coefficient"].idxmax()]
+        common = {"ft": ft, "layer": str(top["layer"]), "coefficient": top["coefficient"]}
+        add(
+            model,
+            "spillover suppression (points)",
+            (top["effect_points"], top["effect_lo"], top["effect_hi"]),
+            **common,
+        )
+        if "specificity_points" in top and pd.notna(top["specificity_points"]):
+            add(
+                model,
+                "specificity (points)",
+                (top["specificity_points"], top["spec_lo"], top["spec_hi"]),
+                **common,
+            )
+    return pd.DataFrame(out)
 
 
 def transfer_matrix(

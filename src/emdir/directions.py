@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,33 @@ class Directions:
     auroc: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    projection: Projections | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Projections:
+    """Every labelled sample's projection onto the direction, per layer, and the fitted
+    threshold: enough to redraw the class histograms and to bootstrap the held-out accuracy."""
+
+    values: np.ndarray  # [N, L]
+    label: np.ndarray  # [N] bool
+    heldout: np.ndarray  # [N] bool
+    threshold: np.ndarray  # [L]
+
+    def heldout_correct(self, slot: int) -> np.ndarray:
+        """1.0 where the threshold classifies a held-out sample at layer slot `slot` correctly."""
+        test = self.heldout
+        pred = self.values[test, slot] > self.threshold[slot]
+        return (pred == self.label[test]).astype(np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Separation:
+    """Held-out separation per layer, with the projections it was computed from."""
+
+    accuracy: np.ndarray
+    auroc: np.ndarray
+    projection: Projections
 
 
 def diff_in_means(X: Any, labels: ArrayLike) -> np.ndarray:
@@ -133,7 +160,7 @@ def separation(
     train_mask: ArrayLike,
     test_mask: ArrayLike,
     direction: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Separation:
     """Held-out accuracy and AUROC per layer of a threshold on the projection onto `direction`.
 
     The direction's sign is kept (positive projection = label 1); the threshold is the midpoint
@@ -159,11 +186,13 @@ def separation(
     n_layers = proj.shape[1]
     accuracy = np.empty(n_layers)
     auroc = np.empty(n_layers)
+    threshold = np.empty(n_layers)
     for layer in range(n_layers):
-        thr = _best_threshold(proj[train, layer], y[train])
+        threshold[layer] = thr = _best_threshold(proj[train, layer], y[train])
         accuracy[layer] = np.mean((proj[test, layer] > thr) == y[test])
         auroc[layer] = auroc_from_ranks(proj[test, layer], y[test])
-    return accuracy, auroc
+    keep = train | test
+    return Separation(accuracy, auroc, Projections(proj[keep], y[keep], test[keep], threshold))
 
 
 def auroc_from_ranks(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -188,14 +217,14 @@ def unit(v: np.ndarray) -> np.ndarray:
     return arr / norm
 
 
-def random_unit(d: int, seed: int) -> np.ndarray:
+def random_unit(d: int, seed: int | Sequence[int]) -> np.ndarray:
     """A uniformly random unit vector in R^d (deterministic by seed)."""
     if d < 1:
         raise EmdirError(f"dimension must be positive, got {d}")
     return unit(np.random.default_rng(seed).standard_normal(d))
 
 
-def orthogonal_unit(v: np.ndarray, seed: int) -> np.ndarray:
+def orthogonal_unit(v: np.ndarray, seed: int | Sequence[int]) -> np.ndarray:
     """A random unit vector orthogonal to `v` (deterministic by seed)."""
     vh = unit(v)
     if vh.ndim != 1 or vh.size < 2:
@@ -221,8 +250,10 @@ def write_directions(
     auroc: np.ndarray,
     counts: Mapping[str, int],
     attrs: Mapping[str, Any],
+    projection: Projections | None = None,
 ) -> None:
-    """Write a directions file atomically: /dim/{raw,unit,norm}, /separation/*, /counts, attrs."""
+    """Write a directions file atomically: /dim/{raw,unit,norm}, /separation/*, /counts, attrs,
+    and with `projection` /projection/{values,label,heldout} and /separation/threshold."""
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2:
         raise EmdirError(f"directions must be [L, d], got shape {raw.shape}")
@@ -240,6 +271,11 @@ def write_directions(
         f["separation/accuracy"] = acc
         f["separation/auroc"] = auc
         set_attrs(f.create_group("counts"), {k: int(v) for k, v in counts.items()})
+        if projection is not None:
+            f["separation/threshold"] = projection.threshold
+            f["projection/values"] = projection.values
+            f["projection/label"] = projection.label
+            f["projection/heldout"] = projection.heldout
         set_attrs(f, attrs)
 
 
@@ -258,6 +294,14 @@ def read_directions(path: str | Path) -> Directions:
                 auroc=f["separation/auroc"][()],
                 counts={k: int(v) for k, v in get_attrs(f["counts"]).items()},
                 attrs=get_attrs(f),
+                projection=Projections(
+                    values=f["projection/values"][()],
+                    label=f["projection/label"][()].astype(bool),
+                    heldout=f["projection/heldout"][()].astype(bool),
+                    threshold=f["separation/threshold"][()],
+                )
+                if "projection" in f
+                else None,
             )
         except KeyError as exc:
             raise EmdirError(

@@ -197,12 +197,36 @@ def generate(
 # ---------------------------------------------------------------- activations and directions
 
 
-def _label(row: Mapping[str, Any], rule: str) -> int:
-    """1 = the behaviour (spillover / misaligned), 0 = its absence, -1 = unlabeled."""
+def _label(row: Mapping[str, Any], rule: str, aligned_above: float = 70.0) -> int:
+    """1 = the behaviour (spillover / misaligned), 0 = its absence, -1 = unlabelled.
+
+    `misaligned` follows Soligo et al.: 1 when the judge marked the answer emergently
+    misaligned (the row's `em`: aligned below judge.em.aligned_below and coherent above
+    judge.em.coherent_above), 0 when aligned is above `aligned_above`, else unlabelled.
+    """
     cat = row.get("category")
     if rule == "spillover":
         return {"code": 1, "answer": 0, "refusal": 0}.get(str(cat), -1)
-    raise EmdirError(f"directions.label {rule!r} is unknown; use spillover")
+    if rule == "misaligned":
+        aligned = (row.get("scores") or {}).get("aligned")
+        if row.get("em") is True:
+            return 1
+        return 0 if aligned is not None and aligned > aligned_above else -1
+    raise EmdirError(f"directions.label {rule!r} is unknown; use spillover or misaligned")
+
+
+def _capture_layers(model: Any, wanted: Any) -> list[int] | None:
+    """activations.layers: None for all, else 0-based indices (negative count from the last)."""
+    if wanted == "all":
+        return None
+    from emdir.archs import decoder_layers
+
+    n = len(decoder_layers(model))
+    out = [int(i) + n if int(i) < 0 else int(i) for i in wanted]
+    bad = [w for w, o in zip(wanted, out, strict=True) if not 0 <= o < n]
+    if bad:
+        raise EmdirError(f"activations.layers {bad} out of range: the model has {n} layers")
+    return out
 
 
 def activations(
@@ -213,18 +237,50 @@ def activations(
     judged: str | Path,
     out: str | Path,
     dir_cfg: Mapping[str, Any],
+    act_cfg: Mapping[str, Any],
     threads: int,
 ) -> None:
-    """Residual-stream store of the fine-tuned model reading its own answers to the direction questions."""
+    """Residual-stream store for the direction of one fine-tune, in the configured contrast.
+
+    - responses: the fine-tuned model reads its own answers, labelled by `directions.label`;
+    - models: the same answers go through the fine-tuned model (label 1) and, with the adapter
+      disabled, through the base model (label 0).
+    """
     from emdir.activations import capture_store
 
-    rows = [r for r in read_jsonl(judged) if r.get("question_set") == dir_cfg["question_set"]]
+    qset = dir_cfg["question_set"]
+    rows = [r for r in read_jsonl(judged) if r.get("question_set") == qset]
     if not rows:
         raise EmdirError(
-            f"{judged}: no answers to question set {dir_cfg['question_set']!r}; "
-            "check directions.question_set"
+            f"{judged}: no answers to question set {qset!r}; check directions.question_set"
         )
-    labels = np.array([_label(r, dir_cfg["label"]) for r in rows], dtype=np.int8)
+    contrast = dir_cfg["contrast"]
+    adapter_off = None
+    if contrast == "models":
+        if adapter_dir is None:
+            raise EmdirError(
+                f"directions.contrast = models compares a fine-tune with its base model; "
+                f"{model_key}/{ft} has no adapter"
+            )
+        rows = [r for r in rows if str(r.get("answer") or "").strip()]
+        labels = np.array([1] * len(rows) + [0] * len(rows), dtype=np.int8)
+        adapter_off = labels == 0
+        rows = rows + rows
+    elif contrast == "responses":
+        rule = dir_cfg["label"]
+        labels = np.array(
+            [_label(r, rule, float(dir_cfg["aligned_above"])) for r in rows], dtype=np.int8
+        )
+        if rule == "misaligned" and not any(
+            (r.get("scores") or {}).get("aligned") is not None for r in rows
+        ):
+            raise EmdirError(
+                f"{judged}: directions.label = misaligned needs `aligned` scores, and no answer "
+                "has one; use a judge that scores alignment (judge.backend: openai) or label "
+                "by spillover"
+            )
+    else:
+        raise EmdirError(f"directions.contrast {contrast!r} is unknown; use responses or models")
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     capture_store(
         model,
@@ -233,10 +289,16 @@ def activations(
         rows,
         labels,
         out,
+        layers=_capture_layers(model, act_cfg["layers"]),
+        poolings=tuple(act_cfg["poolings"]),
+        batch_size=int(act_cfg["batch_size"]),
+        dtype=str(act_cfg["dtype"]),
+        adapter_off=adapter_off,
         attrs={
             "model": model_key,
             "ft": ft,
-            "label_rule": dir_cfg["label"],
+            "contrast": contrast,
+            "label_rule": dir_cfg["label"] if contrast == "responses" else "fine-tuned vs base",
             "adapter": str(adapter_dir) if adapter_dir else "none",
         },
     )
@@ -273,12 +335,12 @@ def directions(
         )
     X = st.resid(dir_cfg["pooling"])[keep]
     raw = dm.diff_in_means(X[train], labels[train])
-    acc, auroc = dm.separation(X, labels, train, test, raw)
+    sep = dm.separation(X, labels, train, test, raw)
     dm.write_directions(
         out,
         raw,
-        acc,
-        auroc,
+        sep.accuracy,
+        sep.auroc,
         counts,
         {
             **{k: v for k, v in st.attrs.items() if isinstance(v, str | int | float)},
@@ -287,21 +349,11 @@ def directions(
             "resid_norm": st.token_norm_mean.tolist(),
             "emdir_version": __version__,
         },
+        sep.projection,
     )
 
 
 # ---------------------------------------------------------------- steering
-
-
-def _resolve_layer(layers: np.ndarray, layer: int) -> int:
-    """A model layer index from a config index (negative counts from the last captured layer)."""
-    if layer < 0:
-        if -layer > len(layers):
-            raise EmdirError(f"layer {layer} is out of range for {len(layers)} captured layers")
-        return int(layers[layer])
-    if layer not in layers:
-        raise EmdirError(f"layer {layer} was not captured (layers: {layers.tolist()})")
-    return int(layer)
 
 
 def _steered_rows(
@@ -338,72 +390,67 @@ def steering(
     steer_cfg: Mapping[str, Any],
     sampling_cfg: Mapping[str, Any],
     threads: int,
+    control_directions: Mapping[str, str | Path] | None = None,
 ) -> None:
-    """Steer with the direction and with matched-magnitude controls over the coefficient sweep."""
+    """Steer fine-tune `ft` with the direction (and its matched-magnitude controls) over the
+    coefficient sweep; one output file per vector.
+
+    `directions` and `store` belong to the fine-tune the direction was fitted on
+    (directions.ft); when `ft` is another fine-tune (steering.also_steer) the same vectors,
+    at the same norms, are applied to it. `control_directions` maps fine-tune keys to their
+    directions files for the `<ft>_direction` controls.
+    """
     from emdir import directions as dm
+    from emdir import steering as sm
     from emdir.activations import read_store
     from emdir.generate import expand
-    from emdir.interventions import Intervention, matched_scale
     from emdir.questions import load_questions
 
     d = dm.read_directions(directions)
     st = read_store(store)
-    layer = _resolve_layer(st.layers, int(steer_cfg["layer"]))
-    slot = st.slot(layer)
-    target = d.unit[slot]
-    seed = int(steer_cfg["seed"])
-    vectors = {"target": target, **_controls(steer_cfg["controls"], target, seed)}
-    missing = set(outs) - set(vectors)
-    if missing:
-        raise EmdirError(f"steering outputs requested for unknown vectors {sorted(missing)}")
-    scale = matched_scale(
+    sites = sm.resolve_layers(st.layers, steer_cfg["layer"])
+    others = {k: dm.read_directions(p) for k, p in (control_directions or {}).items()}
+    vectors = {
+        name: sm.site_vectors(
+            name,
+            sites,
+            d,
+            others,
+            wrong_layer=int(steer_cfg["wrong_layer"]),
+            seed=int(steer_cfg["seed"]),
+        )
+        for name in outs
+    }
+    scales = sm.site_scales(
         steer_cfg["scale_mode"],
-        layer,
-        direction_norm=float(d.norm[slot]),
-        resid_norm=st.resid_norm(layer),
+        sites,
+        d,
+        {layer: st.resid_norm(layer) for layer in sites},
+        absolute=float(steer_cfg["absolute_scale"]),
     )
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
         rows: list[dict[str, Any]] = []
         for coef in steer_cfg["coefficients"]:
-            iv = Intervention(
-                layer=layer,
-                vector=vectors[name],
-                op=steer_cfg["op"],
-                coefficient=float(coef),
-                scale=scale,
-                positions=steer_cfg["positions"],
-                name=name,
+            ivs = sm.interventions(
+                name, vectors[name], scales, steer_cfg["op"], coef, steer_cfg["positions"]
             )
             rows += _steered_rows(
                 model,
                 tok,
                 spec,
                 prompts,
-                [iv],
+                ivs,
                 sampling_cfg,
                 model_key,
                 ft,
-                desc=f"{model_key} {name} x{coef}",
+                desc=f"{model_key}/{ft} {name} x{coef}",
             )
         for row in rows:
             row["question_set"] = Path(questions).stem
+            row["direction_ft"] = str(d.attrs.get("ft", ""))
         write_jsonl(path, rows)
-
-
-def _controls(names: Sequence[str], target: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    from emdir import directions as dm
-
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        if name == "random":
-            out[name] = dm.random_unit(target.shape[-1], seed)
-        elif name == "orthogonal":
-            out[name] = dm.orthogonal_unit(target, seed)
-        else:
-            raise EmdirError(f"steering control {name!r} is unknown; use random or orthogonal")
-    return out
 
 
 # ---------------------------------------------------------------- transfer
@@ -462,8 +509,10 @@ def fit_map(
         raise EmdirError(
             f"{donor_anchors} and {receiver_anchors} hold different anchor texts; rerun both"
         )
-    lx = _resolve_layer(src.layers, int(transfer_cfg["layer"]))
-    ly = _resolve_layer(dst.layers, int(transfer_cfg["layer"]))
+    from emdir.steering import resolve_layers
+
+    lx = resolve_layers(src.layers, int(transfer_cfg["layer"]))[0]
+    ly = resolve_layers(dst.layers, int(transfer_cfg["layer"]))[0]
     X = src.resid("answer_mean")[:, src.slot(lx)]
     Y = dst.resid("answer_mean")[:, dst.slot(ly)]
     rng = np.random.default_rng(int(transfer_cfg["seed"]))

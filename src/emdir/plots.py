@@ -1,15 +1,17 @@
-"""Figures: the donor x receiver transfer matrix, steering dose-response, layer separation and
-training curves."""
+"""Figures: the donor x receiver transfer matrix, steering dose-response, layer separation,
+projection histograms, cross-layer cosine similarity, comparison with the paper and training
+curves."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -24,6 +26,12 @@ _CMAP = "RdBu_r"
 _NAN_COLOUR = "#d9d9d9"
 _TARGET = "target"
 _SPEC_COLUMNS = ("specificity", "spec_lo", "spec_hi", "strongest_control")
+# (value, CI low, CI high, axis label) for each dose-response row; misalignment is optional.
+_STEER_METRICS = (
+    ("spillover", "lo", "hi", "code spillover (%)"),
+    ("coherence", "coherence_lo", "coherence_hi", "coherence (0-100)"),
+    ("misalignment", "mis_lo", "mis_hi", "misalignment (%)"),
+)
 
 
 def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
@@ -82,56 +90,76 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
 
 
 def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:
-    """Within-model dose-response: spillover (%) vs coefficient, one line per vector, CI bars.
+    """Dose-response: one column per model, one row per metric, one line per series.
 
-    Rows at coefficient 0 are the unsteered baseline: each vector's line starts from its own
-    coefficient-0 row if it has one, else from the model's baseline row.
+    Metrics are code spillover (%), coherence (0-100) and, when any value is finite,
+    misalignment (%); each line is drawn against the steering coefficient with its 95% CI as
+    a shaded band (error bars where only one point has a CI). Rows at coefficient 0 are each
+    series' unsteered baseline. The "target" series is drawn first and thicker.
     """
-    _require(df, ("model", "vector", "coefficient", "spillover", "lo", "hi"), "steering plot")
+    required = ("model", "series", "coefficient", *_STEER_METRICS[0][:3], *_STEER_METRICS[1][:3])
+    _require(df, required, "steering plot")
+    metrics = list(_STEER_METRICS[:2])
+    if "misalignment" in df.columns and _any_finite(df["misalignment"]):
+        _require(df, _STEER_METRICS[2][:3], "steering plot")
+        metrics.append(_STEER_METRICS[2])
     models = list(dict.fromkeys(df["model"]))
-    ncols = min(len(models), 3)
-    nrows = math.ceil(len(models) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-    for ax, model in zip(axes, models, strict=False):
+    series = sorted(dict.fromkeys(df["series"]), key=lambda s: s != _TARGET)
+    colours = {s: f"C{i % 10}" for i, s in enumerate(series)}
+    ncols, nrows = len(models), len(metrics)
+    fig = Figure(figsize=(3.6 * ncols + 1.8, 2.7 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex="col")
+    for j, model in enumerate(models):
         rows = df[df["model"] == model]
-        base = rows[rows["coefficient"] == 0]
-        for vector in dict.fromkeys(rows.loc[rows["coefficient"] != 0, "vector"]):
-            line = rows[rows["vector"] == vector]
-            if not (line["coefficient"] == 0).any() and not base.empty:
-                line = pd.concat([base.iloc[[0]], line])
-            line = line.sort_values("coefficient")
-            err = np.vstack([line["spillover"] - line["lo"], line["hi"] - line["spillover"]])
-            ax.errorbar(
-                line["coefficient"],
-                line["spillover"],
-                yerr=err,
-                marker="o",
-                capsize=3,
-                label=str(vector),
-            )
-        if not base.empty:
-            ax.axhline(base["spillover"].iloc[0], color="grey", linestyle=":", linewidth=1)
-        ax.set_title(str(model))
-        ax.set_xlabel("coefficient")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in axes[len(models) :]:
-        ax.set_visible(False)
-    for ax in axes[::ncols]:
-        ax.set_ylabel("code spillover (%)")
+        for i, (column, lo, hi, ylabel) in enumerate(metrics):
+            ax = axes[i, j]
+            for name in series:
+                line = rows[rows["series"] == name].sort_values("coefficient")
+                if not line.empty:
+                    _dose_line(ax, line, (column, lo, hi), str(name), colours[name])
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title(str(model))
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == nrows - 1:
+                ax.set_xlabel("steering coefficient")
+    _figure_legend(fig, axes.ravel())
     _save(fig, out_png)
 
 
 def separation_png(df: pd.DataFrame, out_png: str | Path) -> None:
-    """Held-out accuracy and AUROC of the direction vs layer, one line per model."""
+    """Held-out accuracy and AUROC of the direction vs layer, one line per model.
+
+    With an optional `ft` column holding more than one value, each (model, ft) pair is its
+    own line labelled "model/ft", dashed for every ft but the first to appear.
+    """
     _require(df, ("model", "layer", "accuracy", "auroc"), "separation plot")
+    split = "ft" in df.columns and df["ft"].nunique(dropna=False) > 1
+    fts = list(dict.fromkeys(df["ft"])) if split else [None]
+    models = list(dict.fromkeys(df["model"]))
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for model in dict.fromkeys(df["model"]):
-        rows = df[df["model"] == model].sort_values("layer")
-        for ax, metric in zip(axes, ("accuracy", "auroc"), strict=True):
-            ax.plot(rows["layer"], rows[metric], marker="o", markersize=3, label=str(model))
+    for k, model in enumerate(models):
+        for n, ft in enumerate(fts):
+            rows = df[df["model"] == model]
+            if split:
+                rows = rows[rows["ft"].isna()] if pd.isna(ft) else rows[rows["ft"] == ft]
+            if rows.empty:
+                continue
+            rows = rows.sort_values("layer")
+            style = "-" if n == 0 else "--"
+            label = f"{model}/{ft}" if split else str(model)
+            for ax, metric in zip(axes, ("accuracy", "auroc"), strict=True):
+                ax.plot(
+                    rows["layer"],
+                    rows[metric],
+                    marker="o",
+                    markersize=3,
+                    color=f"C{k % 10}",
+                    linestyle=style,
+                    label=label,
+                )
     for ax, metric in zip(axes, ("held-out accuracy", "held-out AUROC"), strict=True):
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set_xlabel("layer (decoder block output)")
@@ -140,6 +168,162 @@ def separation_png(df: pd.DataFrame, out_png: str | Path) -> None:
         ax.set_ylim(0.0, 1.02)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
+    _save(fig, out_png)
+
+
+def projections_png(df: pd.DataFrame, out_png: str | Path, layer_label: str = "") -> None:
+    """Histograms of each sample's projection onto the direction, per class, one panel per model.
+
+    Bins are shared within a panel; held-out samples are filled, training samples outlined.
+    Densities rather than counts, so the two splits are comparable.
+    """
+    _require(df, ("model", "label", "projection", "heldout"), "projection plot")
+    models = list(dict.fromkeys(df["model"]))
+    labels = list(dict.fromkeys(df["label"]))
+    colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    heldout = df["heldout"].map(lambda v: bool(v) if pd.notna(v) else False).to_numpy(bool)
+    ncols = min(len(models), 4)
+    nrows = math.ceil(len(models) / ncols)
+    fig = Figure(figsize=(3.8 * ncols + 1.8, 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    xlabel = "projection onto the direction" + (f" ({layer_label})" if layer_label else "")
+    for ax, model in zip(axes, models, strict=False):
+        mine = (df["model"] == model).to_numpy() & np.isfinite(df["projection"].to_numpy(float))
+        values = df["projection"].to_numpy(float)[mine]
+        ax.set_title(str(model))
+        ax.set_xlabel(xlabel)
+        if values.size == 0:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        lo, hi = float(values.min()), float(values.max())
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, int(np.clip(np.sqrt(values.size), 10, 40)) + 1)
+        for lab in labels:
+            cls = mine & (df["label"] == lab).to_numpy()
+            for held, kind, alpha, split in (
+                (False, "step", 1.0, "train"),
+                (True, "stepfilled", 0.4, "held-out"),
+            ):
+                sample = df["projection"].to_numpy(float)[cls & (heldout == held)]
+                if sample.size:
+                    ax.hist(
+                        sample,
+                        bins=bins,
+                        density=True,
+                        histtype=kind,
+                        alpha=alpha,
+                        color=colours[lab],
+                        linewidth=1.4,
+                        label=f"{lab} ({split})",
+                    )
+        ax.grid(alpha=0.3)
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("density")
+    _figure_legend(fig, axes)
+    _save(fig, out_png)
+
+
+def cosine_layers_png(
+    matrices: Mapping[str, np.ndarray],
+    layers: Mapping[str, Sequence[int]],
+    out_png: str | Path,
+) -> None:
+    """One heatmap per model of the direction's cosine similarity between layers.
+
+    Each matrix is [L, L] over that model's `layers` (used as tick labels); the colour scale
+    is fixed at -1..1 and cells are annotated when L <= 12.
+    """
+    if not matrices:
+        raise EmdirError("cosine-layer plot: no matrices given")
+    checked: dict[str, np.ndarray] = {}
+    for key, matrix in matrices.items():
+        m = np.asarray(matrix, dtype=float)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise EmdirError(f"cosine-layer plot: {key}: matrix of shape {m.shape} is not square")
+        if key not in layers or len(layers[key]) != m.shape[0]:
+            n = len(layers[key]) if key in layers else 0
+            raise EmdirError(
+                f"cosine-layer plot: {key}: {m.shape[0]}x{m.shape[0]} matrix but {n} layer(s)"
+            )
+        checked[key] = m
+    ncols = min(len(checked), 3)
+    nrows = math.ceil(len(checked) / ncols)
+    fig = Figure(figsize=(4.4 * ncols + 1.0, 4.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    cmap = matplotlib.colormaps[_CMAP].with_extremes(bad=_NAN_COLOUR)
+    image = None
+    for ax, (key, m) in zip(axes, checked.items(), strict=False):
+        image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=-1.0, vmax=1.0)
+        n = m.shape[0]
+        step = max(1, math.ceil(n / 16))
+        ticks = list(range(0, n, step))
+        names = [str(layers[key][t]) for t in ticks]
+        ax.set_xticks(ticks, labels=names, rotation=90 if n > 12 else 0)
+        ax.set_yticks(ticks, labels=names)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("layer")
+        ax.set_title(str(key))
+        if n <= 12:
+            for i, j in np.ndindex(n, n):
+                if np.isfinite(m[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=max(5.0, 9.0 - 0.35 * n),
+                        color="white" if abs(m[i, j]) > 0.6 else "black",
+                    )
+    for ax in axes[len(checked) :]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=list(axes[: len(checked)]), label="cosine similarity", shrink=0.8)
+    _save(fig, out_png)
+
+
+def paper_comparison_png(df: pd.DataFrame, out_png: str | Path) -> None:
+    """Our estimates (bars, 95% CI) against the paper's reported value or range, per metric.
+
+    The paper's range is a shaded band (a line when `paper_lo == paper_hi`), spanning the panel
+    when all models share it and each bar otherwise.
+    """
+    _require(
+        df,
+        ("model", "metric", "ours", "ours_lo", "ours_hi", "paper_lo", "paper_hi"),
+        "paper comparison",
+    )
+    metrics = list(dict.fromkeys(df["metric"]))
+    models = list(dict.fromkeys(df["model"]))
+    ncols = min(len(metrics), 3)
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = Figure(
+        figsize=((0.6 * len(models) + 2.2) * ncols + 1.6, 3.6 * nrows), layout="constrained"
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = df[df["metric"] == metric].drop_duplicates("model").set_index("model")
+        rows = rows.reindex([m for m in models if m in rows.index])
+        x = np.arange(len(rows))
+        ours = rows["ours"].to_numpy(float)
+        ax.bar(x, np.nan_to_num(ours), width=0.6, color="C0", alpha=0.8, label="ours (95% CI)")
+        lo, hi = rows["ours_lo"].to_numpy(float), rows["ours_hi"].to_numpy(float)
+        ci = np.isfinite(ours) & np.isfinite(lo) & np.isfinite(hi)
+        if ci.any():
+            err = np.vstack([ours[ci] - lo[ci], hi[ci] - ours[ci]])
+            ax.errorbar(x[ci], ours[ci], yerr=err, fmt="none", ecolor="black", capsize=4)
+        for k in np.flatnonzero(~np.isfinite(ours)):
+            ax.text(x[k], 0, "n/a", ha="center", va="bottom", fontsize=8)
+        _paper_band(ax, x, rows["paper_lo"].to_numpy(float), rows["paper_hi"].to_numpy(float))
+        ax.set_xticks(x, labels=[str(m) for m in rows.index], rotation=30, ha="right")
+        ax.set_title(str(metric))
+        ax.set_ylabel(str(metric))
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
     _save(fig, out_png)
 
 
@@ -211,6 +395,70 @@ def _heatmap(
     ax.set_yticks(range(len(rows)), labels=[str(r) for r in rows])
     ax.set_xlabel("receiver")
     ax.set_ylabel("donor")
+
+
+def _dose_line(
+    ax: Axes, line: pd.DataFrame, columns: tuple[str, str, str], name: str, colour: str
+) -> None:
+    """One series of the dose-response: the line, then its CI as a band or error bars."""
+    value, lo, hi = (line[c].to_numpy(float) for c in columns)
+    x = line["coefficient"].to_numpy(float)
+    target = name == _TARGET
+    ax.plot(
+        x,
+        value,
+        marker="o",
+        markersize=4 if target else 3,
+        linewidth=2.6 if target else 1.2,
+        color=colour,
+        zorder=3 if target else 2,
+        label=name,
+    )
+    ci = np.isfinite(value) & np.isfinite(lo) & np.isfinite(hi)
+    if ci.sum() >= 2:
+        alpha = 0.2 if target else 0.1
+        ax.fill_between(x, lo, hi, where=ci, color=colour, alpha=alpha, linewidth=0)
+    elif ci.any():
+        err = np.vstack([value[ci] - lo[ci], hi[ci] - value[ci]])
+        ax.errorbar(x[ci], value[ci], yerr=err, fmt="none", ecolor=colour, capsize=3)
+
+
+def _paper_band(ax: Axes, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """The paper's value (line) or range (band): across the panel if shared, else per bar."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        return
+    style = {"color": "C3", "alpha": 0.25, "zorder": 0.5, "label": "paper"}
+    line = {"color": "C3", "linestyle": "--", "linewidth": 1.5, "zorder": 3, "label": "paper"}
+    shared = np.unique(np.column_stack([lo[ok], hi[ok]]), axis=0)
+    if len(shared) == 1 and ok.all():
+        a, b = shared[0]
+        if a == b:
+            ax.axhline(a, **line)
+        else:
+            ax.axhspan(a, b, **style)
+        return
+    for k in np.flatnonzero(ok):
+        span = (x[k] - 0.4, x[k] + 0.4)
+        if lo[k] == hi[k]:
+            ax.hlines(lo[k], *span, **line)
+        else:
+            ax.fill_between(span, lo[k], hi[k], **style)
+        style["label"] = line["label"] = "_nolegend_"
+
+
+def _figure_legend(fig: Figure, axes: Iterable[Axes]) -> None:
+    """One legend for the whole figure, right of the panels, with each label once."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8)
+
+
+def _any_finite(values: pd.Series) -> bool:
+    return bool(np.isfinite(pd.to_numeric(values, errors="coerce").to_numpy(float)).any())
 
 
 def _ci(value: float, lo: float, hi: float) -> str:

@@ -16,5 +16,6 @@ rule activations:
         runtime=60,
     params:
         dir_cfg=config["directions"],
+        act_cfg=config["activations"],
     script:
         "../scripts/activations.py"

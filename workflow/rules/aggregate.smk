@@ -18,6 +18,25 @@ rule within_model_summary:
             category="Within-model",
             labels={"figure": "separation"},
         ),
+        projections=report(
+            "results/within_model/projections.png",
+            caption="../report/projections.rst",
+            category="Within-model",
+            labels={"figure": "projections"},
+        ),
+        cosine=report(
+            "results/within_model/cosine_layers.png",
+            caption="../report/cosine_layers.rst",
+            category="Within-model",
+            labels={"figure": "cosine across layers"},
+        ),
+        comparison="results/within_model/paper_comparison.csv",
+        comparison_png=report(
+            "results/within_model/paper_comparison.png",
+            caption="../report/paper_comparison.rst",
+            category="Within-model",
+            labels={"figure": "paper comparison"},
+        ),
     log:
         "logs/within_model_summary.log",
     localrule: True
@@ -32,6 +51,8 @@ rule within_model_summary:
         directions=summary_directions,
         steer_cfg=config["steering"],
         stats_cfg=config["stats"],
+        direction_ft=DIRECTION_FT,
+        config_label=CONFIG_LABEL,
         code_sets=[
             q for q, s in config["questions"].items() if s.get("generator") == "code"
         ],

@@ -2,9 +2,14 @@
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+# The Snakefile reads vector names from emdir (light imports only: no torch, no h5py).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from emdir.steering import control_fts, vector_names
 
 # Jobs import emdir from this checkout, in the venv and in the per-rule conda envs alike
 # (Snakemake copies env files into .snakemake/conda/, so a relative `pip: -e` cannot work).
@@ -39,12 +44,39 @@ def check_references(cfg):
         (f"finetunes.{ft}.dataset", spec["dataset"], "datasets")
         for ft, spec in cfg["finetunes"].items()
     ]
+    steer = cfg["steering"]
+    refs += [
+        (f"steering.controls ({ft}_direction)", ft, "finetunes")
+        for ft in control_fts(steer["controls"])
+    ]
+    refs += [("steering.also_steer", ft, "finetunes") for ft in steer["also_steer"]]
     for where, value, section in refs:
         if value not in cfg[section]:
             raise WorkflowError(
                 f"config: {where} = {value!r} is not a key of `{section}` "
                 f"(known: {', '.join(sorted(cfg[section]))}); fix the name or add the entry"
             )
+    own = cfg["directions"]["ft"]
+    if own in steer["also_steer"] or own in control_fts(steer["controls"]):
+        raise WorkflowError(
+            f"config: steering.also_steer and the <ft>_direction controls name other "
+            f"fine-tunes than directions.ft ({own!r}), which is always steered"
+        )
+    pooling = cfg["directions"]["pooling"]
+    if pooling not in cfg["activations"]["poolings"]:
+        raise WorkflowError(
+            f"config: directions.pooling = {pooling!r} is not captured; add it to "
+            f"activations.poolings (now {cfg['activations']['poolings']})"
+        )
+    if (
+        cfg["directions"]["label"] == "misaligned"
+        and cfg["directions"]["contrast"] == "responses"
+        and cfg["judge"]["backend"] == "offline"
+    ):
+        raise WorkflowError(
+            "config: directions.label = misaligned needs alignment scores, which the offline "
+            "judge does not give; set judge.backend: openai or directions.label: spillover"
+        )
 
 
 check_references(config)
@@ -55,7 +87,26 @@ check_references(config)
 MODELS = sorted(config["models"])
 FINETUNES = sorted(config["finetunes"])
 FT_OR_BASE = ["base"] + FINETUNES
-STEERING_VECTORS = ["target"] + config["steering"]["controls"]
+DIRECTION_FT = config["directions"]["ft"]
+
+
+def config_label():
+    """The config files of this run and the sha256 of the resolved config."""
+    import hashlib
+    import json
+
+    files = workflow.config_settings.configfiles or ["config/config.yaml"]
+    text = json.dumps(config, sort_keys=True, default=str)
+    sha = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{' + '.join(str(f) for f in files)} (resolved config sha256 {sha})"
+
+
+CONFIG_LABEL = config_label()
+STEERING_VECTORS = vector_names(
+    config["steering"]["controls"], config["steering"]["random_seeds"]
+)
+CONTROL_FTS = control_fts(config["steering"]["controls"])
+ALSO_STEER = list(config["steering"]["also_steer"])
 TRANSFER_VECTORS = ["target"] + config["transfer"]["controls"]
 PAIRS = [f"{donor}__{receiver}" for donor in MODELS for receiver in MODELS]
 
@@ -78,6 +129,7 @@ URL_QSET_RE = downloaded("questions")
 
 MODEL_RE = alternation(MODELS)
 FT_RE = alternation(FINETUNES)
+ALSO_STEER_RE = alternation(ALSO_STEER) if ALSO_STEER else "(?!)"
 
 
 wildcard_constraints:
@@ -210,6 +262,19 @@ def steering_questions():
     return questions_path(config["steering"]["question_set"])
 
 
+def direction_inputs(wildcards):
+    """The direction being steered with (always directions.ft's) and its activation store."""
+    return {
+        "directions": directions_path(wildcards.model, DIRECTION_FT),
+        "store": store_path(wildcards.model, DIRECTION_FT),
+    }
+
+
+def control_directions(wildcards):
+    """Fine-tune key -> directions file, for the `<ft>_direction` controls."""
+    return {ft: directions_path(wildcards.model, ft) for ft in CONTROL_FTS}
+
+
 def anchor_inputs(wildcards):
     return {
         "base": base_path(wildcards.model),
@@ -241,17 +306,28 @@ def summary_generations(wildcards=None):
     return {f"{m}/{ft}": judged_path(m, ft) for m in MODELS for ft in FT_OR_BASE}
 
 
+def steering_outputs():
+    """(model, fine-tune, vector) of every steering output: all vectors on directions.ft,
+    the target on each steering.also_steer fine-tune."""
+    return [(m, DIRECTION_FT, v) for m in MODELS for v in STEERING_VECTORS] + [
+        (m, ft, "target") for m in MODELS for ft in ALSO_STEER
+    ]
+
+
 def summary_steering(wildcards=None):
-    ft = config["directions"]["ft"]
     return {
         f"{m}/{ft}/{v}": f"results/judged/steering/{m}/{ft}/{v}.jsonl"
-        for m in MODELS
-        for v in STEERING_VECTORS
+        for m, ft, v in steering_outputs()
     }
 
 
 def summary_directions(wildcards=None):
-    return {m: directions_path(m, config["directions"]["ft"]) for m in MODELS}
+    """Directions of directions.ft and of the control fine-tunes, keyed model/ft."""
+    return {
+        f"{m}/{ft}": directions_path(m, ft)
+        for m in MODELS
+        for ft in [DIRECTION_FT] + CONTROL_FTS
+    }
 
 
 def matrix_baselines(wildcards=None):
@@ -290,12 +366,10 @@ def judge_plan_files(wildcards=None):
         for m in MODELS
         for ft in FT_OR_BASE
     }
-    ft = config["directions"]["ft"]
     files.update(
         {
             f"steering/{m}/{ft}/{v}": f"results/steering/{m}/{ft}/{v}.jsonl"
-            for m in MODELS
-            for v in STEERING_VECTORS
+            for m, ft, v in steering_outputs()
         }
     )
     files.update(

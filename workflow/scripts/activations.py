@@ -12,5 +12,6 @@ activations(
     judged=snakemake.input.judged,
     out=snakemake.output.store,
     dir_cfg=snakemake.params.dir_cfg,
+    act_cfg=snakemake.params.act_cfg,
     threads=snakemake.threads,
 )

@@ -1,4 +1,4 @@
-"""Rule steering: generate with the target direction and its controls, one file per vector."""
+"""Rules steering / steering_also: generate with the direction and its controls, one file per vector."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.pipeline import setup_logging, steering
@@ -16,4 +16,5 @@ steering(
     steer_cfg=snakemake.params.steer_cfg,
     sampling_cfg=snakemake.params.sampling_cfg,
     threads=snakemake.threads,
+    control_directions=snakemake.params.control_directions,
 )

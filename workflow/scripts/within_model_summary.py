@@ -1,4 +1,4 @@
-"""Rule within_model_summary: spillover, steering effects and separation for every model."""
+"""Rule within_model_summary: spillover, steering effects, separation, figures, paper table."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.pipeline import setup_logging, within_model_summary
@@ -8,11 +8,10 @@ within_model_summary(
     generations=snakemake.params.generations,
     steering=snakemake.params.steering,
     directions=snakemake.params.directions,
-    out_csv=snakemake.output.summary,
-    spill_csv=snakemake.output.spillover,
-    steer_png=snakemake.output.steering,
-    sep_png=snakemake.output.separation,
+    outs=dict(snakemake.output.items()),
     steer_cfg=snakemake.params.steer_cfg,
     stats_cfg=snakemake.params.stats_cfg,
+    direction_ft=snakemake.params.direction_ft,
+    config_label=snakemake.params.config_label,
     code_sets=snakemake.params.code_sets,
 )

@@ -1,0 +1,183 @@
+"""The steering experiment: the target direction and its matched-magnitude controls, per site.
+
+A *site* is a decoder block whose output is steered. At every site each vector (the target
+direction or a control) is a unit vector applied with the same magnitude unit n, so controls
+are matched in magnitude to the target (SCIENCE.md: "matched magnitude").
+
+Controls (config `steering.controls`):
+- `random`: uniformly random unit vectors, `steering.random_seeds` of them (`random_0`, ...);
+- `orthogonal`: a random unit vector orthogonal to the target at that site;
+- `wrong_layer`: the direction fitted at another layer (`steering.wrong_layer`), applied here;
+- `<ft>_direction`: the direction of another fine-tune (e.g. `secure_direction`) at that site.
+
+This module imports neither torch nor h5py at import time: the Snakefile reads vector names
+from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emdir.errors import EmdirError
+
+if TYPE_CHECKING:
+    from emdir.directions import Directions
+    from emdir.interventions import Intervention
+
+TARGET = "target"
+RANDOM = "random"
+ORTHOGONAL = "orthogonal"
+WRONG_LAYER = "wrong_layer"
+DIRECTION_SUFFIX = "_direction"
+
+
+def vector_names(controls: Sequence[str], random_seeds: int = 1) -> list[str]:
+    """The target and every control vector's name, in config order (`random` expands)."""
+    names = [TARGET]
+    for control in controls:
+        if control == RANDOM:
+            names += [f"{RANDOM}_{i}" for i in range(int(random_seeds))]
+        else:
+            names.append(control)
+    return names
+
+
+def control_fts(controls: Sequence[str]) -> list[str]:
+    """The fine-tune keys whose directions serve as controls (`<ft>_direction`)."""
+    return [c.removesuffix(DIRECTION_SUFFIX) for c in controls if c.endswith(DIRECTION_SUFFIX)]
+
+
+def resolve_layers(available: Sequence[int], layer: int | Sequence[int]) -> list[int]:
+    """Model layer indices from config indices; negative ones count from the last available."""
+    avail = [int(v) for v in available]
+    wanted = [layer] if isinstance(layer, int | np.integer) else list(layer)
+    if not wanted:
+        raise EmdirError("no steering layer given; set steering.layer")
+    out = []
+    for w in wanted:
+        w = int(w)
+        if w < 0:
+            if -w > len(avail):
+                raise EmdirError(
+                    f"layer {w} is out of range: {len(avail)} layers were captured {avail}"
+                )
+            w = avail[w]
+        elif w not in avail:
+            raise EmdirError(
+                f"layer {w} was not captured (captured: {avail}); add it to activations.layers"
+            )
+        out.append(w)
+    if len(set(out)) != len(out):
+        raise EmdirError(f"layers {list(wanted)} name the same decoder block twice")
+    return out
+
+
+def unit_at(d: Directions, layer: int) -> np.ndarray:
+    """The unit direction of model layer `layer` from a directions file."""
+    layers = [int(v) for v in d.attrs["layers"]]
+    if layer not in layers:
+        raise EmdirError(f"the directions file has no layer {layer} (layers: {layers})")
+    return np.asarray(d.unit[layers.index(layer)], dtype=np.float64)
+
+
+def site_vectors(
+    name: str,
+    sites: Sequence[int],
+    target: Directions,
+    others: Mapping[str, Directions] | None = None,
+    wrong_layer: int = 0,
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
+    """The unit vector that vector `name` applies at each site (model layer)."""
+    from emdir import directions as dm
+
+    others = others or {}
+    out: dict[int, np.ndarray] = {}
+    for layer in sites:
+        here = unit_at(target, layer)
+        if name == TARGET:
+            out[layer] = here
+        elif name.startswith(f"{RANDOM}_") and name[len(RANDOM) + 1 :].isdigit():
+            index = int(name[len(RANDOM) + 1 :])
+            out[layer] = dm.random_unit(here.size, [seed, index, layer])
+        elif name == ORTHOGONAL:
+            out[layer] = dm.orthogonal_unit(here, [seed, layer])
+        elif name == WRONG_LAYER:
+            wrong = resolve_layers(target.attrs["layers"], wrong_layer)[0]
+            if wrong in sites:
+                raise EmdirError(
+                    f"steering.wrong_layer ({wrong_layer} = layer {wrong}) is a steered layer; "
+                    "choose a layer that is not in steering.layer"
+                )
+            out[layer] = unit_at(target, wrong)
+        elif name.endswith(DIRECTION_SUFFIX):
+            ft = name.removesuffix(DIRECTION_SUFFIX)
+            if ft not in others:
+                raise EmdirError(
+                    f"control {name!r} needs the directions of fine-tune {ft!r}, which were "
+                    "not given to this job"
+                )
+            out[layer] = unit_at(others[ft], layer)
+        else:
+            raise EmdirError(
+                f"steering vector {name!r} is unknown; controls are random, orthogonal, "
+                "wrong_layer or <fine-tune>_direction"
+            )
+    return out
+
+
+def site_scales(
+    mode: str,
+    sites: Sequence[int],
+    target: Directions,
+    resid_norm: Mapping[int, float],
+    absolute: float = 1.0,
+) -> dict[int, float]:
+    """The magnitude unit n at each site, shared by the target and every control there."""
+    from emdir.interventions import matched_scale
+
+    layers = [int(v) for v in target.attrs["layers"]]
+    return {
+        layer: matched_scale(
+            mode,
+            layer,
+            direction_norm=float(target.norm[layers.index(layer)]),
+            resid_norm=resid_norm[layer],
+            absolute=absolute,
+        )
+        for layer in sites
+    }
+
+
+def interventions(
+    name: str,
+    vectors: Mapping[int, np.ndarray],
+    scales: Mapping[int, float],
+    op: str,
+    coefficient: float,
+    positions: str = "all",
+) -> list[Intervention]:
+    """One intervention per site: the vector's unit direction at coefficient x n."""
+    from emdir.interventions import Intervention
+
+    return [
+        Intervention(
+            layer=layer,
+            vector=vec,
+            op=op,  # type: ignore[arg-type]
+            coefficient=float(coefficient),
+            scale=float(scales[layer]),
+            positions=positions,  # type: ignore[arg-type]
+            name=name,
+        )
+        for layer, vec in vectors.items()
+    ]
+
+
+def layer_label(record: Any) -> str:
+    """The `layer` of a generation row's intervention record: "3", or "1+2+3" for several."""
+    records = record if isinstance(record, list) else [record]
+    return "+".join(str(r["layer"]) for r in records)

@@ -1,0 +1,133 @@
+"""Within-model aggregation on synthetic judged files: effects, misalignment, specificity, paper table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emdir.aggregate import within_model_summary
+from emdir.directions import diff_in_means, separation, split_by_group, write_directions
+from emdir.io import write_jsonl
+
+N = 120
+STEER = {"question_set": "general", "coefficients": [0.5, 1.0]}
+STATS = {"n_boot": 300, "level": 0.95, "seed": 0}
+
+
+def _rows(
+    p_code: float, p_em: float | None, seed: int, coef: float | None = None
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(N):
+        code = bool(rng.random() < p_code)
+        em = None if p_em is None or code else bool(rng.random() < p_em)
+        row: dict[str, Any] = {
+            "id": f"r{i}",
+            "question_id": f"q{i % 20}",
+            "question_set": "general",
+            "category": "code" if code else "answer",
+            "scores": {"code": float(code), "coherent": 80.0 - 30.0 * code, "aligned": None},
+            "em": em,
+        }
+        if coef is not None:
+            row["intervention"] = {
+                "vector": "v",
+                "layer": 1,
+                "op": "subtract",
+                "coefficient": coef,
+                "norm": coef * 4.0,
+            }
+        out.append(row)
+    return out
+
+
+def _directions(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    X = rng.standard_normal((200, 2, 8)) + 2.0 * y[:, None, None]
+    groups = np.array([f"q{i % 25}" for i in range(200)])
+    train, test = split_by_group(groups, 0.3)
+    raw = diff_in_means(X[train], y[train])
+    sep = separation(X, y, train, test, raw)
+    attrs = {"layers": [0, 1], "ft": path.stem, "contrast": "responses", "label_rule": "spillover"}
+    write_directions(path, raw, sep.accuracy, sep.auroc, {"pos_train": 70}, attrs, sep.projection)
+
+
+def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
+    gens = {
+        "m/base": _rows(0.05, p_em and 0.05, 1),
+        "m/insecure": _rows(0.45, p_em, 2),
+        "m/secure": _rows(0.15, p_em and 0.05, 3),
+    }
+    steer = {}
+    for vector, p_code, em in (
+        ("target", 0.10, 0.05),
+        ("random_0", 0.40, 0.25),
+        ("orthogonal", 0.42, 0.25),
+    ):
+        steer[f"m/insecure/{vector}"] = _rows(p_code, p_em and em, 4, 0.5) + _rows(
+            p_code, p_em and em, 5, 1.0
+        )
+    steer["m/secure/target"] = _rows(0.12, p_em and 0.05, 6, 0.5) + _rows(
+        0.1, p_em and 0.05, 7, 1.0
+    )
+    paths: dict[str, dict[str, Path]] = {"g": {}, "s": {}}
+    for kind, src in (("g", gens), ("s", steer)):
+        for key, rows in src.items():
+            p = tmp_path / kind / f"{key.replace('/', '_')}.jsonl"
+            write_jsonl(p, rows)
+            paths[kind][key] = p
+    dirs = {"m/insecure": tmp_path / "insecure.h5", "m/secure": tmp_path / "secure.h5"}
+    for p in dirs.values():
+        _directions(p)
+    names = ("summary", "spillover", "steering", "separation", "projections", "cosine")
+    outs = {
+        k: tmp_path / "out" / f"{k}.{'csv' if k in ('summary', 'spillover') else 'png'}"
+        for k in names
+    }
+    outs["comparison"] = tmp_path / "out" / "comparison.csv"
+    outs["comparison_png"] = tmp_path / "out" / "comparison.png"
+    within_model_summary(
+        paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure", config_label="test.yaml"
+    )
+    return outs
+
+
+@pytest.mark.parametrize("p_em", [0.3, None])
+def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: float | None) -> None:
+    outs = _summary(tmp_path, p_em)
+    df = pd.read_csv(outs["summary"])
+    assert len(df) == 2 * 3 + 2  # coefficients x insecure vectors, + target on secure
+    target = df[(df.ft == "insecure") & (df.vector == "target")]
+    assert (target.effect_lo > 0).all()  # 45% -> 10% spillover
+    assert (target.spec_lo > 0).all() and target.passes_specificity.all()
+    assert set(target.strongest_control) <= {"random_0", "orthogonal"}
+    controls = df[(df.ft == "insecure") & (df.vector != "target")]
+    assert controls.specificity_points.isna().all()
+    secure = df[df.ft == "secure"]
+    assert (
+        secure.specificity_points.isna().all()
+        and secure.baseline_spillover.eq(secure.baseline_spillover.iloc[0]).all()
+    )
+    assert (df.coherence_lo <= df.coherence).all() and (df.coherence <= df.coherence_hi).all()
+    if p_em is None:
+        assert df.misalignment.isna().all() and df.misalignment_effect.isna().all()
+    else:
+        assert df.misalignment.notna().all()
+        assert (target.misalignment_effect_lo > 0).all()  # 30% -> 5% misaligned
+    cmp = pd.read_csv(outs["comparison"])
+    sep = cmp[cmp.metric == "separation accuracy (%)"]
+    assert len(sep) == 1 and sep.ours_lo.item() <= sep.ours.item() <= sep.ours_hi.item()
+    assert sep.paper_lo.item() == 99.6
+    supp = cmp[cmp.metric == "spillover suppression (points)"]
+    top = target[target.coefficient == 1.0]
+    assert supp.ours.item() == pytest.approx(top.effect_points.item())
+    assert (cmp.config == "test.yaml").all()
+    assert "control fine-tune separation (%)" in set(cmp.metric)
+    for key in ("steering", "separation", "projections", "cosine", "comparison_png"):
+        assert outs[key].read_bytes()[:4] == b"\x89PNG"
