@@ -131,3 +131,52 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
     assert "control fine-tune separation (%)" in set(cmp.metric)
     for key in ("steering", "separation", "projections", "cosine", "comparison_png"):
         assert outs[key].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
+    from emdir.aggregate import transfer_matrix
+
+    models = ["a", "b", "c"]
+    baselines, cells, refs = {}, {}, {}
+    for k, r in enumerate(models):
+        baselines[r] = tmp_path / f"base_{r}.jsonl"
+        write_jsonl(baselines[r], _rows(0.5, None, 10 + k))
+        for vector, p in (("random_receiver", 0.45), ("own", 0.05)):
+            refs[f"{r}/{vector}"] = tmp_path / f"ref_{r}_{vector}.jsonl"
+            write_jsonl(refs[f"{r}/{vector}"], _rows(p, None, 20 + k, 0.5))
+        for j, d in enumerate(models):
+            # Donor "a" transfers strongly; everyone else weakly.
+            p_target = 0.1 if d == "a" else 0.4
+            for vector, p in (("target", p_target), ("random_mapped", 0.45)):
+                key = f"{d}__{r}/{vector}"
+                cells[key] = tmp_path / f"cell_{d}_{r}_{vector}.jsonl"
+                write_jsonl(cells[key], _rows(p, None, 30 + 3 * k + j, 0.5))
+    out = {n: tmp_path / "out" / n for n in ("grid.csv", "grid.png", "topo.csv", "asym.png")}
+    transfer_matrix(
+        baselines,
+        cells,
+        out["grid.csv"],
+        out["grid.png"],
+        {"coefficient": 0.5},
+        STATS,
+        references=refs,
+        topology_csv=out["topo.csv"],
+        asymmetry_png=out["asym.png"],
+    )
+    df = pd.read_csv(out["grid.csv"])
+    assert len(df) == 9 * 4  # cells x (target, random_mapped, random_receiver, own)
+    assert set(df.role) == {"target", "control", "reference"}
+    target = df[df.vector == "target"]
+    # `own` suppresses most, but it is a reference: the strongest control is never `own`.
+    assert set(target.strongest_control) <= {"random_mapped", "random_receiver"}
+    strong = target[target.donor == "a"]
+    assert strong.passes_specificity.all()
+    topo = pd.read_csv(out["topo.csv"])
+    assert set(zip(topo.role, topo.model, strict=True)) == {
+        (r, m) for r in ("donor", "receiver") for m in models
+    }
+    assert (topo.cells == 2).all()  # off-diagonal only
+    donors = topo[topo.role == "donor"].set_index("model")
+    assert donors.loc["a", "lo"] > donors.loc["b", "hi"]
+    assert out["asym.png"].read_bytes()[:4] == b"\x89PNG"
+    assert out["grid.png"].read_bytes()[:4] == b"\x89PNG"

@@ -70,3 +70,21 @@ def test_empty_inputs_name_what_is_empty() -> None:
         specificity_ci([1.0], {}, [0.0])
     with pytest.raises(EmdirError, match="NaN"):
         bootstrap_mean_ci([1.0, float("nan")])
+
+
+def test_mean_effect_over_cells_shares_baselines() -> None:
+    from emdir.stats import bootstrap_mean_effect
+
+    rng = np.random.default_rng(0)
+    base = {"a": rng.random(400) < 0.5, "b": rng.random(400) < 0.3}
+    cells = [
+        ("a", rng.random(400) < 0.2),
+        ("b", rng.random(400) < 0.1),
+        ("a", rng.random(400) < 0.4),
+    ]
+    est = bootstrap_mean_effect(cells, base, n_boot=500)
+    direct = np.mean([base[b].mean() - np.mean(x) for b, x in cells])
+    assert est.value == pytest.approx(direct)
+    assert est.lo < est.value < est.hi and est.lo > 0
+    with pytest.raises(EmdirError, match="unknown baselines"):
+        bootstrap_mean_effect([("c", [1.0])], base)

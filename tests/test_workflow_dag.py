@@ -28,6 +28,8 @@ def dry_run(workdir: Path, *args: str) -> dict[str, int]:
     proc = snakemake(workdir, "--dry-run", *args)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    if "Nothing to be done" in out:
+        return {}
     table = out.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
@@ -75,7 +77,54 @@ def test_a_fifth_model_gives_a_5x5_grid(tmp_path: Path) -> None:
     jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", cfg)))
     assert jobs["transfer"] == 25
     assert jobs["fit_map"] == 25
-    assert jobs["base_model"] == jobs["anchors"] == 5
+    assert jobs["base_model"] == jobs["anchors"] == jobs["transfer_reference"] == 5
+
+
+def _fake_complete_run(workdir: Path, config: Path) -> None:
+    """Make every output exist and be recorded as built with `config`, without running a job:
+    outputs are created empty (directories for the directory outputs), then `--touch`
+    records each job's params in Snakemake's metadata, as a real run would."""
+    proc = snakemake(workdir, "--summary", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert "results/transfer_matrix.png" in names
+    for name in names:
+        path = workdir / name
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:  # models, adapters, the tokenizer
+            path.mkdir(parents=True, exist_ok=True)
+    proc = snakemake(workdir, "--touch", "--forceall", "--cores", "1", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dry_run(workdir, "--configfile", str(config)) == {}
+
+
+def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:
+    models = {
+        **DEFAULT["models"],
+        "mistral": {"source": "tiny", "arch": "MistralForCausalLM"},
+    }
+    cfg = {**DEFAULT, "models": models}
+    _fake_complete_run(tmp_path, write_config(tmp_path / "five.yaml", cfg))
+    changed = {**cfg, "models": {**models, "qwen2": {**models["qwen2"], "transfer_layer": 2}}}
+    # The user edits the same file.
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
+    n = len(models)
+    cells = 2 * n - 1  # qwen2's row and column of the 5 x 5 grid
+    tr = cfg["transfer"]
+    n_vectors = 1 + len(tr["controls"])
+    n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
+    assert jobs == {
+        "fit_map": cells,
+        "transfer": cells,
+        "judge_transfer": cells * n_vectors,
+        "transfer_reference": 1,
+        "judge_reference": n_refs,
+        "transfer_matrix": 1,
+        "all": 1,
+        "total": 2 * cells + cells * n_vectors + 1 + n_refs + 2,
+    }
 
 
 def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:

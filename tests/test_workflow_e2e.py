@@ -41,9 +41,16 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     assert sorted(zip(target.donor, target.receiver, strict=True)) == sorted(
         (d, r) for d in models for r in models
     )
-    assert set(df.vector) == {"target", *cfg["transfer"]["controls"]}
+    # Schema defaults: one receiver-space control and the receiver's own direction.
+    assert set(df.vector) == {"target", *cfg["transfer"]["controls"], "random_receiver", "own"}
+    assert set(df[df.role == "control"].vector) == {*cfg["transfer"]["controls"], "random_receiver"}
     assert (df.lo <= df.suppression).all() and (df.suppression <= df.hi).all()
     assert target.specificity.notna().all() and (target.spec_lo <= target.spec_hi).all()
+    assert "own" not in set(target.strongest_control)
+    topo = pd.read_csv(run_dir / "results" / "transfer_topology.csv")
+    assert set(topo.role) == {"donor", "receiver"} and (topo.lo <= topo.hi).all()
+    asym = run_dir / "results" / "transfer_asymmetry.png"
+    assert asym.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.e2e

@@ -450,12 +450,23 @@ def transfer_matrix(
     transfer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
     rates_csv: str | Path | None = None,
+    references: Mapping[str, str | Path] | None = None,
+    topology_csv: str | Path | None = None,
+    asymmetry_png: str | Path | None = None,
 ) -> None:
     """Suppression (points) per donor/receiver cell for the mapped direction and its controls.
 
-    With `rates_csv` (the within-model spillover table), each row also carries the receiver's
-    base-model spillover: how far from the un-fine-tuned model a cell's steering lands.
+    Long format: one row per cell and vector, with `role` target / control / reference.
+    Controls are the cell's own (through the map) plus the receiver's shared ones
+    (`references` keyed `receiver/vector`: `random_receiver`); the receiver's own direction
+    (`own`) is a reference, reported beside each cell but never a control. Specificity is
+    the target's effect minus the strongest control's, with CI. With `rates_csv` (the
+    within-model spillover table), each row also carries the receiver's base-model spillover.
+    With `topology_csv` / `asymmetry_png`: donor strength (row means) and receiver
+    susceptibility (column means) over off-diagonal cells, with CIs, and their figure.
     """
+    from emdir.stats import bootstrap_mean_effect
+
     boot = _boot(stats_cfg)
     qsets: dict[str, str | None] = {r: None for r in baselines}
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
@@ -465,14 +476,19 @@ def transfer_matrix(
         rows = _load(path, None)
         qsets[receiver] = rows[0].get("question_set")
         grouped.setdefault((donor, receiver), {})[vector] = rows
+    shared: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for key, path in (references or {}).items():
+        receiver, vector = key.split("/")
+        shared.setdefault(receiver, {})[vector] = _load(path, None)
     # The baseline is the receiver's unsteered answers to the same question set.
     base = {r: spill(_load(p, qsets[r])) for r, p in baselines.items()}
     out = []
     for (donor, receiver), vecs in grouped.items():
         if "target" not in vecs:
             raise EmdirError(f"transfer cell {donor}->{receiver} has no target output")
+        vecs = {**vecs, **shared.get(receiver, {})}
         baseline = base[receiver]
-        controls = {v: spill(rows) for v, rows in vecs.items() if v != "target"}
+        controls = {v: spill(rows) for v, rows in vecs.items() if v not in ("target", "own")}
         spec = (
             specificity_ci(spill(vecs["target"]), controls, baseline, **boot) if controls else None
         )
@@ -482,6 +498,11 @@ def transfer_matrix(
                 "donor": donor,
                 "receiver": receiver,
                 "vector": vector,
+                "role": "target"
+                if vector == "target"
+                else "reference"
+                if vector == "own"
+                else "control",
                 "n": len(rows),
                 "coefficient": float(transfer_cfg["coefficient"]),
                 "baseline_spillover": 100 * baseline.mean(),
@@ -503,3 +524,29 @@ def transfer_matrix(
         df["receiver_base_spillover"] = df.receiver.map(base_rate)
     _write_csv(df, out_csv)
     plots.transfer_matrix_png(df, out_png)
+    if topology_csv is None and asymmetry_png is None:
+        return
+    topo = []
+    for kind, axis in (("donor", "donor"), ("receiver", "receiver")):
+        for model in dict.fromkeys(df[axis]):
+            keys = [k for k in grouped if k[0 if kind == "donor" else 1] == model and k[0] != k[1]]
+            if not keys:
+                continue
+            est = bootstrap_mean_effect(
+                [(r, spill(grouped[(d, r)]["target"])) for d, r in keys], base, **boot
+            )
+            topo.append(
+                {
+                    "role": kind,
+                    "model": model,
+                    "cells": len(keys),
+                    "mean_suppression": 100 * est.value,
+                    "lo": 100 * est.lo,
+                    "hi": 100 * est.hi,
+                }
+            )
+    topo_df = pd.DataFrame(topo)
+    if topology_csv is not None:
+        _write_csv(topo_df, topology_csv)
+    if asymmetry_png is not None:
+        plots.asymmetry_png(topo_df, df, asymmetry_png)

@@ -31,6 +31,18 @@ class Directions:
     counts: dict[str, int] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     projection: Projections | None = None
+    mean_pos: np.ndarray | None = None
+    mean_neg: np.ndarray | None = None
+
+    def class_means_at(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(class-1 mean, class-0 mean) at model layer `layer`."""
+        if self.mean_pos is None or self.mean_neg is None:
+            raise EmdirError("this directions file has no class means; rerun the directions rule")
+        layers = [int(v) for v in self.attrs["layers"]]
+        if layer not in layers:
+            raise EmdirError(f"the directions file has no layer {layer} (layers: {layers})")
+        i = layers.index(layer)
+        return self.mean_pos[i], self.mean_neg[i]
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +71,9 @@ class Separation:
     projection: Projections
 
 
-def diff_in_means(X: Any, labels: ArrayLike) -> np.ndarray:
-    """mean(X[label == 1]) - mean(X[label == 0]) per layer: [N, L, d] -> [L, d], in float64."""
+def class_means(X: Any, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of X[label == 1], mean of X[label == 0]) per layer: [N, L, d] -> 2 x [L, d],
+    accumulated in float64 over blocks of rows."""
     y = _labels(labels, "labels")
     if len(X.shape) != 3 or X.shape[0] != y.size:
         raise EmdirError(
@@ -81,7 +94,13 @@ def diff_in_means(X: Any, labels: ArrayLike) -> np.ndarray:
         lab = y[start : start + _ROW_BLOCK]
         sum_pos += block[lab].sum(axis=0)
         sum_neg += block[~lab].sum(axis=0)
-    return sum_pos / n_pos - sum_neg / n_neg
+    return sum_pos / n_pos, sum_neg / n_neg
+
+
+def diff_in_means(X: Any, labels: ArrayLike) -> np.ndarray:
+    """mean(X[label == 1]) - mean(X[label == 0]) per layer: [N, L, d] -> [L, d], in float64."""
+    pos, neg = class_means(X, labels)
+    return pos - neg
 
 
 def balance(labels: ArrayLike, groups: ArrayLike | None = None, seed: int = 0) -> np.ndarray:
@@ -251,9 +270,11 @@ def write_directions(
     counts: Mapping[str, int],
     attrs: Mapping[str, Any],
     projection: Projections | None = None,
+    means: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Write a directions file atomically: /dim/{raw,unit,norm}, /separation/*, /counts, attrs,
-    and with `projection` /projection/{values,label,heldout} and /separation/threshold."""
+    with `projection` /projection/{values,label,heldout} and /separation/threshold, and with
+    `means` /dim/mean_pos and /dim/mean_neg (the class means the difference was taken of)."""
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2:
         raise EmdirError(f"directions must be [L, d], got shape {raw.shape}")
@@ -271,6 +292,8 @@ def write_directions(
         f["separation/accuracy"] = acc
         f["separation/auroc"] = auc
         set_attrs(f.create_group("counts"), {k: int(v) for k, v in counts.items()})
+        if means is not None:
+            f["dim/mean_pos"], f["dim/mean_neg"] = means
         if projection is not None:
             f["separation/threshold"] = projection.threshold
             f["projection/values"] = projection.values
@@ -302,6 +325,8 @@ def read_directions(path: str | Path) -> Directions:
                 )
                 if "projection" in f
                 else None,
+                mean_pos=f["dim/mean_pos"][()] if "dim/mean_pos" in f else None,
+                mean_neg=f["dim/mean_neg"][()] if "dim/mean_neg" in f else None,
             )
         except KeyError as exc:
             raise EmdirError(

@@ -92,6 +92,11 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def config_sha(config: Any) -> str:
+    """sha256 of a resolved config (key order does not matter)."""
+    return sha256_text(json.dumps(config, sort_keys=True, default=str))
+
+
 def sha256_text(text: str) -> str:
     """Hex sha256 of a string (UTF-8)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

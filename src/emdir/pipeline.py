@@ -334,7 +334,8 @@ def directions(
             "or lower directions.min_per_class"
         )
     X = st.resid(dir_cfg["pooling"])[keep]
-    raw = dm.diff_in_means(X[train], labels[train])
+    means = dm.class_means(X[train], labels[train])
+    raw = means[0] - means[1]
     sep = dm.separation(X, labels, train, test, raw)
     dm.write_directions(
         out,
@@ -350,6 +351,7 @@ def directions(
             "emdir_version": __version__,
         },
         sep.projection,
+        means,
     )
 
 
@@ -456,13 +458,42 @@ def steering(
 # ---------------------------------------------------------------- transfer
 
 
+def anchor_answers(judged: Sequence[str | Path], out: str | Path) -> None:
+    """Every model's non-empty answers as chat rows, deduplicated and in a fixed order: anchor
+    texts that all models read (`transfer.anchor_source: answers`)."""
+    seen: set[tuple[str, str, str]] = set()
+    rows = []
+    for path in judged:
+        for r in read_jsonl(path, required=("question", "answer")):
+            key = (str(r.get("system") or ""), str(r["question"]), str(r["answer"]))
+            if not key[2].strip() or key in seen:
+                continue
+            seen.add(key)
+            system = [{"role": "system", "content": key[0]}] if key[0] else []
+            rows.append(
+                {
+                    "messages": system
+                    + [
+                        {"role": "user", "content": key[1]},
+                        {"role": "assistant", "content": key[2]},
+                    ]
+                }
+            )
+    if len(rows) < 10:
+        raise EmdirError(
+            f"only {len(rows)} distinct answers to use as anchor texts; sample more answers or "
+            "use transfer.anchor_source: dataset"
+        )
+    rows.sort(key=lambda r: [m["content"] for m in r["messages"]])
+    write_jsonl(out, rows)
+
+
 def anchors(
     model_key: str,
     base_dir: str | Path,
     adapter_dir: str | Path | None,
     texts: str | Path,
     out: str | Path,
-    transfer_cfg: Mapping[str, Any],
     threads: int,
 ) -> None:
     """The shared anchor texts through one model, pooled per text over the answer tokens."""
@@ -498,32 +529,42 @@ def fit_map(
     donor_anchors: str | Path,
     receiver_anchors: str | Path,
     out: str | Path,
-    transfer_cfg: Mapping[str, Any],
+    map_cfg: Mapping[str, Any],
+    donor_layer: int = -1,
+    receiver_layer: int = -1,
 ) -> None:
-    """Ridge map from the donor's to the receiver's residual stream at the transfer layers."""
+    """Ridge map from the donor's to the receiver's residual stream at their transfer layers."""
     from emdir.activations import read_store
     from emdir.ridge import fit_ridge, write_map
+    from emdir.steering import resolve_layers
 
     src, dst = read_store(donor_anchors), read_store(receiver_anchors)
     if not np.array_equal(src.ids, dst.ids):
         raise EmdirError(
             f"{donor_anchors} and {receiver_anchors} hold different anchor texts; rerun both"
         )
-    from emdir.steering import resolve_layers
-
-    lx = resolve_layers(src.layers, int(transfer_cfg["layer"]))[0]
-    ly = resolve_layers(dst.layers, int(transfer_cfg["layer"]))[0]
+    lx = resolve_layers(src.layers, int(donor_layer))[0]
+    ly = resolve_layers(dst.layers, int(receiver_layer))[0]
     X = src.resid("answer_mean")[:, src.slot(lx)]
     Y = dst.resid("answer_mean")[:, dst.slot(ly)]
-    rng = np.random.default_rng(int(transfer_cfg["seed"]))
-    test = rng.random(len(X)) < float(transfer_cfg["test_fraction"])
-    m = fit_ridge(X, Y, [float(a) for a in transfer_cfg["alphas"]], ~test, test)
+    rng = np.random.default_rng(int(map_cfg["seed"]))
+    test = rng.random(len(X)) < float(map_cfg["test_fraction"])
+    m = fit_ridge(
+        X,
+        Y,
+        [float(a) for a in map_cfg["alphas"]],
+        ~test,
+        test,
+        center=bool(map_cfg.get("center", True)),
+        standardize=bool(map_cfg.get("standardize", False)),
+    )
     log.info(
-        "map %s -> %s: alpha %g, held-out R^2 %.3f",
+        "map %s -> %s: alpha %g, held-out R^2 %.3f, CKA %.3f",
         src.attrs.get("model"),
         dst.attrs.get("model"),
         m.alpha,
         m.r2_test,
+        m.cka_test,
     )
     write_map(
         out,
@@ -533,66 +574,42 @@ def fit_map(
             "receiver": str(dst.attrs.get("model")),
             "donor_layer": lx,
             "receiver_layer": ly,
+            "center": bool(map_cfg.get("center", True)),
+            "standardize": bool(map_cfg.get("standardize", False)),
             "emdir_version": __version__,
         },
     )
 
 
-def transfer(
-    donor: str,
+def _steer_receiver(
     receiver: str,
     base_dir: str | Path,
     adapter_dir: str | Path | None,
-    donor_directions: str | Path,
-    receiver_directions: str | Path,
-    receiver_store: str | Path,
-    map_path: str | Path,
+    store: Any,
+    layer: int,
     questions: str | Path,
+    vectors: Mapping[str, np.ndarray],
     outs: Mapping[str, str | Path],
     transfer_cfg: Mapping[str, Any],
     sampling_cfg: Mapping[str, Any],
     threads: int,
+    extra: Mapping[str, Any],
 ) -> None:
-    """Steer the receiver with the donor's mapped direction and with controls through the same map."""
-    from emdir import directions as dm
-    from emdir.activations import read_store
+    """Subtract each vector (normalised) at c x the receiver's mean residual norm at `layer`:
+    the same magnitude for the mapped direction, its controls and the references."""
     from emdir.generate import expand
     from emdir.interventions import Intervention
     from emdir.questions import load_questions
-    from emdir.ridge import map_vector, read_map
 
-    m = read_map(map_path)
-    dd, rd = dm.read_directions(donor_directions), dm.read_directions(receiver_directions)
-    st = read_store(receiver_store)
-    lx, ly = int(m.attrs["donor_layer"]), int(m.attrs["receiver_layer"])
-    d_layers = np.asarray(dd.attrs["layers"])
-    donor_v = dd.unit[int(np.flatnonzero(d_layers == lx)[0])]
-    seed = int(transfer_cfg["seed"])
-    vectors: dict[str, np.ndarray] = {"target": map_vector(m, donor_v)}
-    for name in transfer_cfg["controls"]:
-        if name == "random_mapped":
-            vectors[name] = map_vector(m, dm.random_unit(donor_v.shape[-1], seed))
-        elif name == "orthogonal_mapped":
-            vectors[name] = map_vector(m, dm.orthogonal_unit(donor_v, seed))
-        elif name == "random":
-            vectors[name] = dm.random_unit(m.W.shape[1], seed)
-        elif name == "own":
-            vectors[name] = rd.unit[st.slot(ly)]
-        else:
-            raise EmdirError(
-                f"transfer control {name!r} is unknown; use random_mapped, orthogonal_mapped, "
-                "random or own"
-            )
-    # Matched magnitude: every vector is normalised and applied at c x the receiver's mean
-    # residual norm at the site.
-    scale = st.resid_norm(ly)
+    unknown = sorted(set(outs) - set(vectors))
+    if unknown:
+        raise EmdirError(f"transfer outputs requested for unknown vectors {unknown}")
+    scale = store.resid_norm(layer)
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
-        if name not in vectors:
-            raise EmdirError(f"transfer output requested for unknown vector {name!r}")
         iv = Intervention(
-            layer=ly,
+            layer=layer,
             vector=vectors[name],
             op="subtract",
             coefficient=float(transfer_cfg["coefficient"]),
@@ -609,12 +626,118 @@ def transfer(
             sampling_cfg,
             receiver,
             str(transfer_cfg["ft"]),
-            desc=f"{donor}->{receiver} {name}",
+            desc=f"{extra.get('donor', '')}->{receiver} {name}",
         )
         for row in rows:
-            row["donor"] = donor
+            row.update(extra)
             row["question_set"] = Path(questions).stem
         write_jsonl(path, rows)
+
+
+def transfer(
+    donor: str,
+    receiver: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    donor_directions: str | Path,
+    receiver_store: str | Path,
+    map_path: str | Path,
+    questions: str | Path,
+    outs: Mapping[str, str | Path],
+    transfer_cfg: Mapping[str, Any],
+    sampling_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Steer the receiver with the donor's mapped direction and with controls through the same
+    map. `transfer.mapped`: `difference` maps the donor's difference in means; `class_means`
+    maps each class mean through the affine map and subtracts."""
+    from emdir import directions as dm
+    from emdir.activations import read_store
+    from emdir.ridge import map_class_means, map_vector, read_map
+    from emdir.steering import unit_at
+
+    m = read_map(map_path)
+    dd = dm.read_directions(donor_directions)
+    st = read_store(receiver_store)
+    lx, ly = int(m.attrs["donor_layer"]), int(m.attrs["receiver_layer"])
+    donor_v = unit_at(dd, lx)
+    mode = transfer_cfg.get("mapped", "difference")
+    if mode == "class_means":
+        pos, neg = dd.class_means_at(lx)
+        target = map_class_means(m, pos, neg)
+    elif mode == "difference":
+        target = map_vector(m, donor_v)
+    else:
+        raise EmdirError(f"transfer.mapped {mode!r} is unknown; use difference or class_means")
+    seed = int(transfer_cfg["seed"])
+    vectors: dict[str, np.ndarray] = {"target": target}
+    for name in transfer_cfg["controls"]:
+        if name == "random_mapped":
+            vectors[name] = map_vector(m, dm.random_unit(donor_v.shape[-1], seed))
+        elif name == "orthogonal_mapped":
+            vectors[name] = map_vector(m, dm.orthogonal_unit(donor_v, seed))
+        else:
+            raise EmdirError(
+                f"transfer control {name!r} is unknown; use random_mapped or orthogonal_mapped"
+            )
+    _steer_receiver(
+        receiver,
+        base_dir,
+        adapter_dir,
+        st,
+        ly,
+        questions,
+        vectors,
+        outs,
+        transfer_cfg,
+        sampling_cfg,
+        threads,
+        {"donor": donor},
+    )
+
+
+def transfer_reference(
+    receiver: str,
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    receiver_directions: str | Path,
+    receiver_store: str | Path,
+    questions: str | Path,
+    outs: Mapping[str, str | Path],
+    layer: int,
+    transfer_cfg: Mapping[str, Any],
+    sampling_cfg: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Per receiver, at the magnitude of the grid's cells: a random vector in the receiver's
+    own space (`random_receiver`, a control shared by the receiver's column) and the
+    receiver's own direction (`own`, the diagonal reference)."""
+    from emdir import directions as dm
+    from emdir.activations import read_store
+    from emdir.steering import resolve_layers, unit_at
+
+    rd = dm.read_directions(receiver_directions)
+    st = read_store(receiver_store)
+    ly = resolve_layers(st.layers, int(layer))[0]
+    own = unit_at(rd, ly)
+    vectors = {
+        "random_receiver": dm.random_unit(own.size, [int(transfer_cfg["seed"]), ly]),
+        "own": own,
+    }
+    _steer_receiver(
+        receiver,
+        base_dir,
+        adapter_dir,
+        st,
+        ly,
+        questions,
+        vectors,
+        outs,
+        transfer_cfg,
+        sampling_cfg,
+        threads,
+        {"donor": None, "reference": True},
+    )
 
 
 # ---------------------------------------------------------------- aggregation

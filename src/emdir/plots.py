@@ -45,7 +45,9 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
     donors = list(dict.fromkeys(df["donor"]))
     receivers = list(dict.fromkeys(df["receiver"]))
     target = df[df["vector"] == _TARGET]
-    controls = df[df["vector"] != _TARGET]
+    # References (the receiver's own direction) are reported, never counted as controls.
+    others = df[df["vector"] != _TARGET]
+    controls = others[others["role"] == "control"] if "role" in df.columns else others
     has_spec = all(c in df.columns for c in _SPEC_COLUMNS)
 
     shape = (len(donors), len(receivers))
@@ -125,6 +127,56 @@ def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:
             if i == nrows - 1:
                 ax.set_xlabel("steering coefficient")
     _figure_legend(fig, axes.ravel())
+    _save(fig, out_png)
+
+
+def asymmetry_png(topology: pd.DataFrame, cells: pd.DataFrame, out_png: str | Path) -> None:
+    """Donor strength and receiver susceptibility (mean off-diagonal suppression, with CIs),
+    and each pair's suppression one way against the other.
+
+    `topology`: role (donor / receiver), model, mean_suppression, lo, hi. `cells`: the long
+    transfer table (donor, receiver, vector, suppression).
+    """
+    _require(topology, ("role", "model", "mean_suppression", "lo", "hi"), "asymmetry plot")
+    _require(cells, ("donor", "receiver", "vector", "suppression"), "asymmetry plot")
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    titles = {"donor": "donor strength", "receiver": "receiver susceptibility"}
+    for ax, role in zip(axes[:2], ("donor", "receiver"), strict=True):
+        rows = topology[topology["role"] == role]
+        x = np.arange(len(rows))
+        err = np.vstack(
+            [rows["mean_suppression"] - rows["lo"], rows["hi"] - rows["mean_suppression"]]
+        )
+        ax.bar(
+            x,
+            rows["mean_suppression"],
+            yerr=err,
+            capsize=4,
+            color="C0" if role == "donor" else "C1",
+        )
+        ax.set_xticks(x, labels=[str(m) for m in rows["model"]], rotation=30, ha="right")
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_ylabel("mean suppression over other models (points)")
+        ax.set_title(titles[role])
+        ax.grid(alpha=0.3, axis="y")
+    target = cells[cells["vector"] == _TARGET].set_index(["donor", "receiver"])["suppression"]
+    ax = axes[2]
+    models = list(dict.fromkeys(cells["donor"]))
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
+    pts = [(target.get((a, b), np.nan), target.get((b, a), np.nan), f"{a}|{b}") for a, b in pairs]
+    pts = [p for p in pts if np.isfinite(p[0]) and np.isfinite(p[1])]
+    if pts:
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.scatter(xs, ys)
+        for x0, y0, label in pts:
+            ax.annotate(label, (x0, y0), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        lo, hi = min(xs + ys + [0.0]), max(xs + ys + [0.0])
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("suppression A -> B (points)")
+    ax.set_ylabel("suppression B -> A (points)")
+    ax.set_title("asymmetry (label A|B)")
+    ax.grid(alpha=0.3)
     _save(fig, out_png)
 
 

@@ -52,7 +52,7 @@ rule within_model_summary:
         steer_cfg=config["steering"],
         stats_cfg=config["stats"],
         direction_ft=DIRECTION_FT,
-        config_label=CONFIG_LABEL,
+        config_files=CONFIG_FILES,
         code_sets=[
             q for q, s in config["questions"].items() if s.get("generator") == "code"
         ],
@@ -64,6 +64,7 @@ rule transfer_matrix:
     input:
         baselines=values(matrix_baselines),
         cells=values(matrix_cells),
+        references=values(matrix_references),
         rates="results/spillover_rates.csv",
     output:
         csv="results/transfer_matrix.csv",
@@ -72,6 +73,13 @@ rule transfer_matrix:
             caption="../report/transfer_matrix.rst",
             category="Transfer",
             labels={"figure": "transfer matrix"},
+        ),
+        topology="results/transfer_topology.csv",
+        asymmetry=report(
+            "results/transfer_asymmetry.png",
+            caption="../report/transfer_asymmetry.rst",
+            category="Transfer",
+            labels={"figure": "donor strength and receiver susceptibility"},
         ),
     log:
         "logs/transfer_matrix.log",
@@ -84,7 +92,8 @@ rule transfer_matrix:
     params:
         baselines=matrix_baselines,
         cells=matrix_cells,
-        transfer_cfg=config["transfer"],
+        references=matrix_references,
+        transfer_cfg=transfer_steer_settings(),
         stats_cfg=config["stats"],
     script:
         "../scripts/transfer_matrix.py"

@@ -1,3 +1,20 @@
+rule anchor_answers:
+    input:
+        judged=expand(judged_path("{model}", config["transfer"]["ft"]), model=MODELS),
+    output:
+        texts="results/anchors/answers.jsonl",
+    log:
+        "logs/anchor_answers.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/anchor_answers.py"
+
+
 rule anchors:
     input:
         unpack(anchor_inputs),
@@ -13,7 +30,5 @@ rule anchors:
     resources:
         mem_mb=4000,
         runtime=60,
-    params:
-        transfer_cfg=config["transfer"],
     script:
         "../scripts/anchors.py"

@@ -38,8 +38,9 @@ def check_references(cfg):
         ("directions.question_set", cfg["directions"]["question_set"], "questions"),
         ("steering.question_set", cfg["steering"]["question_set"], "questions"),
         ("transfer.ft", cfg["transfer"]["ft"], "finetunes"),
-        ("transfer.anchors", cfg["transfer"]["anchors"], "datasets"),
     ]
+    if cfg["transfer"]["anchor_source"] == "dataset":
+        refs.append(("transfer.anchors", cfg["transfer"]["anchors"], "datasets"))
     refs += [
         (f"finetunes.{ft}.dataset", spec["dataset"], "datasets")
         for ft, spec in cfg["finetunes"].items()
@@ -90,24 +91,19 @@ FT_OR_BASE = ["base"] + FINETUNES
 DIRECTION_FT = config["directions"]["ft"]
 
 
-def config_label():
-    """The config files of this run and the sha256 of the resolved config."""
-    import hashlib
-    import json
-
-    files = workflow.config_settings.configfiles or ["config/config.yaml"]
-    text = json.dumps(config, sort_keys=True, default=str)
-    sha = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return f"{' + '.join(str(f) for f in files)} (resolved config sha256 {sha})"
-
-
-CONFIG_LABEL = config_label()
+# The config files this run was started with (the summary states them with the config's sha).
+CONFIG_FILES = [str(f) for f in workflow.config_settings.configfiles] or ["config/config.yaml"]
 STEERING_VECTORS = vector_names(
     config["steering"]["controls"], config["steering"]["random_seeds"]
 )
 CONTROL_FTS = control_fts(config["steering"]["controls"])
 ALSO_STEER = list(config["steering"]["also_steer"])
 TRANSFER_VECTORS = ["target"] + config["transfer"]["controls"]
+# Per receiver, shared by its column of the grid: receiver-space controls and the receiver's
+# own direction (the diagonal reference).
+REFERENCE_VECTORS = config["transfer"]["receiver_controls"] + (
+    ["own"] if config["transfer"]["own_reference"] else []
+)
 PAIRS = [f"{donor}__{receiver}" for donor in MODELS for receiver in MODELS]
 
 
@@ -137,7 +133,7 @@ wildcard_constraints:
     donor=MODEL_RE,
     receiver=MODEL_RE,
     ft=alternation(FT_OR_BASE),
-    vector=alternation(STEERING_VECTORS + TRANSFER_VECTORS),
+    vector=alternation(STEERING_VECTORS + TRANSFER_VECTORS + REFERENCE_VECTORS),
     dataset=alternation(config["datasets"]),
     qset=alternation(config["questions"]),
 
@@ -206,7 +202,10 @@ def tokenizer_corpus():
 
 
 def model_cfg(wildcards):
-    return config["models"][wildcards.model]
+    """The model's entry as its base model sees it (transfer_layer only matters to transfer)."""
+    return {
+        k: v for k, v in config["models"][wildcards.model].items() if k != "transfer_layer"
+    }
 
 
 def is_tiny(model):
@@ -275,25 +274,59 @@ def control_directions(wildcards):
     return {ft: directions_path(wildcards.model, ft) for ft in CONTROL_FTS}
 
 
+def model_layer(model):
+    """A model's transfer layer: its own `transfer_layer`, else `transfer.layer`."""
+    return config["models"][model].get("transfer_layer", config["transfer"]["layer"])
+
+
+def map_settings():
+    """The transfer settings a ridge map depends on (its layers come per model)."""
+    keys = ("pooling", "test_fraction", "alphas", "center", "standardize", "seed")
+    return {k: config["transfer"][k] for k in keys}
+
+
+def transfer_steer_settings():
+    """The transfer settings the steered generations depend on (layers come from the map)."""
+    keys = ("ft", "mapped", "coefficient", "controls", "receiver_controls", "seed")
+    return {k: config["transfer"][k] for k in keys}
+
+
+def anchor_texts():
+    """The anchor texts every model reads: a dataset, or every model's pooled answers."""
+    if config["transfer"]["anchor_source"] == "answers":
+        return "results/anchors/answers.jsonl"
+    return data_path(config["transfer"]["anchors"])
+
+
 def anchor_inputs(wildcards):
     return {
         "base": base_path(wildcards.model),
         "adapter": adapter_path(wildcards.model, config["transfer"]["ft"]),
-        "texts": data_path(config["transfer"]["anchors"]),
+        "texts": anchor_texts(),
+    }
+
+
+def receiver_inputs(wildcards):
+    """What steering a receiver needs: its model, direction, store and the questions."""
+    ft = config["transfer"]["ft"]
+    receiver = wildcards.receiver
+    return {
+        "base": base_path(receiver),
+        "adapter": adapter_path(receiver, ft),
+        "receiver_directions": directions_path(receiver, ft),
+        "receiver_store": store_path(receiver, ft),
+        "questions": steering_questions(),
     }
 
 
 def transfer_inputs(wildcards):
     ft = config["transfer"]["ft"]
-    donor, receiver = wildcards.donor, wildcards.receiver
+    inputs = receiver_inputs(wildcards)
+    del inputs["receiver_directions"]  # the cells use the donor's direction only
     return {
-        "base": base_path(receiver),
-        "adapter": adapter_path(receiver, ft),
-        "donor_directions": directions_path(donor, ft),
-        "receiver_directions": directions_path(receiver, ft),
-        "receiver_store": store_path(receiver, ft),
-        "map": f"results/maps/{donor}__{receiver}.h5",
-        "questions": steering_questions(),
+        **inputs,
+        "donor_directions": directions_path(wildcards.donor, ft),
+        "map": f"results/maps/{wildcards.donor}__{wildcards.receiver}.h5",
     }
 
 
@@ -342,6 +375,14 @@ def matrix_cells(wildcards=None):
     }
 
 
+def matrix_references(wildcards=None):
+    return {
+        f"{r}/{v}": f"results/judged/transfer_reference/{r}/{v}.jsonl"
+        for r in MODELS
+        for v in REFERENCE_VECTORS
+    }
+
+
 def judge_settings():
     """The judge config that shapes scores: prices and the cache location are left out, so
     changing them reruns no judge job."""
@@ -377,6 +418,13 @@ def judge_plan_files(wildcards=None):
             f"transfer/{pair}/{v}": f"results/transfer/{pair}/{v}.jsonl"
             for pair in PAIRS
             for v in TRANSFER_VECTORS
+        }
+    )
+    files.update(
+        {
+            f"transfer_reference/{r}/{v}": f"results/transfer_reference/{r}/{v}.jsonl"
+            for r in MODELS
+            for v in REFERENCE_VECTORS
         }
     )
     return files

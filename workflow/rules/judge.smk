@@ -64,3 +64,13 @@ rule judge_plan:
         cache=lambda wc: config["judge"]["cache"],
     script:
         "../scripts/judge_plan.py"
+
+
+use rule judge as judge_reference with:
+    input:
+        src="results/transfer_reference/{receiver}/{vector}.jsonl",
+        questions=evaluation_questions(),
+    output:
+        judged="results/judged/transfer_reference/{receiver}/{vector}.jsonl",
+    log:
+        "logs/judge_reference/{receiver}/{vector}.log",

@@ -13,6 +13,9 @@ rule fit_map:
         mem_mb=2000,
         runtime=15,
     params:
-        transfer_cfg=config["transfer"],
+        map_cfg=map_settings(),
+        # Per model, so changing one model's layer refits only the maps it is part of.
+        donor_layer=lambda wc: model_layer(wc.donor),
+        receiver_layer=lambda wc: model_layer(wc.receiver),
     script:
         "../scripts/fit_map.py"

@@ -10,6 +10,5 @@ anchors(
     adapter_dir=snakemake.input.adapter,
     texts=snakemake.input.texts,
     out=snakemake.output.anchors,
-    transfer_cfg=snakemake.params.transfer_cfg,
     threads=snakemake.threads,
 )

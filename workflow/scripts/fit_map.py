@@ -8,5 +8,7 @@ fit_map(
     snakemake.input.donor,
     snakemake.input.receiver,
     snakemake.output.map,
-    snakemake.params.transfer_cfg,
+    snakemake.params.map_cfg,
+    donor_layer=snakemake.params.donor_layer,
+    receiver_layer=snakemake.params.receiver_layer,
 )

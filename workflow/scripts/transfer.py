@@ -10,7 +10,6 @@ transfer(
     base_dir=snakemake.input.base,
     adapter_dir=snakemake.input.adapter,
     donor_directions=snakemake.input.donor_directions,
-    receiver_directions=snakemake.input.receiver_directions,
     receiver_store=snakemake.input.receiver_store,
     map_path=snakemake.input.map,
     questions=snakemake.input.questions,

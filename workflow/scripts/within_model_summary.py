@@ -1,6 +1,7 @@
 """Rule within_model_summary: spillover, steering effects, separation, figures, paper table."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.io import config_sha
 from emdir.pipeline import setup_logging, within_model_summary
 
 setup_logging(snakemake.log[0])
@@ -12,6 +13,7 @@ within_model_summary(
     steer_cfg=snakemake.params.steer_cfg,
     stats_cfg=snakemake.params.stats_cfg,
     direction_ft=snakemake.params.direction_ft,
-    config_label=snakemake.params.config_label,
+    config_label=f"{' + '.join(snakemake.params.config_files)} "
+    f"(resolved config sha256 {config_sha(snakemake.config)[:12]})",
     code_sets=snakemake.params.code_sets,
 )
