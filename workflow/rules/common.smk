@@ -92,7 +92,9 @@ DIRECTION_FT = config["directions"]["ft"]
 
 
 # The config files this run was started with (the summary states them with the config's sha).
-CONFIG_FILES = [str(f) for f in workflow.config_settings.configfiles] or ["config/config.yaml"]
+CONFIG_FILES = [str(f) for f in workflow.config_settings.configfiles] or [
+    "config/config.yaml"
+]
 STEERING_VECTORS = vector_names(
     config["steering"]["controls"], config["steering"]["random_seeds"]
 )
@@ -204,7 +206,9 @@ def tokenizer_corpus():
 def model_cfg(wildcards):
     """The model's entry as its base model sees it (transfer_layer only matters to transfer)."""
     return {
-        k: v for k, v in config["models"][wildcards.model].items() if k != "transfer_layer"
+        k: v
+        for k, v in config["models"][wildcards.model].items()
+        if k != "transfer_layer"
     }
 
 

@@ -39,6 +39,7 @@ rule data:
         "../scripts/data.py"
 
 
+# `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule download as download_questions with:
     output:
         yaml="resources/downloads/questions/{qset}.yaml",
@@ -46,6 +47,7 @@ use rule download as download_questions with:
         "logs/download/questions/{qset}.log",
     wildcard_constraints:
         qset=URL_QSET_RE,
+    localrule: True
     params:
         url=lookup(dpath="questions/{qset}/url", within=config),
         sha256=lambda wc: config["questions"][wc.qset].get("sha256"),

@@ -24,6 +24,7 @@ rule judge:
         "../scripts/judge.py"
 
 
+# `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_steering with:
     input:
         src="results/steering/{model}/{ft}/{vector}.jsonl",
@@ -32,8 +33,10 @@ use rule judge as judge_steering with:
         judged="results/judged/steering/{model}/{ft}/{vector}.jsonl",
     log:
         "logs/judge_steering/{model}/{ft}/{vector}.log",
+    localrule: True
 
 
+# `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_transfer with:
     input:
         src="results/transfer/{donor}__{receiver}/{vector}.jsonl",
@@ -42,6 +45,7 @@ use rule judge as judge_transfer with:
         judged="results/judged/transfer/{donor}__{receiver}/{vector}.jsonl",
     log:
         "logs/judge_transfer/{donor}__{receiver}/{vector}.log",
+    localrule: True
 
 
 rule judge_plan:
@@ -66,6 +70,7 @@ rule judge_plan:
         "../scripts/judge_plan.py"
 
 
+# `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_reference with:
     input:
         src="results/transfer_reference/{receiver}/{vector}.jsonl",
@@ -74,3 +79,4 @@ use rule judge as judge_reference with:
         judged="results/judged/transfer_reference/{receiver}/{vector}.jsonl",
     log:
         "logs/judge_reference/{receiver}/{vector}.log",
+    localrule: True
