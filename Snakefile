@@ -34,9 +34,5 @@ include: "workflow/rules/aggregate.smk"
 rule all:
     default_target: True
     input:
-        "results/transfer_matrix.csv",
-        "results/transfer_matrix.png",
-        "results/within_model/summary.csv",
-        "results/spillover_rates.csv",
-        "results/within_model/steering.png",
-        "results/within_model/separation.png",
+        FINAL_OUTPUTS,
+        "results/provenance.json",

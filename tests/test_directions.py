@@ -20,6 +20,7 @@ from emdir.directions import (
     write_directions,
 )
 from emdir.errors import EmdirError
+from emdir.provenance import stamp
 
 N, L, D = 400, 3, 16
 
@@ -156,7 +157,10 @@ def test_directions_file_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(d.accuracy, accuracy)
     np.testing.assert_array_equal(d.auroc, auroc)
     assert d.counts == {"misaligned": 160, "aligned": 240}
-    assert d.attrs == attrs
+    # Provenance rides along: which config, code and packages wrote the file.
+    assert d.attrs == {**stamp(), **attrs}
+    assert {"config_sha", "emdir_version", "git_commit", "packages"} <= set(d.attrs)
+    assert "torch=" in d.attrs["packages"]
     assert [p.name for p in path.parent.iterdir()] == ["insecure.h5"]
 
 

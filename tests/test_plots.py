@@ -321,3 +321,18 @@ def test_paper_comparison_png_names_missing_columns(tmp_path: Path) -> None:
             _comparison().drop(columns=["paper_lo", "paper_hi"]), tmp_path / "x.png"
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_figures_carry_provenance_in_png_metadata(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from emdir.provenance import stamp
+
+    out = tmp_path / "sep.png"
+    df = pd.DataFrame(
+        {"model": ["m", "m"], "layer": [0, 1], "accuracy": [0.6, 0.8], "auroc": [0.7, 0.9]}
+    )
+    separation_png(df, out)
+    text = Image.open(out).text
+    for key, value in stamp().items():
+        assert text[key] == value

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from emdir.errors import EmdirError
+from emdir.provenance import stamp
 from emdir.ridge import (
     _decompose,
     _held_out_sse,
@@ -99,7 +100,7 @@ def test_map_file_round_trips(tmp_path: Path) -> None:
         np.testing.assert_array_equal(getattr(r, name), getattr(m, name))
     for name in ("alpha", "r2_test", "r2_train", "cka_test", "n_train", "n_test"):
         assert getattr(r, name) == getattr(m, name)
-    assert r.attrs == {"donor": "gemma", "receiver": "llama", "layer_donor": 25}
+    assert r.attrs == {**stamp(), "donor": "gemma", "receiver": "llama", "layer_donor": 25}
     with pytest.raises(EmdirError, match="reserved"):
         write_map(tmp_path / "bad.h5", m, {"alpha": 3})
 

@@ -122,8 +122,9 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
         "transfer_reference": 1,
         "judge_reference": n_refs,
         "transfer_matrix": 1,
+        "provenance": 1,
         "all": 1,
-        "total": 2 * cells + cells * n_vectors + 1 + n_refs + 2,
+        "total": 2 * cells + cells * n_vectors + 1 + n_refs + 3,
     }
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 from pathlib import Path
 
+import h5py
 import pandas as pd
 import pytest
 import yaml
@@ -47,6 +50,17 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     assert (df.lo <= df.suppression).all() and (df.suppression <= df.hi).all()
     assert target.specificity.notna().all() and (target.spec_lo <= target.spec_hi).all()
     assert "own" not in set(target.strongest_control)
+    prov = json.loads((run_dir / "results" / "provenance.json").read_text())
+    assert prov["emdir_version"] and prov["git_commit"] and prov["packages"]["torch"]
+    assert prov["config"]["models"] == cfg["models"]
+    assert len(prov["config_sha"]) == 64
+    assert (
+        prov["outputs"]["results/transfer_matrix.png"]["sha256"]
+        == hashlib.sha256(png.read_bytes()).hexdigest()
+    )
+    # Every HDF5 result carries the same config sha.
+    with h5py.File(run_dir / "results" / "directions" / "llama" / "insecure.h5") as f:
+        assert f.attrs["config_sha"] == prov["config_sha"]
     topo = pd.read_csv(run_dir / "results" / "transfer_topology.csv")
     assert set(topo.role) == {"donor", "receiver"} and (topo.lo <= topo.hi).all()
     asym = run_dir / "results" / "transfer_asymmetry.png"
@@ -135,5 +149,6 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
         "judge_steering",
         "within_model_summary",
         "transfer_matrix",
+        "provenance",
         "all",
     }, rules

@@ -23,6 +23,7 @@ from emdir.chat import encode_answer, encode_prompt
 from emdir.directions import get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
+from emdir.provenance import stamp
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ def capture_store(
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "emdir_version": emdir.__version__,
     }
+    file_attrs.update(stamp())
     file_attrs.update({k: v for k, v in (attrs or {}).items() if v is not None})
 
     was_training = model.training

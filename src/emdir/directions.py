@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike
 
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
+from emdir.provenance import stamp
 
 # Activation stores can exceed memory (N x L x d float32), so sums and projections read
 # them in blocks of rows; an h5py dataset works wherever an array does.
@@ -299,7 +300,7 @@ def write_directions(
             f["projection/values"] = projection.values
             f["projection/label"] = projection.label
             f["projection/heldout"] = projection.heldout
-        set_attrs(f, attrs)
+        set_attrs(f, {**stamp(), **attrs})
 
 
 def read_directions(path: str | Path) -> Directions:

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
+from emdir.provenance import stamp
 
 # Figures are built on a bare `Figure` (Agg canvas) rather than pyplot, so no global state
 # or interactive backend is involved.
@@ -538,4 +539,5 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 def _save(fig: Figure, out_png: str | Path) -> None:
     # The temporary name has no .png suffix, so the format must be explicit.
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
+        # PNG text chunks: which code, config and packages drew the figure.
+        fig.savefig(tmp, format="png", dpi=150, metadata=stamp())

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 from emdir.directions import get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
+from emdir.provenance import stamp
 
 _ARRAYS = ("W", "x_mean", "y_mean", "x_scale", "alphas", "r2_per_alpha")
 _SCALARS = ("alpha", "r2_test", "r2_train", "cka_test", "n_train", "n_test")
@@ -265,7 +266,7 @@ def write_map(path: str | Path, m: RidgeMap, attrs: Mapping[str, Any]) -> None:
         for name in _ARRAYS:
             f[name] = getattr(m, name)
         set_attrs(f, {name: getattr(m, name) for name in _SCALARS})
-        set_attrs(f, {**m.attrs, **attrs})
+        set_attrs(f, {**stamp(), **m.attrs, **attrs})
 
 
 def read_map(path: str | Path) -> RidgeMap:

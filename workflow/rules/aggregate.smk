@@ -97,3 +97,22 @@ rule transfer_matrix:
         stats_cfg=config["stats"],
     script:
         "../scripts/transfer_matrix.py"
+
+
+rule provenance:
+    input:
+        FINAL_OUTPUTS,
+    output:
+        json="results/provenance.json",
+    log:
+        "logs/provenance.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        config_files=CONFIG_FILES,
+    script:
+        "../scripts/provenance.py"

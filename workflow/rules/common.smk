@@ -9,6 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 # The Snakefile reads vector names from emdir (light imports only: no torch, no h5py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from emdir.io import config_sha
+from emdir.provenance import CONFIG_SHA_ENV
 from emdir.steering import control_fts, vector_names
 
 # Jobs import emdir from this checkout, in the venv and in the per-rule conda envs alike
@@ -81,6 +83,8 @@ def check_references(cfg):
 
 
 check_references(config)
+# Every job stamps its result files with the sha of the config it ran under.
+os.environ[CONFIG_SHA_ENV] = config_sha(config)
 
 
 # ---------------------------------------------------------------- names and wildcards
@@ -432,6 +436,23 @@ def judge_plan_files(wildcards=None):
         }
     )
     return files
+
+
+# What `rule all` builds (and results/provenance.json hashes).
+FINAL_OUTPUTS = [
+    "results/transfer_matrix.csv",
+    "results/transfer_matrix.png",
+    "results/transfer_topology.csv",
+    "results/transfer_asymmetry.png",
+    "results/spillover_rates.csv",
+    "results/within_model/summary.csv",
+    "results/within_model/paper_comparison.csv",
+    "results/within_model/steering.png",
+    "results/within_model/separation.png",
+    "results/within_model/projections.png",
+    "results/within_model/cosine_layers.png",
+    "results/within_model/paper_comparison.png",
+]
 
 
 def values(fn):
