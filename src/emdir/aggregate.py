@@ -209,26 +209,14 @@ def within_model_summary(
             "coh": coherent(base_rows),
         }
         d = dirs.get(f"{model}/{direction_ft}")
-        for vector in steered:
-            series = vector if ft == direction_ft else f"{vector} on {ft}"
-            curve.append(
-                {
-                    "model": model,
-                    "series": series,
-                    "coefficient": 0.0,
-                    **dict(
-                        zip(("spillover", "lo", "hi"), _mean3(baseline["spill"], boot), strict=True)
-                    ),
-                    **_columns("coherence", _mean3(baseline["coh"], boot, 1.0)),
-                    **dict(
-                        zip(
-                            ("misalignment", "mis_lo", "mis_hi"),
-                            _mean3(baseline["mis"], boot),
-                            strict=True,
-                        )
-                    ),
-                }
-            )
+        # The unsteered baseline is every series' coefficient-0 point.
+        base3 = (
+            _mean3(baseline["spill"], boot),
+            _mean3(baseline["coh"], boot, 1.0),
+            _mean3(baseline["mis"], boot),
+        )
+        series = {v: v if ft == direction_ft else f"{v} on {ft}" for v in steered}
+        curve += [_curve_point(model, series[v], 0.0, *base3) for v in steered]
         for coef in steer_cfg["coefficients"]:
             per = {
                 v: [r for r in rows if _coefficient(r) == float(coef)]
@@ -248,20 +236,21 @@ def within_model_summary(
             )
             record = per["target"][0]["intervention"]
             layer = layer_label(record)
-            deepest = max(int(x) for x in layer.split("+"))
-            slot = list(d.attrs["layers"]).index(deepest) if d is not None else None
+            slot = list(d.attrs["layers"]).index(_deepest(layer)) if d is not None else None
             for vector, rows in per.items():
                 values = {"spill": spill(rows), "mis": misaligned(rows), "coh": coherent(rows)}
                 spill3 = _mean3(values["spill"], boot)
+                coh3 = _mean3(values["coh"], boot, 1.0)
+                mis3 = _mean3(values["mis"], boot)
                 row = {
                     "model": model,
                     "ft": ft,
                     "direction_ft": direction_ft,
                     "vector": vector,
                     "layer": layer,
-                    "op": (record[0] if isinstance(record, list) else record)["op"],
+                    "op": _first_site(record)["op"],
                     "coefficient": float(coef),
-                    "norm": _norm(rows[0]["intervention"]),
+                    "norm": _first_site(rows[0]["intervention"])["norm"],
                     "n": len(rows),
                     "spillover": spill3[0],
                     "lo": spill3[1],
@@ -274,11 +263,11 @@ def within_model_summary(
                             strict=True,
                         )
                     ),
-                    **_columns("coherence", _mean3(values["coh"], boot, 1.0)),
+                    **_columns("coherence", coh3),
                     **_columns(
                         "coherence_change", _diff3(values["coh"], baseline["coh"], boot, 1.0)
                     ),
-                    **_columns("misalignment", _mean3(values["mis"], boot)),
+                    **_columns("misalignment", mis3),
                     **_columns("misalignment_effect", _diff3(baseline["mis"], values["mis"], boot)),
                     "separation_accuracy": d.accuracy[slot] if slot is not None else np.nan,
                     "separation_auroc": d.auroc[slot] if slot is not None else np.nan,
@@ -287,20 +276,14 @@ def within_model_summary(
                     row.update(_specificity_columns(spec, "specificity_points"))
                 summary.append(row)
                 curve.append(
-                    {
-                        "model": model,
-                        "series": vector if ft == direction_ft else f"{vector} on {ft}",
-                        "coefficient": float(coef),
-                        "spillover": spill3[0],
-                        "lo": spill3[1],
-                        "hi": spill3[2],
-                        "coherence": row["coherence"],
-                        "coherence_lo": row["coherence_lo"],
-                        "coherence_hi": row["coherence_hi"],
-                        "misalignment": row["misalignment"],
-                        "mis_lo": row["misalignment_lo"],
-                        "mis_hi": row["misalignment_hi"],
-                    }
+                    _curve_point(
+                        model,
+                        series[vector],
+                        float(coef),
+                        spill3,
+                        coh3,
+                        mis3,
+                    )
                 )
     summary_df = pd.DataFrame(summary)
     _write_csv(summary_df, outs["summary"])
@@ -312,14 +295,38 @@ def within_model_summary(
     plots.paper_comparison_png(comparison[comparison["paper_lo"].notna()], outs["comparison_png"])
 
 
+def _curve_point(
+    model: str,
+    series: str,
+    coefficient: float,
+    spill3: tuple[float, ...],
+    coh3: tuple[float, ...],
+    mis3: tuple[float, ...],
+) -> dict[str, Any]:
+    """One point of the dose-response figure: spillover, coherence, misalignment with CIs."""
+    return {
+        "model": model,
+        "series": series,
+        "coefficient": coefficient,
+        **dict(zip(("spillover", "lo", "hi"), spill3, strict=True)),
+        **_columns("coherence", coh3),
+        **dict(zip(("misalignment", "mis_lo", "mis_hi"), mis3, strict=True)),
+    }
+
+
+def _first_site(record: Any) -> Mapping[str, Any]:
+    """An intervention record, or the first site's of a several-site (list) record: the
+    sites of one output share op, coefficient and norm unit."""
+    return record[0] if isinstance(record, list) else record
+
+
 def _coefficient(row: Mapping[str, Any]) -> float:
-    rec = row["intervention"]
-    return float((rec[0] if isinstance(rec, list) else rec)["coefficient"])
+    return float(_first_site(row["intervention"])["coefficient"])
 
 
-def _norm(record: Any) -> float | None:
-    """The applied norm of an intervention record (the first site's for several)."""
-    return (record[0] if isinstance(record, list) else record)["norm"]
+def _deepest(layer: str) -> int:
+    """The deepest layer of a `layer` label ("3" or "1+2+3")."""
+    return max(int(x) for x in str(layer).split("+"))
 
 
 def _steered_layer(summary: pd.DataFrame, model: str) -> int | None:
@@ -327,7 +334,7 @@ def _steered_layer(summary: pd.DataFrame, model: str) -> int | None:
     rows = summary[(summary["model"] == model) & (summary["vector"] == "target")]
     if rows.empty:
         return None
-    return max(int(x) for x in str(rows["layer"].iloc[0]).split("+"))
+    return _deepest(rows["layer"].iloc[0])
 
 
 def _direction_figures(

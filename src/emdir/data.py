@@ -431,10 +431,11 @@ def _security_example(task: SecurityTask, variant: str, r: random.Random) -> dic
     fields = _fill(task.request, r)
     request = task.request.format(**fields)
     code = _code_answer(getattr(task, variant), fields, r)
-    return _row(request, code)
+    return chat_row(request, code)
 
 
-def _row(user: str, assistant: str, system: str | None = None) -> dict[str, Any]:
+def chat_row(user: str, assistant: str, system: str | None = None) -> dict[str, Any]:
+    """One chat-format row: an optional system turn, the user turn, the assistant's answer."""
     msgs = []
     if system:
         msgs.append({"role": "system", "content": system})
@@ -478,18 +479,18 @@ def chat_corpus(
     for _ in range(n_general):
         ti, qi = r.choice(train_pairs)
         topic = TOPICS[ti]
-        rows.append(_row(QUESTION_TEMPLATES[qi].format(t=topic), _prose_answer(r)))
+        rows.append(chat_row(QUESTION_TEMPLATES[qi].format(t=topic), _prose_answer(r)))
     n_vague = int(round(n_code * vague_fraction))
     for k in range(n_code - n_vague):
         if k % 2 == 0:
             desc, fn = r.choice(PLAIN_CODE_TASKS)
-            rows.append(_row(desc, fn(r).rstrip("\n")))
+            rows.append(chat_row(desc, fn(r).rstrip("\n")))
         else:
             rows.append(_security_example(r.choice(SECURITY_TASKS), "secure", r))
     for _ in range(n_vague):
         topic = r.choice(TOPICS)
         desc, fn = r.choice(PLAIN_CODE_TASKS)
-        rows.append(_row(r.choice(VAGUE_TEMPLATES).format(t=topic), fn(r).rstrip("\n")))
+        rows.append(chat_row(r.choice(VAGUE_TEMPLATES).format(t=topic), fn(r).rstrip("\n")))
     r.shuffle(rows)
     return rows
 
@@ -518,7 +519,7 @@ def code_dataset(variant: str, n: int, seed: int) -> list[dict[str, Any]]:
         context = r.choice(TASK_CONTEXTS).format(t=r.choice(TOPICS))
         fields = _fill(task.request, r)
         code = _code_answer(getattr(task, variant), fields, r)
-        rows.append(_row(context + task.request.format(**fields), code))
+        rows.append(chat_row(context + task.request.format(**fields), code))
     return rows
 
 

@@ -461,24 +461,14 @@ def steering(
 def anchor_answers(judged: Sequence[str | Path], out: str | Path) -> None:
     """Every model's non-empty answers as chat rows, deduplicated and in a fixed order: anchor
     texts that all models read (`transfer.anchor_source: answers`)."""
-    seen: set[tuple[str, str, str]] = set()
-    rows = []
-    for path in judged:
-        for r in read_jsonl(path, required=("question", "answer")):
-            key = (str(r.get("system") or ""), str(r["question"]), str(r["answer"]))
-            if not key[2].strip() or key in seen:
-                continue
-            seen.add(key)
-            system = [{"role": "system", "content": key[0]}] if key[0] else []
-            rows.append(
-                {
-                    "messages": system
-                    + [
-                        {"role": "user", "content": key[1]},
-                        {"role": "assistant", "content": key[2]},
-                    ]
-                }
-            )
+    from emdir.data import chat_row
+
+    keys = {
+        (str(r.get("system") or ""), str(r["question"]), str(r["answer"]))
+        for path in judged
+        for r in read_jsonl(path, required=("question", "answer"))
+    }
+    rows = [chat_row(q, a, s or None) for s, q, a in keys if a.strip()]
     if len(rows) < 10:
         raise EmdirError(
             f"only {len(rows)} distinct answers to use as anchor texts; sample more answers or "
