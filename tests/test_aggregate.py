@@ -11,6 +11,7 @@ import pytest
 
 from emdir.aggregate import within_model_summary
 from emdir.directions import diff_in_means, separation, split_by_group, write_directions
+from emdir.errors import EmdirError
 from emdir.io import write_jsonl
 
 N = 120
@@ -180,3 +181,38 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
     assert donors.loc["a", "lo"] > donors.loc["b", "hi"]
     assert out["asym.png"].read_bytes()[:4] == b"\x89PNG"
     assert out["grid.png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def _train_log(path: Path, steps: int, evals: bool) -> None:
+    path.mkdir(parents=True)
+    df = pd.DataFrame({"step": range(1, steps + 1), "loss": np.linspace(3.0, 0.5, steps)})
+    df["tokens"], df["seconds"] = 100, 0.5
+    if evals:
+        df["heldout_loss"] = np.where(df.step % 5 == 0, 0.6, np.nan)
+        df["eval_spillover"] = np.where(df.step % 5 == 0, df.step / 100, np.nan)
+    df.to_csv(path / "train_log.csv", index=False)
+
+
+def test_training_curves_rows_and_hub_models(tmp_path: Path) -> None:
+    from emdir.aggregate import training_curves
+
+    _train_log(tmp_path / "tiny" / "base", 40, evals=False)
+    (tmp_path / "hub" / "base").mkdir(parents=True)  # a hub model: manifest only
+    for model in ("tiny", "hub"):
+        _train_log(tmp_path / model / "insecure", 20, evals=True)
+    bases = {m: tmp_path / m / "base" for m in ("tiny", "hub")}
+    adapters = {f"{m}/insecure": tmp_path / m / "insecure" for m in ("tiny", "hub")}
+    training_curves(bases, adapters, tmp_path / "s.csv", tmp_path / "c.png")
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert sorted(zip(df.model, df.run, strict=True)) == [
+        ("hub", "insecure"),
+        ("tiny", "base"),
+        ("tiny", "insecure"),
+    ]
+    ft = df[df.run == "insecure"].iloc[0]
+    assert ft.steps == 20 and ft.final_eval_spillover == pytest.approx(0.2)
+    assert ft.tokens_per_second == pytest.approx(200.0)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "hub" / "insecure" / "train_log.csv").unlink()
+    with pytest.raises(EmdirError, match="hub/insecure/train_log.csv is missing"):
+        training_curves(bases, adapters, tmp_path / "s.csv", tmp_path / "c.png")

@@ -17,6 +17,9 @@ from emdir.steering import control_fts, vector_names
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+STEERING_VECTORS_DEFAULT = vector_names(
+    DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
+)
 SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
 
 
@@ -125,6 +128,33 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
         "provenance": 1,
         "all": 1,
         "total": 2 * cells + cells * n_vectors + 1 + n_refs + 3,
+    }
+
+
+def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "config.yaml", DEFAULT)
+    _fake_complete_run(tmp_path, config)
+    steer = DEFAULT["steering"]
+    changed = {
+        **DEFAULT,
+        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
+    }
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
+    n_models = len(DEFAULT["models"])
+    n_vectors = len(STEERING_VECTORS_DEFAULT) + len(steer["also_steer"])
+    # One steering job samples all of a model's vectors; the transfer grid is steered at
+    # transfer.coefficient, so only its aggregation reruns (it reads the spillover rates).
+    assert jobs == {
+        "steering": n_models,
+        "steering_also": n_models * len(steer["also_steer"]),
+        "judge_steering": n_models * n_vectors,
+        "within_model_summary": 1,
+        "transfer_matrix": 1,
+        "provenance": 1,
+        "all": 1,
+        "total": 2 * n_models + n_models * n_vectors + 4,
     }
 
 

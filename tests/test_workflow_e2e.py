@@ -65,6 +65,11 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     assert set(topo.role) == {"donor", "receiver"} and (topo.lo <= topo.hi).all()
     asym = run_dir / "results" / "transfer_asymmetry.png"
     assert asym.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    training = pd.read_csv(run_dir / "results" / "training" / "summary.csv")
+    runs = {(m, r) for m in models for r in ["base", *cfg["finetunes"]]}
+    assert set(zip(training.model, training.run, strict=True)) == runs
+    assert (training.final_loss < training.first_loss).all()
+    assert "results/training/curves.png" in prov["outputs"]
 
 
 @pytest.mark.e2e

@@ -557,3 +557,50 @@ def transfer_matrix(
         _write_csv(topo_df, topology_csv)
     if asymmetry_png is not None:
         plots.asymmetry_png(topo_df, df, asymmetry_png)
+
+
+def training_curves(
+    base_dirs: Mapping[str, str | Path],
+    adapter_dirs: Mapping[str, str | Path],
+    out_csv: str | Path,
+    out_png: str | Path,
+) -> None:
+    """Every training run's log in one figure and one row each: base-model chat training
+    (tiny models only; a hub model has no log) and every fine-tune, keyed "model/ft"."""
+    logs: dict[str, dict[str, pd.DataFrame]] = {}
+    rows = []
+    runs = [(key, "base", Path(d)) for key, d in base_dirs.items()] + [
+        (key.split("/", 1)[0], key.split("/", 1)[1], Path(d)) for key, d in adapter_dirs.items()
+    ]
+    for model, run, d in runs:
+        path = d / "train_log.csv"
+        if not path.exists():
+            if run == "base":
+                continue  # a hub model: nothing was trained here
+            raise EmdirError(f"{path} is missing: rerun the fine-tune (delete {d} first)")
+        df = pd.read_csv(path)
+        if not {"step", "loss"} <= set(df.columns):
+            raise EmdirError(f"{path} has no step/loss columns: rerun the training that wrote it")
+        logs.setdefault(model, {})[run] = df
+        evals = df[df["heldout_loss"].notna()] if "heldout_loss" in df else df.iloc[0:0]
+        spills = df["eval_spillover"].dropna() if "eval_spillover" in df else pd.Series([])
+        rows.append(
+            {
+                "model": model,
+                "run": run,
+                "steps": int(df["step"].max()),
+                "first_loss": float(df["loss"].iloc[0]),
+                "final_loss": float(df["loss"].iloc[-1]),
+                "final_heldout_loss": float(evals["heldout_loss"].iloc[-1])
+                if len(evals)
+                else np.nan,
+                "final_eval_spillover": float(spills.iloc[-1]) if len(spills) else np.nan,
+                "tokens_per_second": float(df["tokens"].sum() / df["seconds"].sum())
+                if {"tokens", "seconds"} <= set(df.columns) and df["seconds"].sum() > 0
+                else np.nan,
+            }
+        )
+    if not rows:
+        raise EmdirError("no training logs: every model is a hub model and no fine-tune ran")
+    _write_csv(pd.DataFrame(rows), out_csv)
+    plots.training_curves_png(logs, out_png)

@@ -746,3 +746,10 @@ def transfer_matrix(**kwargs: Any) -> None:
     from emdir.aggregate import transfer_matrix as run
 
     run(**kwargs)
+
+
+def training_curves(**kwargs: Any) -> None:
+    """Base-model and fine-tune training logs: one figure and one CSV row per run."""
+    from emdir.aggregate import training_curves as run
+
+    run(**kwargs)

@@ -116,3 +116,30 @@ rule provenance:
         config_files=CONFIG_FILES,
     script:
         "../scripts/provenance.py"
+
+
+rule training_curves:
+    input:
+        bases=values(training_bases),
+        adapters=values(training_adapters),
+    output:
+        csv="results/training/summary.csv",
+        png=report(
+            "results/training/curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"figure": "training curves"},
+        ),
+    log:
+        "logs/training_curves.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        bases=training_bases,
+        adapters=training_adapters,
+    script:
+        "../scripts/training_curves.py"

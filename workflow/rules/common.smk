@@ -452,7 +452,17 @@ FINAL_OUTPUTS = [
     "results/within_model/projections.png",
     "results/within_model/cosine_layers.png",
     "results/within_model/paper_comparison.png",
+    "results/training/summary.csv",
+    "results/training/curves.png",
 ]
+
+
+def training_bases(wildcards=None):
+    return {m: base_path(m) for m in MODELS}
+
+
+def training_adapters(wildcards=None):
+    return {f"{m}/{ft}": adapter_path(m, ft) for m in MODELS for ft in FINETUNES}
 
 
 def values(fn):
