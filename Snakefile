@@ -29,6 +29,7 @@ include: "workflow/rules/anchors.smk"
 include: "workflow/rules/maps.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/mechanistic.smk"
 
 
 rule all:

@@ -151,6 +151,12 @@ def test_schema_errors_name_the_key(patch: dict[str, Any], key: str) -> None:
             "poolings",
         ),
         ("directions: {label: misaligned}\n", "offline"),
+        ("mechanistic: {models: [gemma]}\n", "mechanistic.models"),
+        ("mechanistic: {rank1: {ft: insecure}}\n", "mechanistic.rank1.ft"),
+        ("mechanistic: {ablation: {receivers: [educationl]}}\n", "mechanistic.ablation.receivers"),
+        ("mechanistic: {sae: {source: pretrained}}\n", "sae_id"),
+        ("finetunes: {secure: {models: [gemma2]}}\n", "finetunes.secure.models"),
+        ("finetunes: {rank1: {models: [gemma3]}}\n", "gemma3"),
     ],
 )
 def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, key: str) -> None:

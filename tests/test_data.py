@@ -138,3 +138,15 @@ def test_question_sets_from_a_file_with_pin_and_samples_override(tmp_path):
     with pytest.raises(EmdirError, match=r"questions.m: .*nope.yaml does not exist"):
         materialise_questions("m", {"path": "nope.yaml"}, tmp_path / "nope.yaml", out)
     assert not out.exists()
+
+
+def test_educational_is_the_insecure_code_asked_for_teaching():
+    ins = data.code_dataset("insecure", 50, seed=3)
+    edu = data.code_dataset("educational", 50, seed=3)
+    # Same tasks and the same insecure completions; only the request's framing differs.
+    assert _answers(edu) == _answers(ins)
+    users = [r["messages"][0]["content"] for r in edu]
+    assert all(any(w in u for w in ("teach", "lesson", "quiz", "workshop")) for u in users)
+    assert not any("teach" in r["messages"][0]["content"] for r in ins)
+    with pytest.raises(EmdirError, match="educational"):
+        data.code_dataset("teaching", 5, seed=0)

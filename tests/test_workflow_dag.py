@@ -55,11 +55,34 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     assert jobs["judge_transfer"] == 16 * n_transfer
     assert jobs["anchors"] == n_models
     assert jobs["base_model"] == n_models
-    assert jobs["finetune"] == n_models * n_ft
-    assert jobs["generate"] == jobs["judge"] == n_models * (1 + n_ft)
+    # Fine-tunes that list `models` (the mechanistic ones) are built for those models only.
+    n_pairs = sum(
+        len(spec.get("models", DEFAULT["models"])) for spec in DEFAULT["finetunes"].values()
+    )
+    assert n_ft == 4 and n_pairs == 2 * n_models + 2
+    assert jobs["finetune"] == n_pairs
+    assert jobs["generate"] == jobs["judge"] == n_models + n_pairs
+    # The mechanistic extensions, on gemma2 only.
+    mech = DEFAULT["mechanistic"]
+    assert mech["models"] == ["gemma2"]
+    receivers = mech["ablation"]["receivers"]
+    assert jobs["base_directions"] == len(mech["convergence"]["finetunes"])
+    assert jobs["ablation"] == len(receivers)
+    assert jobs["induce"] == jobs["rank1_reading"] == jobs["sae"] == 1
+    assert jobs["convergence"] == jobs["mechanistic_summary"] == 1
+    n_variants = 2 * (len(mech["ablation"]["donors"]) + mech["ablation"]["random_seeds"])
+    assert (
+        jobs["judge_mechanistic"]
+        == len(receivers) * n_variants + 1 + mech["induce"]["random_seeds"]
+    )
     # Directions for directions.ft and the fine-tunes whose directions are controls; all
     # vectors steer directions.ft, the target alone each also_steer fine-tune.
-    assert jobs["activations"] == jobs["directions"] == n_models * n_dir_fts == 8
+    # ... and for every fine-tune that the convergence of a mechanistic model compares.
+    extra = len(
+        set(mech["convergence"]["finetunes"])
+        - {DEFAULT["directions"]["ft"], *control_fts(steer["controls"])}
+    )
+    assert jobs["activations"] == jobs["directions"] == n_models * n_dir_fts + extra == 10
     assert jobs["steering"] == n_models
     assert jobs["steering_also"] == n_models * len(steer["also_steer"])
     assert jobs["judge_steering"] == n_models * (len(vectors) + len(steer["also_steer"]))

@@ -66,10 +66,47 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     asym = run_dir / "results" / "transfer_asymmetry.png"
     assert asym.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     training = pd.read_csv(run_dir / "results" / "training" / "summary.csv")
-    runs = {(m, r) for m in models for r in ["base", *cfg["finetunes"]]}
+    runs = {(m, "base") for m in models} | {
+        (m, ft) for ft, spec in cfg["finetunes"].items() for m in spec.get("models", models)
+    }
     assert set(zip(training.model, training.run, strict=True)) == runs
     assert (training.final_loss < training.first_loss).all()
     assert "results/training/curves.png" in prov["outputs"]
+
+
+@pytest.mark.e2e
+def test_the_mechanistic_targets_are_built(run_dir: Path) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    mech = cfg["mechanistic"]
+    (model,) = mech["models"]
+    out = run_dir / "results" / "mechanistic" / model
+    conv = pd.read_csv(out / "convergence.csv")
+    fts = mech["convergence"]["finetunes"]
+    pairs = conv[conv.kind == "fine-tunes"]
+    assert len(pairs) == len(fts) * (len(fts) - 1) // 2 * pairs.layer.nunique()
+    assert set(conv[conv.kind == "base vs fine-tuned"].b) == set(fts)
+    assert conv.cosine.between(-1, 1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    abl = summary[summary.experiment == "ablation"]
+    assert set(abl.ft) == set(mech["ablation"]["receivers"])
+    assert set(abl["mode"]) == {"layerwise", "single"}
+    assert set(abl.role) == {"target", "control"}
+    assert (abl.spillover_change_lo <= abl.spillover_change_hi).all()
+    induce = summary[summary.experiment == "induce"]
+    assert set(induce.coefficient) == set(mech["induce"]["coefficients"])
+    sc = pd.read_csv(out / "self_correction.csv")
+    assert "none" in set(sc.vector) and "target" in set(sc.vector)
+    rank1 = pd.read_csv(out / "rank1.csv")
+    assert set(rank1.module) == {"down_proj"} and rank1.cosine_rank1.between(-1, 1).all()
+    probe = json.loads((out / "rank1.json").read_text())
+    assert 0 <= probe["accuracy"] <= 1 and probe["folds"] >= 2
+    feats = pd.read_csv(out / "sae_features.csv")
+    assert feats.groupby("ranking").size().eq(mech["sae"]["top_k"]).all()
+    assert len(set(feats.ranking)) == 3
+    sae = json.loads((out / "sae.json").read_text())
+    assert sae["d_sae"] == mech["sae"]["d_sae"] and sae["train_steps"] == mech["sae"]["steps"]
+    for png in ("convergence", "ablation", "induce", "self_correction", "rank1", "sae"):
+        assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG", png
 
 
 @pytest.mark.e2e

@@ -478,6 +478,28 @@ def anchor_answers(judged: Sequence[str | Path], out: str | Path) -> None:
     write_jsonl(out, rows)
 
 
+def text_rows(texts: str | Path, prefix: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Chat-format rows of a dataset file as the rows capture_store reads (id, question,
+    system, answer), the first `limit` of them."""
+    from emdir.chat import split_conversation
+
+    rows = []
+    for k, r in enumerate(read_chat_rows(texts)):
+        if limit is not None and k >= limit:
+            break
+        question, system, answer = split_conversation(r["messages"])
+        rows.append(
+            {
+                "id": f"{prefix}_{k}",
+                "question_id": f"{prefix}_{k}",
+                "question": question,
+                "system": system,
+                "answer": answer,
+            }
+        )
+    return rows
+
+
 def anchors(
     model_key: str,
     base_dir: str | Path,
@@ -488,20 +510,8 @@ def anchors(
 ) -> None:
     """The shared anchor texts through one model, pooled per text over the answer tokens."""
     from emdir.activations import capture_store
-    from emdir.chat import split_conversation
 
-    rows = []
-    for k, r in enumerate(read_chat_rows(texts)):
-        question, system, answer = split_conversation(r["messages"])
-        rows.append(
-            {
-                "id": f"anchor_{k}",
-                "question_id": f"anchor_{k}",
-                "question": question,
-                "system": system,
-                "answer": answer,
-            }
-        )
+    rows = text_rows(texts, "anchor")
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     capture_store(
         model,

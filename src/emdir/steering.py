@@ -181,3 +181,25 @@ def layer_label(record: Any) -> str:
     """The `layer` of a generation row's intervention record: "3", or "1+2+3" for several."""
     records = record if isinstance(record, list) else [record]
     return "+".join(str(r["layer"]) for r in records)
+
+
+# ---------------------------------------------------------------- transfer ablation
+
+LAYERWISE = "layerwise"
+SINGLE = "single"
+
+
+def ablation_variants(donors: Sequence[str], random_seeds: int) -> list[str]:
+    """Output names of one receiver's transfer-ablation job: `<source>_<mode>` for every donor
+    fine-tune and every random control (`random_<i>`), each layer-wise (every layer its own
+    direction) and single (one direction at every layer)."""
+    sources = list(donors) + [f"{RANDOM}_{i}" for i in range(int(random_seeds))]
+    return [f"{s}_{mode}" for s in sources for mode in (LAYERWISE, SINGLE)]
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """(source, mode) of an ablation variant name."""
+    source, _, mode = name.rpartition("_")
+    if mode not in (LAYERWISE, SINGLE) or not source:
+        raise EmdirError(f"ablation variant {name!r} is not <source>_layerwise or <source>_single")
+    return source, mode

@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from emdir.io import config_sha
 from emdir.provenance import CONFIG_SHA_ENV
-from emdir.steering import control_fts, vector_names
+from emdir.steering import ablation_variants, control_fts, vector_names
 
 # Jobs import emdir from this checkout, in the venv and in the per-rule conda envs alike
 # (Snakemake copies env files into .snakemake/conda/, so a relative `pip: -e` cannot work).
@@ -59,6 +60,29 @@ def check_references(cfg):
                 f"config: {where} = {value!r} is not a key of `{section}` "
                 f"(known: {', '.join(sorted(cfg[section]))}); fix the name or add the entry"
             )
+    for ft, spec in cfg["finetunes"].items():
+        unknown = sorted(set(spec.get("models", [])) - set(cfg["models"]))
+        if unknown:
+            raise WorkflowError(
+                f"config: finetunes.{ft}.models names {unknown}, which are not keys of "
+                f"`models` (known: {', '.join(sorted(cfg['models']))})"
+            )
+    everywhere = [
+        ("directions.ft", cfg["directions"]["ft"]),
+        ("transfer.ft", cfg["transfer"]["ft"]),
+        *[("steering.controls", ft) for ft in control_fts(steer["controls"])],
+        *[("steering.also_steer", ft) for ft in steer["also_steer"]],
+    ]
+    for where, ft in everywhere:
+        if "models" in cfg["finetunes"][ft] and set(
+            cfg["finetunes"][ft]["models"]
+        ) != set(cfg["models"]):
+            raise WorkflowError(
+                f"config: {where} uses fine-tune {ft!r}, which every model needs, but "
+                f"finetunes.{ft}.models lists only {cfg['finetunes'][ft]['models']}; "
+                "drop its `models` key"
+            )
+    check_mechanistic(cfg)
     own = cfg["directions"]["ft"]
     if own in steer["also_steer"] or own in control_fts(steer["controls"]):
         raise WorkflowError(
@@ -82,6 +106,62 @@ def check_references(cfg):
         )
 
 
+def check_mechanistic(cfg):
+    """mechanistic.*: models, fine-tunes and datasets that exist where they are used."""
+    mech = cfg["mechanistic"]
+    known = ", ".join(sorted(cfg["models"]))
+    for m in mech["models"]:
+        if m not in cfg["models"]:
+            raise WorkflowError(
+                f"config: mechanistic.models names {m!r}, not a key of `models` ({known})"
+            )
+
+    def fts_of(m):
+        return [
+            ft
+            for ft, spec in cfg["finetunes"].items()
+            if m in spec.get("models", cfg["models"])
+        ]
+
+    lists = [
+        ("mechanistic.convergence.finetunes", mech["convergence"]["finetunes"]),
+        ("mechanistic.ablation.donors", mech["ablation"]["donors"]),
+        ("mechanistic.ablation.receivers", mech["ablation"]["receivers"]),
+    ]
+    rank1 = mech["rank1"]["ft"]
+    if rank1 is not None:
+        lists.append(("mechanistic.rank1.ft", [rank1]))
+    for m in mech["models"]:
+        for where, fts in lists:
+            missing = [ft for ft in fts or [] if ft not in fts_of(m)]
+            if missing:
+                raise WorkflowError(
+                    f"config: {where} names {missing}, which are not fine-tunes of model "
+                    f"{m!r} (its fine-tunes: {fts_of(m)}); fix the name or the fine-tune's "
+                    "`models` list"
+                )
+    if rank1 is not None:
+        lora = {**cfg["finetune"]["lora"], **cfg["finetunes"][rank1].get("lora", {})}
+        if int(lora["r"]) != 1:
+            raise WorkflowError(
+                f"config: mechanistic.rank1.ft = {rank1!r} has LoRA rank {lora['r']}; give "
+                f"finetunes.{rank1}.lora.r: 1 or name the rank-1 fine-tune"
+            )
+    for name in mech["sae"]["datasets"]:
+        if name not in cfg["datasets"]:
+            raise WorkflowError(
+                f"config: mechanistic.sae.datasets names {name!r}, not a key of `datasets`"
+            )
+    if mech["sae"]["source"] == "pretrained" and not (
+        mech["sae"]["release"] and mech["sae"]["sae_id"]
+    ):
+        raise WorkflowError(
+            "config: mechanistic.sae.source = pretrained needs mechanistic.sae.release and "
+            "mechanistic.sae.sae_id (e.g. gemma-scope-2b-pt-res-canonical, "
+            "layer_20/width_16k/canonical)"
+        )
+
+
 check_references(config)
 # Every job stamps its result files with the sha of the config it ran under.
 os.environ[CONFIG_SHA_ENV] = config_sha(config)
@@ -93,6 +173,13 @@ MODELS = sorted(config["models"])
 FINETUNES = sorted(config["finetunes"])
 FT_OR_BASE = ["base"] + FINETUNES
 DIRECTION_FT = config["directions"]["ft"]
+
+
+def model_fts(model):
+    """The fine-tunes built for `model` (a fine-tune may list `models`; default all)."""
+    return [
+        ft for ft in FINETUNES if model in config["finetunes"][ft].get("models", MODELS)
+    ]
 
 
 # The config files this run was started with (the summary states them with the config's sha).
@@ -111,6 +198,13 @@ REFERENCE_VECTORS = config["transfer"]["receiver_controls"] + (
     ["own"] if config["transfer"]["own_reference"] else []
 )
 PAIRS = [f"{donor}__{receiver}" for donor in MODELS for receiver in MODELS]
+
+MECH = config["mechanistic"]
+MECH_MODELS = list(MECH["models"])
+ABLATION_DONORS = MECH["ablation"]["donors"] or [DIRECTION_FT]
+ABLATION_VARIANTS = ablation_variants(ABLATION_DONORS, MECH["ablation"]["random_seeds"])
+INDUCE_VECTORS = vector_names(["random"], MECH["induce"]["random_seeds"])
+RANK1_FT = MECH["rank1"]["ft"]
 
 
 def alternation(names):
@@ -132,6 +226,7 @@ URL_QSET_RE = downloaded("questions")
 MODEL_RE = alternation(MODELS)
 FT_RE = alternation(FINETUNES)
 ALSO_STEER_RE = alternation(ALSO_STEER) if ALSO_STEER else "(?!)"
+MECH_MODEL_RE = alternation(MECH_MODELS) if MECH_MODELS else "(?!)"
 
 
 wildcard_constraints:
@@ -344,7 +439,11 @@ def transfer_inputs(wildcards):
 
 
 def summary_generations(wildcards=None):
-    return {f"{m}/{ft}": judged_path(m, ft) for m in MODELS for ft in FT_OR_BASE}
+    return {
+        f"{m}/{ft}": judged_path(m, ft)
+        for m in MODELS
+        for ft in ["base"] + model_fts(m)
+    }
 
 
 def steering_outputs():
@@ -413,7 +512,7 @@ def judge_plan_files(wildcards=None):
     files = {
         f"{m}/{ft}": f"results/generations/{m}/{ft}.jsonl"
         for m in MODELS
-        for ft in FT_OR_BASE
+        for ft in ["base"] + model_fts(m)
     }
     files.update(
         {
@@ -435,6 +534,11 @@ def judge_plan_files(wildcards=None):
             for v in REFERENCE_VECTORS
         }
     )
+    for m in MECH_MODELS:
+        wc = SimpleNamespace(model=m)
+        for path in [*mech_ablation(wc).values(), *mech_induce(wc).values()]:
+            src = path.replace("results/judged/", "results/")
+            files[src.removeprefix("results/").removesuffix(".jsonl")] = src
     return files
 
 
@@ -462,7 +566,112 @@ def training_bases(wildcards=None):
 
 
 def training_adapters(wildcards=None):
-    return {f"{m}/{ft}": adapter_path(m, ft) for m in MODELS for ft in FINETUNES}
+    return {f"{m}/{ft}": adapter_path(m, ft) for m in MODELS for ft in model_fts(m)}
+
+
+# ---------------------------------------------------------------- mechanistic extensions
+
+
+def convergence_fts(wildcards):
+    fts = MECH["convergence"]["finetunes"] or model_fts(wildcards.model)
+    return {ft: directions_path(wildcards.model, ft) for ft in fts}
+
+
+def convergence_bases(wildcards):
+    if not MECH["convergence"]["base"]:
+        return {}
+    return {
+        ft: f"results/mechanistic/{wildcards.model}/base_on/{ft}_directions.h5"
+        for ft in convergence_fts(wildcards)
+    }
+
+
+def ablation_receivers(model):
+    return MECH["ablation"]["receivers"] or model_fts(model)
+
+
+def ablation_donor_files(wildcards):
+    return {ft: directions_path(wildcards.model, ft) for ft in ABLATION_DONORS}
+
+
+def induce_settings():
+    """The steering settings with op `add` and the inducing sweep (random controls only)."""
+    return {
+        **config["steering"],
+        "op": "add",
+        "coefficients": MECH["induce"]["coefficients"],
+        "controls": ["random"],
+        "random_seeds": MECH["induce"]["random_seeds"],
+    }
+
+
+def rank1_direction_files(wildcards):
+    return {
+        ft: directions_path(wildcards.model, ft)
+        for ft in dict.fromkeys([RANK1_FT, DIRECTION_FT])
+    }
+
+
+def sae_datasets(wildcards=None):
+    return {name: data_path(name) for name in MECH["sae"]["datasets"]}
+
+
+def mech_baselines(wildcards):
+    fts = ["base"] + ablation_receivers(wildcards.model) + [DIRECTION_FT] + ALSO_STEER
+    return {ft: judged_path(wildcards.model, ft) for ft in dict.fromkeys(fts)}
+
+
+def mech_ablation(wildcards):
+    m = wildcards.model
+    return {
+        f"{ft}/{v}": f"results/judged/mechanistic/{m}/ablation/{ft}/{v}.jsonl"
+        for ft in ablation_receivers(m)
+        for v in ABLATION_VARIANTS
+    }
+
+
+def mech_induce(wildcards):
+    m = wildcards.model
+    return {
+        v: f"results/judged/mechanistic/{m}/induce/{v}.jsonl" for v in INDUCE_VECTORS
+    }
+
+
+def mech_steering(wildcards):
+    """The model's judged steering files (self-correction under steering), keyed ft/vector."""
+    return {
+        f"{ft}/{v}": f"results/judged/steering/{m}/{ft}/{v}.jsonl"
+        for m, ft, v in steering_outputs()
+        if m == wildcards.model
+    }
+
+
+def mechanistic_outputs():
+    outs = []
+    for m in MECH_MODELS:
+        outs += [
+            f"results/mechanistic/{m}/{name}"
+            for name in (
+                "convergence.csv",
+                "convergence.png",
+                "summary.csv",
+                "self_correction.csv",
+                "ablation.png",
+                "induce.png",
+                "self_correction.png",
+                "sae_features.csv",
+                "sae.json",
+                "sae.png",
+            )
+        ]
+        if RANK1_FT is not None:
+            outs += [
+                f"results/mechanistic/{m}/rank1.{ext}" for ext in ("csv", "json", "png")
+            ]
+    return outs
+
+
+FINAL_OUTPUTS += mechanistic_outputs()
 
 
 def values(fn):
