@@ -32,6 +32,11 @@ GPU_RULES = {
     "steering_also",
     "anchors",
     "transfer",
+    "base_directions",
+    "ablation",
+    "induce",
+    "rank1_reading",
+    "sae",
     "transfer_reference",
 }
 
@@ -47,7 +52,7 @@ def torch_rules() -> tuple[set[str], set[str]]:
     for block in re.split(r"^(?=rule |use rule )", rules_text(), flags=re.M):
         if m := re.match(r"rule (\w+):", block):
             names.add(m[1])
-            if "envs/torch.yaml" in block:
+            if "envs/torch.yaml" in block or "envs/sae.yaml" in block:
                 torch.add(m[1])
         elif m := re.match(r"use rule (\w+) as (\w+)", block):
             names.add(m[2])
@@ -74,7 +79,7 @@ def test_slurm_profile_gives_gpu_rules_a_gpu_and_growing_memory() -> None:
 
 
 def test_gpu_rules_are_the_workflows_model_rules() -> None:
-    """Every rule in the torch environment but the tokenizer loads a model; a new one needs
+    """Every rule in the torch (or sae) environment but the tokenizer loads a model; a new one needs
     an entry in both profiles."""
     names, torch = torch_rules()
     assert GPU_RULES <= names

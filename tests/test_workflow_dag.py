@@ -175,9 +175,11 @@ def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
         "judge_steering": n_models * n_vectors,
         "within_model_summary": 1,
         "transfer_matrix": 1,
+        # Self-correction under steering, for each model in mechanistic.models.
+        "mechanistic_summary": len(DEFAULT["mechanistic"]["models"]),
         "provenance": 1,
         "all": 1,
-        "total": 2 * n_models + n_models * n_vectors + 4,
+        "total": 2 * n_models + n_models * n_vectors + 4 + len(DEFAULT["mechanistic"]["models"]),
     }
 
 
@@ -197,6 +199,9 @@ def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:
             "revision": "main",
         },
     }
+    # Without the gemma2-only fine-tunes and the mechanistic section, which name gemma2.
+    cfg["finetunes"] = {k: v for k, v in DEFAULT["finetunes"].items() if "models" not in v}
+    cfg["mechanistic"] = {"models": []}
     path = write_config(tmp_path / "hub.yaml", cfg)
     jobs = dry_run(tmp_path, "--configfile", str(path), "--replace-workflow-config")
     assert "tokenizer" not in jobs
@@ -245,15 +250,19 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     jobs = dry_run(tmp_path, "results/transfer_matrix.png", "--configfile", str(paper))
-    assert jobs["download"] == 2 and jobs["download_questions"] == 1
-    assert jobs["finetune"] == 8 and "tokenizer" not in jobs
+    # The spillover rates (which the matrix reads) cover every fine-tune, gemma2's
+    # educational and rank-1 ones (for the mechanistic targets) included.
+    assert jobs["download"] == 3 and jobs["download_questions"] == 1
+    assert jobs["finetune"] == 10 and "tokenizer" not in jobs
     finetunes = set(re.findall(r"output: results/adapters/(\w+)/(\w+)", out))
     assert finetunes == {
         (m, ft) for m in ("qwen2", "gemma2", "llama", "ministral3") for ft in ("insecure", "secure")
-    }
+    } | {("gemma2", "educational"), ("gemma2", "rank1")}
+    every = dry_run(tmp_path, "--configfile", str(paper))
+    assert every["sae"] == every["rank1_reading"] == every["mechanistic_summary"] == 1
     assert "resources/downloads/insecure.jsonl" in out
     assert "resources/downloads/secure.jsonl" in out
     assert "resources/downloads/questions/first_plot.yaml" in out
     # The judge jobs say which judge they use.
     assert "with the openai backend (gpt-4o-2024-08-06)" in out
-    assert jobs["judge"] == 12 and jobs["judge_transfer"] == 48
+    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 48

@@ -113,7 +113,10 @@ def test_the_mechanistic_targets_are_built(run_dir: Path) -> None:
 def test_rates_summary_and_stores(run_dir: Path) -> None:
     res = run_dir / "results"
     rates = pd.read_csv(res / "spillover_rates.csv")
-    assert set(rates.ft) == {"base", "insecure", "secure"}
+    cfg = yaml.safe_load(CONFIG.read_text())
+    assert set(zip(rates.model, rates.ft, strict=True)) == {(m, "base") for m in cfg["models"]} | {
+        (m, ft) for ft, spec in cfg["finetunes"].items() for m in spec.get("models", cfg["models"])
+    }
     assert rates.spillover.between(0, 100).all()
     # The coding-question check counts only the `code` set; the monitor set that only
     # watched the fine-tunes is not answered again.
@@ -191,6 +194,7 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
         "judge_steering",
         "within_model_summary",
         "transfer_matrix",
+        "mechanistic_summary",
         "provenance",
         "all",
     }, rules

@@ -18,7 +18,17 @@ import numpy as np
 import pandas as pd
 
 from emdir import plots
-from emdir.aggregate import _boot, _columns, _diff3, _load, _mean3, _write_csv, misaligned, spill
+from emdir.aggregate import (
+    _boot,
+    _columns,
+    _diff3,
+    _load,
+    _mean3,
+    _write_csv,
+    coherent,
+    misaligned,
+    spill,
+)
 from emdir.errors import EmdirError
 from emdir.steering import layer_label
 
@@ -76,15 +86,19 @@ def aligned_rows(
 def _effect_columns(
     rows: list[dict[str, Any]], base: list[dict[str, Any]], boot: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Spillover and misalignment (with CIs) and their change against `base`."""
+    """Spillover, misalignment and coherence (with CIs) and their change against `base`;
+    coherence says whether an edit changed the behaviour or just broke the model."""
     s, s0 = spill(rows), spill(base)
     m, m0 = misaligned(rows), misaligned(base)
+    c, c0 = coherent(rows), coherent(base)
     return {
         "n": len(rows),
         **_columns("spillover", _mean3(s, boot)),
         **_columns("spillover_change", _diff3(s, s0, boot)),
         **_columns("misaligned", _mean3(m, boot)),
         **_columns("misaligned_change", _diff3(m, m0, boot)),
+        **_columns("coherence", _mean3(c, boot, scale=1.0)),
+        **_columns("coherence_change", _diff3(c, c0, boot, scale=1.0)),
     }
 
 
