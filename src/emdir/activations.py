@@ -141,6 +141,18 @@ def _run_batch(
         )
         for slot, layer in enumerate(sel)
     ]
+    forward_hooked(model, batch, handles)
+    return pooled
+
+
+def stop_forward_hook(module: nn.Module, args: Any, output: Any) -> None:
+    """A forward hook that ends the pass at its module (see `forward_hooked`)."""
+    raise _StopForward
+
+
+def forward_hooked(model: nn.Module, batch: _Batch, handles: Sequence[Any]) -> None:
+    """Run `model` on a padded batch with hooks already registered (`handles`); a hook may end
+    the pass early by raising `_StopForward`. Every handle is removed, also on error."""
     try:
         model(input_ids=batch.ids, attention_mask=batch.attention, use_cache=False)
     except _StopForward:
@@ -148,7 +160,6 @@ def _run_batch(
     finally:
         for handle in handles:
             handle.remove()
-    return pooled
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from emdir.activations import _encode_rows, _make_batch
+from emdir.activations import _encode_rows, _make_batch, forward_hooked, stop_forward_hook
 from emdir.archs import ArchSpec, decoder_layers, model_device
 from emdir.chat import split_conversation
 from emdir.directions import auroc_from_ranks
@@ -187,10 +187,6 @@ class ScalarRecord:
     empty: np.ndarray  # [N] bool, the answer has no tokens
 
 
-class _StopForward(Exception):
-    """Raised after the deepest adapted block: the rest of the model is not needed."""
-
-
 def _qa_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows in the generation format (question/system/answer/id/question_id); chat rows
     (`messages`) are converted, with their position as id."""
@@ -222,10 +218,6 @@ def _capture_hook(slot: int, store: list[torch.Tensor | None]) -> Any:
     return hook
 
 
-def _stop_hook(module: nn.Module, args: Any, output: Any) -> None:
-    raise _StopForward
-
-
 def _batch_scalars(
     model: nn.Module, wrapped: Sequence[_Wrapped], last_block: nn.Module, batch: Any
 ) -> torch.Tensor:
@@ -234,14 +226,9 @@ def _batch_scalars(
     handles = [
         w.lora_a.register_forward_hook(_capture_hook(j, store)) for j, w in enumerate(wrapped)
     ]
-    handles.append(last_block.register_forward_hook(_stop_hook))
-    try:
-        model(input_ids=batch.ids, attention_mask=batch.attention, use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    # The rest of the model after the deepest adapted block is not needed.
+    handles.append(last_block.register_forward_hook(stop_forward_hook))
+    forward_hooked(model, batch, handles)
     silent = [w.site.name for w, s in zip(wrapped, store, strict=True) if s is None]
     if silent:
         raise EmdirError(
