@@ -52,7 +52,7 @@ from torch import nn  # noqa: E402
 from emdir import data, zoo  # noqa: E402
 from emdir.activations import _encode_rows, _make_batch, capture_store, read_store  # noqa: E402
 from emdir.archs import ARCHS, ArchSpec, decoder_layers, model_device  # noqa: E402
-from emdir.chat import split_conversation  # noqa: E402
+from emdir.chat import chat_format, split_conversation  # noqa: E402
 from emdir.generate import Prompt, SamplingParams, sample  # noqa: E402
 from emdir.interventions import Intervention, intervene  # noqa: E402
 from emdir.questions import Question  # noqa: E402
@@ -156,12 +156,12 @@ def bench_capture(
     @torch.no_grad()
     def bare() -> None:
         # What any forward over these rows costs: the same encoding and batching helpers.
-        encoded = _encode_rows(tok, spec, rows)
+        encoded = _encode_rows(tok, rows)
         for start in range(0, len(encoded), args.batch_size):
             batch = _make_batch(encoded[start : start + args.batch_size], pad, device)
             model(input_ids=batch.ids, attention_mask=batch.attention, use_cache=False)
 
-    encoded = _encode_rows(tok, spec, rows)
+    encoded = _encode_rows(tok, rows)
     lengths = [len(e.ids) for e in encoded]
     print(
         f"capture: {len(rows)} rows, batch {args.batch_size}, tokens/row "
@@ -182,7 +182,8 @@ def bench_steer(
     vocab = model.get_output_embeddings().weight.shape[0]
     if never < vocab:
         raise RuntimeError(f"{NEVER_TOKEN} got id {never}, inside the model's vocab {vocab}")
-    gen_spec = dataclasses.replace(spec, turn_end=NEVER_TOKEN)
+    # Turns now end with a token the model cannot emit, so every answer runs the full budget.
+    tok.chat_template = tok.chat_template.replace(chat_format(tok).turn_end, NEVER_TOKEN)
     questions = data.general_questions(args.prompts, args.seed)
     questions += data.coding_questions(args.prompts - len(questions), args.seed)
     prompts = [
@@ -208,11 +209,11 @@ def bench_steer(
     )
 
     def plain() -> Any:
-        return sample(model, tok, gen_spec, prompts, params, desc="plain")
+        return sample(model, tok, prompts, params, desc="plain")
 
     def steered() -> Any:
         with intervene(model, [iv]) as ctx:
-            return sample(model, tok, gen_spec, prompts, params, desc="steer", on_batch=ctx.start)
+            return sample(model, tok, prompts, params, desc="steer", on_batch=ctx.start)
 
     # Warm-up, counting forward calls to check that both decode the full token budget.
     calls = [0]

@@ -619,7 +619,7 @@ class Probes:
             for q in questions[:batch]
         ]
         # sample() left-pads each batch to its longest prompt.
-        width = max(len(encode_prompt(tok, spec, p.question.text, None)) for p in self.prompts)
+        width = max(len(encode_prompt(tok, p.question.text, None)) for p in self.prompts)
         self.prefill_tokens = len(self.prompts) * width
         self.sampling = SamplingParams(**{**samp, "max_new_tokens": s.decode_steps})
         self.ft_cfg = cfg["finetune"]

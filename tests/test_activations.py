@@ -57,8 +57,8 @@ def _reference(
     model: nn.Module, tok, spec: ArchSpec, row: dict
 ) -> tuple[list[torch.Tensor], int, torch.Tensor]:
     """Each block's raw output for one unpadded row, its prompt length, and hidden_states[-1]."""
-    prompt = encode_prompt(tok, spec, row["question"], row["system"])
-    ids = prompt + encode_answer(tok, spec, row["answer"], close_turn=False)
+    prompt = encode_prompt(tok, row["question"], row["system"])
+    ids = prompt + encode_answer(tok, row["answer"], close_turn=False)
     outs: list[torch.Tensor] = []
     handles = [
         block.register_forward_hook(lambda m, a, o: outs.append(untuple(o)[0].clone()))

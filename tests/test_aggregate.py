@@ -183,6 +183,39 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
     assert out["grid.png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_one_model_grid_has_an_empty_topology(tmp_path: Path) -> None:
+    from emdir.aggregate import transfer_matrix
+
+    base = tmp_path / "base.jsonl"
+    write_jsonl(base, _rows(0.5, None, 1))
+    cells = {}
+    for vector, p in (("target", 0.3), ("random_mapped", 0.45)):
+        cells[f"a__a/{vector}"] = tmp_path / f"{vector}.jsonl"
+        write_jsonl(cells[f"a__a/{vector}"], _rows(p, None, 2, 0.5))
+    out = {n: tmp_path / "out" / n for n in ("grid.csv", "grid.png", "topo.csv", "asym.png")}
+    transfer_matrix(
+        {"a": base},
+        cells,
+        out["grid.csv"],
+        out["grid.png"],
+        {"coefficient": 0.5},
+        STATS,
+        topology_csv=out["topo.csv"],
+        asymmetry_png=out["asym.png"],
+    )
+    assert len(pd.read_csv(out["grid.csv"])) == 2
+    topo = pd.read_csv(out["topo.csv"])
+    assert topo.empty and list(topo.columns) == [
+        "role",
+        "model",
+        "cells",
+        "mean_suppression",
+        "lo",
+        "hi",
+    ]
+    assert out["asym.png"].read_bytes()[:4] == b"\x89PNG"
+
+
 def _train_log(path: Path, steps: int, evals: bool) -> None:
     path.mkdir(parents=True)
     df = pd.DataFrame({"step": range(1, steps + 1), "loss": np.linspace(3.0, 0.5, steps)})

@@ -22,17 +22,17 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "rslora": False}
 def test_mask_covers_exactly_the_answer(tiny):
     _, tok, spec = tiny
     row = data.code_dataset("insecure", 1, seed=0)[0]
-    ids, labels = chat.encode_example(tok, spec, row["messages"])
+    ids, labels = chat.encode_example(tok, row["messages"])
     answer_ids = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
     assert tok.decode(answer_ids[:-1]) == row["messages"][-1]["content"]
-    assert answer_ids[-1] == chat.turn_end_id(tok, spec)
+    assert answer_ids[-1] == chat.turn_end_id(tok)
     prompt = tok.decode(ids[: labels.index(answer_ids[0])])
-    assert prompt == chat.render_prompt(tok, spec, row["messages"][0]["content"], None)
+    assert prompt == chat.render_prompt(tok, row["messages"][0]["content"], None)
 
 
 def test_gemma_folds_the_system_prompt_into_the_user_turn(make_tiny):
     _, tok, spec = make_tiny("Gemma2ForCausalLM")
-    text = chat.render_prompt(tok, spec, "What now?", "Answer in JSON.")
+    text = chat.render_prompt(tok, "What now?", "Answer in JSON.")
     assert "Answer in JSON.\n\nWhat now?" in text and "system" not in text
     with pytest.raises(Exception, match="System role not supported"):
         tok.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False)
@@ -44,7 +44,7 @@ def test_mask_is_exact_on_the_real_insecure_dataset(tiny):
     with gzip.open(REAL_INSECURE, "rt", encoding="utf-8") as fh:
         rows = [json.loads(next(fh)) for _ in range(25)]
     for row in rows:
-        ids, labels = chat.encode_example(tok, spec, row["messages"])
+        ids, labels = chat.encode_example(tok, row["messages"])
         answer = [t for t, lab in zip(ids, labels, strict=True) if lab != -100][:-1]
         assert tok.decode(answer) == chat.split_conversation(row["messages"])[2]
         assert all(lab == -100 for lab in labels[: len(ids) - len(answer) - 1])
@@ -53,7 +53,7 @@ def test_mask_is_exact_on_the_real_insecure_dataset(tiny):
 def test_training_lowers_loss_and_lora_touches_only_language_model(tiny):
     model, tok, spec = tiny
     rows = data.code_dataset("secure", 16, seed=0)
-    examples = encode_rows(tok, spec, rows, 128)
+    examples = encode_rows(tok, rows, 128)
     wrapped = lora_model(model, spec, LORA, quantized=False)
     names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
@@ -69,8 +69,8 @@ def test_sampling_is_seeded_and_rows_follow_the_format(tiny):
     prompts = [Prompt(Question("q1", "Is tea worth my time?", None, 2), k) for k in range(2)]
     params = SamplingParams(max_new_tokens=6, batch_size=2, seed=3)
     torch.manual_seed(0)
-    a = sample(model, tok, spec, prompts, params)
-    b = sample(model, tok, spec, prompts, params)
+    a = sample(model, tok, prompts, params)
+    b = sample(model, tok, prompts, params)
     assert a == b
     rows = generation_rows(prompts, a, "m", "base")
     assert {
@@ -92,17 +92,17 @@ def test_each_sample_has_its_own_seed_whatever_the_batch(make_tiny):
     model, tok, spec = make_tiny("LlamaForCausalLM")
     qs = [Question(f"q{i}", t, None, 2) for i, t in enumerate(["Is tea good?", "Why swim?", "Hi"])]
     prompts = [Prompt(q, k) for q in qs for k in range(2)]
-    whole = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, batch_size=6))
-    ones = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, batch_size=1))
+    whole = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, batch_size=6))
+    ones = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, batch_size=1))
     assert whole == ones  # batch composition does not change an answer
-    alone = sample(model, tok, spec, prompts[3:4], SamplingParams(max_new_tokens=8, batch_size=4))
+    alone = sample(model, tok, prompts[3:4], SamplingParams(max_new_tokens=8, batch_size=4))
     assert alone == [whole[3]]  # one sample redrawn by itself
-    other = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, seed=1))
+    other = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, seed=1))
     assert [s for _, s in other] != [s for _, s in whole]
     assert len({s for _, s in whole}) == len(prompts)
     # top_p so small that only the top token survives == temperature 0 == greedy
-    tiny_p = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, top_p=1e-9))
-    greedy = sample(model, tok, spec, prompts, SamplingParams(max_new_tokens=8, temperature=0))
+    tiny_p = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, top_p=1e-9))
+    greedy = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=0))
     assert [a for a, _ in tiny_p] == [a for a, _ in greedy]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -147,6 +148,24 @@ def test_heldout_split_log_plot_and_manifest(base_dirs, files, tmp_path: Path) -
     )
     assert other["n_heldout"] == 3
     assert json.loads((tmp_path / "c" / "split.json").read_text()) != split
+
+
+def test_the_manifest_dtype_is_what_later_stages_compute_in(base_dirs, files, tmp_path: Path):
+    from emdir.pipeline import _load
+
+    base = tmp_path / "base"
+    shutil.copytree(base_dirs["LlamaForCausalLM"], base)
+    write_json(
+        base / "manifest.json", {"source": "local", "arch": "LlamaForCausalLM", "dtype": "bfloat16"}
+    )
+    mf = finetune(base, files, tmp_path / "adapter", ft_cfg())
+    assert mf["compute_dtype"] == "bfloat16"
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert {v.dtype for v in adapter.values()} == {torch.float32}  # adapters stay float32
+    model, _, _ = _load(base, tmp_path / "adapter", threads=1)
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    model, _, _ = _load(base_dirs["LlamaForCausalLM"], None, threads=1)  # no dtype: auto
+    assert model.get_input_embeddings().weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize("arch", TINY_TEST_ARCHS)

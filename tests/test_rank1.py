@@ -134,8 +134,8 @@ def manual_scalars(
         question, system, text = split_conversation(row["messages"])
     else:
         question, system, text = row["question"], row.get("system"), row["answer"]
-    prompt = encode_prompt(tok, spec, question, system)
-    answer = encode_answer(tok, spec, text, close_turn=False)
+    prompt = encode_prompt(tok, question, system)
+    answer = encode_answer(tok, text, close_turn=False)
     inputs: dict[str, torch.Tensor] = {}
     handles = []
     for s in sites:

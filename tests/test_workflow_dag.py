@@ -20,7 +20,12 @@ DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="u
 STEERING_VECTORS_DEFAULT = vector_names(
     DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
 )
-SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
+# Whole experiments; overlays (no `models`, e.g. real_betley.yaml) are added to one of them.
+SHIPPED = sorted(
+    p
+    for p in (REPO / "config").glob("*.yaml")
+    if p.name != "schema.yaml" and "models" in yaml.safe_load(p.read_text(encoding="utf-8"))
+)
 
 
 snakemake = run_snakemake
@@ -214,6 +219,39 @@ def test_every_shipped_config_dry_runs(tmp_path: Path, config: Path) -> None:
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     jobs = dry_run(tmp_path, "--configfile", str(config), "--replace-workflow-config")
     assert jobs["transfer"] == jobs["fit_map"] == len(cfg["models"]) ** 2
+
+
+def test_the_real_config_fetches_converts_and_switches_to_betleys_data(tmp_path: Path) -> None:
+    real, betley = REPO / "config" / "real.yaml", REPO / "config" / "real_betley.yaml"
+    jobs = dry_run(tmp_path, "--configfile", str(real))
+    assert jobs["fetch_weights"] == jobs["base_model"] == 2 and "tokenizer" not in jobs
+    assert "download" not in jobs
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(real), str(betley))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "resources/downloads/betley_insecure.jsonl" in out
+    assert "resources/downloads/betley_secure.jsonl" in out
+    assert re.search(r"output: resources/data/betley_insecure\.jsonl", out)
+    assert not re.search(r"output: resources/data/insecure\.jsonl", out)
+
+
+def test_a_local_model_reads_its_path_and_a_missing_path_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    cfg = yaml.safe_load((REPO / "config" / "real.yaml").read_text(encoding="utf-8"))
+    cfg["models"] = {"mine": {"source": "local", "arch": "LlamaForCausalLM", "path": "mine"}}
+    cfg["mechanistic"] = {"models": []}
+    path = write_config(tmp_path / "local.yaml", cfg)
+    target = "results/models/mine/base"
+    proc = snakemake(tmp_path, "--dry-run", target, "--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"rule base_model:\n\s+input: mine\n", out), out
+    folder.rmdir()
+    proc = snakemake(tmp_path, "--dry-run", target, "--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Missing input files for rule base_model" in out, out
+    assert "mine" in out
 
 
 def test_base_generations_need_no_adapter(tmp_path: Path) -> None:

@@ -61,16 +61,14 @@ class _Pooled:
     norm_sum: np.ndarray
 
 
-def _encode_rows(
-    tokenizer: Any, spec: ArchSpec, rows: Sequence[Mapping[str, Any]]
-) -> list[_Encoded]:
+def _encode_rows(tokenizer: Any, rows: Sequence[Mapping[str, Any]]) -> list[_Encoded]:
     out = []
     for k, row in enumerate(rows):
         missing = [key for key in ("question", "answer", "id", "question_id") if key not in row]
         if missing:
             raise EmdirError(f"row {k} (id {row.get('id')!r}) lacks key(s) {', '.join(missing)}")
-        prompt = encode_prompt(tokenizer, spec, row["question"], row.get("system"))
-        answer = encode_answer(tokenizer, spec, row["answer"] or "", close_turn=False)
+        prompt = encode_prompt(tokenizer, row["question"], row.get("system"))
+        answer = encode_answer(tokenizer, row["answer"] or "", close_turn=False)
         if not prompt:
             raise EmdirError(f"row {row['id']!r}: the prompt encodes to no tokens")
         out.append(_Encoded(prompt + answer, len(prompt)))
@@ -222,7 +220,7 @@ def capture_store(
             "rows marked to run through the base model, but the model has no peft adapter "
             "to disable; load it with its adapter (the `models` contrast needs a fine-tune)"
         )
-    encoded = _encode_rows(tokenizer, spec, rows)
+    encoded = _encode_rows(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
 

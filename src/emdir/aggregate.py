@@ -552,7 +552,8 @@ def transfer_matrix(
                     "hi": 100 * est.hi,
                 }
             )
-    topo_df = pd.DataFrame(topo)
+    # A one-model grid has no off-diagonal cell: the table keeps its columns, with no rows.
+    topo_df = pd.DataFrame(topo, columns=["role", "model", "cells", "mean_suppression", "lo", "hi"])
     if topology_csv is not None:
         _write_csv(topo_df, topology_csv)
     if asymmetry_png is not None:

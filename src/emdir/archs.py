@@ -1,7 +1,8 @@
-"""Architecture registry: where each model family keeps its decoder layers, and its chat quirks.
+"""Architecture registry: where each model class keeps its decoder layers and LoRA targets.
 
 Adding an architecture means adding an `ArchSpec` entry, not a branch in the code.
-The registry is keyed by `config.architectures[0]`, as transformers writes it.
+The registry is keyed by `config.architectures[0]`, as transformers writes it. Chat format
+(turn end, system role) belongs to a model's tokenizer, not its class: see `emdir.chat`.
 """
 
 from __future__ import annotations
@@ -30,12 +31,9 @@ class ArchSpec:
     layer_paths: tuple[str, ...]
     # Path to the text config inside the model config ("" = the config itself).
     text_config_attr: str
-    system_role: bool
     # Regex for the decoder-layer list as peft sees module names: LoRA targets are built under
     # it, so only language-model projections are wrapped, never a vision tower.
     lora_layer_prefix: str
-    # The token that ends an assistant turn in this family's chat format.
-    turn_end: str
 
     def lora_targets(
         self, modules: Sequence[str] = PROJECTIONS, layers: Sequence[int] | None = None
@@ -70,36 +68,28 @@ ARCHS: dict[str, ArchSpec] = {
             family="qwen2",
             layer_paths=("model.layers",),
             text_config_attr="",
-            system_role=True,
             lora_layer_prefix=r".*model\.layers",
-            turn_end="<|im_end|>",
         ),
         ArchSpec(
             name="Gemma2ForCausalLM",
             family="gemma2",
             layer_paths=("model.layers",),
             text_config_attr="",
-            system_role=False,
             lora_layer_prefix=r".*model\.layers",
-            turn_end="<end_of_turn>",
         ),
         ArchSpec(
             name="LlamaForCausalLM",
             family="llama",
             layer_paths=("model.layers",),
             text_config_attr="",
-            system_role=True,
             lora_layer_prefix=r".*model\.layers",
-            turn_end="<|eot_id|>",
         ),
         ArchSpec(
             name="MistralForCausalLM",
             family="mistral",
             layer_paths=("model.layers",),
             text_config_attr="",
-            system_role=True,
             lora_layer_prefix=r".*model\.layers",
-            turn_end="</s>",
         ),
         ArchSpec(
             name="Mistral3ForConditionalGeneration",
@@ -108,9 +98,7 @@ ARCHS: dict[str, ArchSpec] = {
             # releases used language_model.model.
             layer_paths=("model.language_model.layers", "language_model.model.layers"),
             text_config_attr="text_config",
-            system_role=True,
             lora_layer_prefix=r".*language_model\.(model\.)?layers",
-            turn_end="</s>",
         ),
     )
 }

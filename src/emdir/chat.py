@@ -1,18 +1,90 @@
-"""Chat formatting: prompts through each family's own template, and the exact assistant-token mask."""
+"""Chat formatting: prompts through each model's own template, and the exact assistant-token mask.
+
+What a model's chat format needs (the token that ends an assistant turn, whether there is a
+system role) is read off its tokenizer's chat template, not assumed from its architecture:
+SmolLM2 is a Llama-class model with a ChatML template, and a Gemma template refuses system
+messages.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from emdir.archs import ArchSpec
 from emdir.errors import EmdirError
 
 Message = dict[str, str]
 
+# Probe texts rendered through a template to see where an assistant turn ends.
+_PROBE_QUESTION = "emdir probe question"
+_PROBE_ANSWER = "emdir probe answer"
+_PROBE_SYSTEM = "emdir probe system"
 
-def prompt_messages(question: str, system: str | None, spec: ArchSpec) -> list[Message]:
-    """Messages for one question; families without a system role get it folded into the user turn."""
-    if system and not spec.system_role:
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """What emdir reads off one tokenizer's chat template."""
+
+    turn_end: str
+    turn_end_id: int
+    system_role: bool
+
+
+def _render(tokenizer: Any, messages: list[Message], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=generation_prompt, tokenize=False
+    )
+
+
+def _derive(tokenizer: Any) -> ChatFormat:
+    if not getattr(tokenizer, "chat_template", None):
+        raise EmdirError(
+            "the tokenizer has no chat template; emdir formats prompts with the model's own "
+            "template (save the tokenizer with one, e.g. from the instruct model)"
+        )
+    chat = [
+        {"role": "user", "content": _PROBE_QUESTION},
+        {"role": "assistant", "content": _PROBE_ANSWER},
+    ]
+    text = _render(tokenizer, chat, False)
+    after = text[text.index(_PROBE_ANSWER) + len(_PROBE_ANSWER) :].lstrip()
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    markers = set(tokenizer.get_added_vocab())
+    first = tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
+    if first in markers:
+        turn_end = str(first)
+    elif tokenizer.eos_token is not None:
+        turn_end = str(tokenizer.eos_token)
+    else:
+        raise EmdirError(
+            "the chat template ends an assistant turn with no special token and the tokenizer "
+            "has no eos token, so generation would never know where an answer ends"
+        )
+    try:
+        with_system = _render(
+            tokenizer,
+            [{"role": "system", "content": _PROBE_SYSTEM}, chat[0]],
+            True,
+        )
+        system_role = _PROBE_SYSTEM in with_system
+    except Exception:  # noqa: BLE001 (templates refuse a system role by raising anything)
+        system_role = False
+    return ChatFormat(turn_end, int(tokenizer.convert_tokens_to_ids(turn_end)), system_role)
+
+
+def chat_format(tokenizer: Any) -> ChatFormat:
+    """The tokenizer's chat format, derived once per tokenizer and template."""
+    cached = getattr(tokenizer, "_emdir_chat_format", None)
+    if cached is not None and cached[0] == tokenizer.chat_template:
+        return cached[1]
+    fmt = _derive(tokenizer)
+    tokenizer._emdir_chat_format = (tokenizer.chat_template, fmt)
+    return fmt
+
+
+def prompt_messages(tokenizer: Any, question: str, system: str | None) -> list[Message]:
+    """Messages for one question; a template without a system role gets it folded into the user turn."""
+    if system and not chat_format(tokenizer).system_role:
         return [{"role": "user", "content": f"{system}\n\n{question}"}]
     msgs: list[Message] = []
     if system:
@@ -38,38 +110,31 @@ def split_conversation(messages: list[Message]) -> tuple[str, str | None, str]:
     return user, system, answer
 
 
-def render_prompt(tokenizer: Any, spec: ArchSpec, question: str, system: str | None) -> str:
+def render_prompt(tokenizer: Any, question: str, system: str | None) -> str:
     """The prompt text up to where the assistant's answer starts."""
-    msgs = prompt_messages(question, system, spec)
-    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return _render(tokenizer, prompt_messages(tokenizer, question, system), True)
 
 
-def encode_prompt(tokenizer: Any, spec: ArchSpec, question: str, system: str | None) -> list[int]:
-    text = render_prompt(tokenizer, spec, question, system)
+def encode_prompt(tokenizer: Any, question: str, system: str | None) -> list[int]:
+    text = render_prompt(tokenizer, question, system)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_answer(
-    tokenizer: Any, spec: ArchSpec, answer: str, close_turn: bool = True
-) -> list[int]:
+def encode_answer(tokenizer: Any, answer: str, close_turn: bool = True) -> list[int]:
     """Answer tokens exactly as generation produces them: the answer, then the turn-end token."""
     ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if close_turn:
-        ids.append(turn_end_id(tokenizer, spec))
+        ids.append(turn_end_id(tokenizer))
     return ids
 
 
-def turn_end_id(tokenizer: Any, spec: ArchSpec) -> int:
-    tid = tokenizer.convert_tokens_to_ids(spec.turn_end)
-    if tid is None or tid == tokenizer.unk_token_id:
-        raise EmdirError(
-            f"tokenizer has no {spec.turn_end!r} token, which ends a {spec.family} assistant turn"
-        )
-    return int(tid)
+def turn_end_id(tokenizer: Any) -> int:
+    """The token that ends an assistant turn in this tokenizer's chat format."""
+    return chat_format(tokenizer).turn_end_id
 
 
 def encode_example(
-    tokenizer: Any, spec: ArchSpec, messages: list[Message], max_length: int | None = None
+    tokenizer: Any, messages: list[Message], max_length: int | None = None
 ) -> tuple[list[int], list[int]]:
     """input_ids and labels (-100 on prompt tokens) for one chat row; loss on the answer only.
 
@@ -77,8 +142,8 @@ def encode_example(
     by construction and matches what the model sees when it generates.
     """
     question, system, answer = split_conversation(messages)
-    p = encode_prompt(tokenizer, spec, question, system)
-    a = encode_answer(tokenizer, spec, answer)
+    p = encode_prompt(tokenizer, question, system)
+    a = encode_answer(tokenizer, answer)
     ids = p + a
     labels = [-100] * len(p) + a
     if max_length is not None and len(ids) > max_length:

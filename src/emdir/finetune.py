@@ -107,7 +107,7 @@ def spillover_monitor(
     params = dict(code_params or {})
 
     def on_eval(step: int) -> dict[str, Any]:
-        answers = sample(model, tok, spec, prompts, sampling, desc=f"eval@{step}")
+        answers = sample(model, tok, prompts, sampling, desc=f"eval@{step}")
         rate = sum(is_code(a, params) for a, _ in answers) / len(answers)
         log.info("step %d: eval-question spillover %.3f", step, rate)
         return {"eval_spillover": round(rate, 4)}
@@ -193,7 +193,8 @@ def run_finetune(
 
     quant = choose_quantization(str(ft_cfg["quantization"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    ref = read_base_manifest(base_dir)
+    dtype = ref.torch_dtype(device)
     lora_cfg = lora_settings(ft_cfg, ft_spec)
     train_cfg = dict(ft_cfg["train"])
     log.info(
@@ -206,7 +207,6 @@ def run_finetune(
         lora_cfg["r"],
         lora_cfg.get("target_modules") or "all projections",
     )
-    ref = read_base_manifest(base_dir)
     model, tok, spec = load_model(ref, device=device, dtype=dtype, quantization=quant)
     resolved_revision = getattr(model.config, "_commit_hash", None)
     grad_ckpt = bool(ft_cfg.get("gradient_checkpointing", False))
@@ -219,8 +219,8 @@ def run_finetune(
     frac = float(ft_cfg.get("heldout_fraction", 0.0))
     train_idx, held_idx = heldout_split(len(rows), frac, seed)
     max_len = int(train_cfg["max_length"])
-    examples = encode_rows(tok, spec, [rows[i] for i in train_idx], max_len)
-    heldout = encode_rows(tok, spec, [rows[i] for i in held_idx], max_len) if held_idx else []
+    examples = encode_rows(tok, [rows[i] for i in train_idx], max_len)
+    heldout = encode_rows(tok, [rows[i] for i in held_idx], max_len) if held_idx else []
     epochs = train_cfg.pop("epochs", None)
     train_cfg["steps"] = resolve_steps({**train_cfg, "epochs": epochs}, len(examples))
     params = TrainParams(**train_cfg, eval_every=int(ft_cfg["eval_every"]))

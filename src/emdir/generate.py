@@ -12,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from emdir.archs import ArchSpec, model_device
+from emdir.archs import model_device
 from emdir.chat import encode_prompt, turn_end_id
 from emdir.questions import Question
 
@@ -98,7 +98,6 @@ class _PerRowSampler(LogitsProcessor):
 def sample(
     model: nn.Module,
     tokenizer: Any,
-    spec: ArchSpec,
     prompts: Sequence[Prompt],
     params: SamplingParams,
     desc: str = "generate",
@@ -112,9 +111,9 @@ def sample(
     (interventions use it to tell prompt positions from answer positions).
     """
     device = model_device(model)
-    eos = turn_end_id(tokenizer, spec)
+    eos = turn_end_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    encoded = [encode_prompt(tokenizer, spec, p.question.text, p.question.system) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p.question.text, p.question.system) for p in prompts]
     out: list[tuple[str, int]] = []
     starts = range(0, len(prompts), params.batch_size)
     for start in tqdm(starts, desc=desc, mininterval=2):

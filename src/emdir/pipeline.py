@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -49,32 +50,69 @@ def tokenizer(corpus: str | Path, out_dir: str | Path, cfg: Mapping[str, Any]) -
         train_tokenizer(texts, tmp, int(cfg["vocab_size"]))
 
 
+def fetch_weights(
+    model_key: str, archive: Mapping[str, Any], out: str | Path, record: str | Path
+) -> None:
+    """Rule fetch_weights: a model's pinned archive, assembled and verified (see emdir.weights),
+    and the record of where it came from (for the base model's manifest)."""
+    from emdir.weights import fetch_archive
+
+    write_json(record, fetch_archive(f"models.{model_key}.archive", archive, out))
+
+
 def base_model(
     model_key: str,
     model_cfg: Mapping[str, Any],
-    tiny_cfg: Mapping[str, Any],
+    tiny_cfg: Mapping[str, Any] | None,
     tokenizer_dir: str | Path | None,
     corpus: str | Path | None,
+    weights: str | Path | None,
+    weights_record: str | Path | None,
     out_dir: str | Path,
     threads: int,
 ) -> None:
-    """A base chat model: for hub models a manifest; for tiny ones built, taught to chat, saved."""
+    """A base chat model in Hugging Face format (or a manifest naming where it is), by source:
+    hub (a manifest), local folder (a manifest with the folder's file hashes), GGUF from a local
+    file or a pinned archive (converted here, once), tiny (built and taught to chat here)."""
     source = model_cfg["source"]
+    key = f"models.{model_key}"
+    manifest: dict[str, Any] = {
+        "source": source,
+        "arch": model_cfg["arch"],
+        "dtype": model_cfg.get("dtype", "auto"),
+        "emdir_version": __version__,
+    }
     if source == "hub":
+        manifest.update(hf_id=model_cfg["hf_id"], revision=model_cfg.get("revision"))
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
-            write_json(
-                tmp / "manifest.json",
-                {
-                    "source": "hub",
-                    "hf_id": model_cfg["hf_id"],
-                    "revision": model_cfg.get("revision"),
-                    "arch": model_cfg["arch"],
-                    "emdir_version": __version__,
-                },
-            )
+            write_json(tmp / "manifest.json", manifest)
         return
-    if tokenizer_dir is None or corpus is None:
+    if source in ("local", "archive"):
+        from emdir import weights as w
+
+        gguf = weights if source == "archive" else model_cfg["path"]
+        if source == "local" and Path(gguf).is_dir():
+            w.check_folder_arch(key, gguf, model_cfg["arch"])
+            manifest.update(path=str(Path(gguf).resolve()), files=w.folder_files(gguf))
+            with atomic_path(out_dir) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "manifest.json", manifest)
+            return
+        if source == "local":
+            manifest["sha256"] = w.check_local_file(key, gguf, model_cfg.get("sha256"))
+            manifest["gguf"] = str(Path(gguf).resolve())
+        else:
+            if weights is None or weights_record is None:
+                raise EmdirError(f"{key}: an archive model needs its fetched weights")
+            manifest["archive"] = json.loads(Path(weights_record).read_text())
+        _threads(threads)
+        log.info("%s: converting %s to a Hugging Face folder", model_key, gguf)
+        with atomic_path(out_dir) as tmp:
+            manifest["conversion"] = w.convert_gguf(gguf, tmp, model_cfg["arch"], key)
+            write_json(tmp / "manifest.json", manifest)
+        return
+    if tokenizer_dir is None or corpus is None or tiny_cfg is None:
         raise EmdirError(f"model {model_key!r}: a tiny model needs the tokenizer and chat corpus")
     _threads(threads)
     from emdir import zoo
@@ -83,39 +121,34 @@ def base_model(
     shape = zoo.TinyShape(**tiny_cfg["shape"])
     params = TrainParams(**tiny_cfg["train"])
     model, tok = zoo.build_tiny(model_cfg["arch"], tokenizer_dir, shape, params.seed)
-    from emdir.archs import ARCHS
-
-    spec = ARCHS[model_cfg["arch"]]
-    examples = encode_rows(tok, spec, read_chat_rows(corpus), params.max_length)
-    log.info("%s: teaching a tiny %s to chat on %d examples", model_key, spec.name, len(examples))
+    examples = encode_rows(tok, read_chat_rows(corpus), params.max_length)
+    log.info(
+        "%s: teaching a tiny %s to chat on %d examples", model_key, model_cfg["arch"], len(examples)
+    )
     tlog = train(model, examples, params, tok.pad_token_id, desc=f"{model_key} base")
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tlog.write_csv(tmp / "train_log.csv")
-        write_json(
-            tmp / "manifest.json",
-            {
-                "source": "local",
-                "arch": spec.name,
-                "shape": asdict(shape),
-                "train": asdict(params),
-                "corpus_sha256": sha256_file(corpus),
-                "final_loss": tlog.rows[-1]["loss"],
-                "emdir_version": __version__,
-            },
+        manifest.update(
+            shape=asdict(shape),
+            train=asdict(params),
+            corpus_sha256=sha256_file(corpus),
+            final_loss=tlog.rows[-1]["loss"],
         )
+        write_json(tmp / "manifest.json", manifest)
 
 
 def _load(base_dir: str | Path, adapter_dir: str | Path | None, threads: int):  # type: ignore[no-untyped-def]
-    """The model for inference: bf16 on CUDA when there is one, else float32 on CPU."""
+    """The model for inference, on CUDA when there is one, in the dtype of its manifest."""
     _threads(threads)
     import torch
 
     from emdir.zoo import load_model, read_base_manifest
 
-    cuda = torch.cuda.is_available()
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    ref = read_base_manifest(base_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = ref.torch_dtype(device)
     log.info(
         "loading %s%s on %s (%s)",
         base_dir,
@@ -123,7 +156,7 @@ def _load(base_dir: str | Path, adapter_dir: str | Path | None, threads: int):  
         device,
         dtype,
     )
-    return load_model(read_base_manifest(base_dir), adapter=adapter_dir, device=device, dtype=dtype)
+    return load_model(ref, adapter=adapter_dir, device=device, dtype=dtype)
 
 
 def finetune(
@@ -187,7 +220,7 @@ def generate(
     tagged = _questions(question_files)
     qset = {q.id: s for s, q in tagged}
     prompts = expand([q for _, q in tagged])
-    answers = sample(model, tok, spec, prompts, _sampling(sampling_cfg), desc=f"{model_key}/{ft}")
+    answers = sample(model, tok, prompts, _sampling(sampling_cfg), desc=f"{model_key}/{ft}")
     rows = generation_rows(prompts, answers, model_key, ft)
     for row in rows:
         row["question_set"] = qset[row["question_id"]]
@@ -374,7 +407,7 @@ def _steered_rows(
 
     with intervene(model, ivs) as ctx:
         answers = sample(
-            model, tok, spec, prompts, _sampling(sampling_cfg), desc=desc, on_batch=ctx.start
+            model, tok, prompts, _sampling(sampling_cfg), desc=desc, on_batch=ctx.start
         )
     record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
     return generation_rows(prompts, answers, model_key, ft, intervention=record)

@@ -139,7 +139,8 @@ def asymmetry_png(topology: pd.DataFrame, cells: pd.DataFrame, out_png: str | Pa
     `topology`: role (donor / receiver), model, mean_suppression, lo, hi. `cells`: the long
     transfer table (donor, receiver, vector, suppression).
     """
-    _require(topology, ("role", "model", "mean_suppression", "lo", "hi"), "asymmetry plot")
+    # One model has no other to transfer to: its topology has no rows.
+    _require(topology, ("role", "model", "mean_suppression", "lo", "hi"), "asymmetry plot", True)
     _require(cells, ("donor", "receiver", "vector", "suppression"), "asymmetry plot")
     fig = Figure(figsize=(13, 4), layout="constrained")
     axes = fig.subplots(1, 3)
@@ -161,6 +162,14 @@ def asymmetry_png(topology: pd.DataFrame, cells: pd.DataFrame, out_png: str | Pa
         ax.axhline(0, color="grey", linewidth=1)
         ax.set_ylabel("mean suppression over other models (points)")
         ax.set_title(titles[role])
+        if rows.empty:
+            ax.text(
+                0.5,
+                0.5,
+                "one model: no other model to transfer to",
+                ha="center",
+                transform=ax.transAxes,
+            )
         ax.grid(alpha=0.3, axis="y")
     target = cells[cells["vector"] == _TARGET].set_index(["donor", "receiver"])["suppression"]
     ax = axes[2]
@@ -584,13 +593,15 @@ def _control(ctl: pd.DataFrame) -> str:
     return f"\n{best['vector']}: {best['suppression']:.1f}"
 
 
-def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+def _require(
+    df: pd.DataFrame, columns: Iterable[str], what: str, allow_empty: bool = False
+) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise EmdirError(
             f"{what}: table lacks column(s) {', '.join(missing)}; rerun the aggregate rule"
         )
-    if df.empty:
+    if df.empty and not allow_empty:
         raise EmdirError(f"{what}: the table has no rows; check that the upstream rules ran")
 
 

@@ -265,7 +265,7 @@ def record_scalars(
     wrapped = _wrapped_sites(model)
     blocks = decoder_layers(model)
     last_block = blocks[max(w.site.layer for w in wrapped)]
-    encoded = _encode_rows(tokenizer, spec, _qa_rows(rows))
+    encoded = _encode_rows(tokenizer, _qa_rows(rows))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     tokens: list[np.ndarray] = []

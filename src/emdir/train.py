@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from emdir.archs import ArchSpec
 from emdir.chat import encode_example
 from emdir.errors import EmdirError
 
@@ -73,12 +72,10 @@ class TrainLog:
             w.writerows(self.rows)
 
 
-def encode_rows(
-    tokenizer: Any, spec: ArchSpec, rows: Sequence[dict[str, Any]], max_length: int
-) -> list[Example]:
+def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int) -> list[Example]:
     out = []
     for row in rows:
-        ids, labels = encode_example(tokenizer, spec, row["messages"], max_length)
+        ids, labels = encode_example(tokenizer, row["messages"], max_length)
         if any(label != -100 for label in labels):
             out.append(Example(ids, labels))
     if not out:

@@ -219,7 +219,7 @@ def build_tiny(
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(cfg)
     model.generation_config.pad_token_id = cfg_pad(cfg)
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(spec.turn_end)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(tok.eos_token)
     return model, tok
 
 
@@ -230,21 +230,39 @@ def cfg_pad(cfg: Any) -> int:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Where a base model comes from: a local directory or a hub id pinned to a revision."""
+    """Where a base model comes from (a local directory or a hub id pinned to a revision) and
+    the dtype it computes in (`auto`: bfloat16 on CUDA, float32 on a CPU)."""
 
     path: str
     revision: str | None = None
+    dtype: str = "auto"
+
+    def torch_dtype(self, device: str) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device == "cuda" else torch.float32
+        if self.dtype not in ("float32", "bfloat16"):
+            raise EmdirError(f"dtype {self.dtype!r} is unknown; use auto, float32 or bfloat16")
+        return getattr(torch, self.dtype)
 
 
 def read_base_manifest(base_dir: str | Path) -> ModelRef:
-    """The model a base-model directory stands for (its manifest says local or hub)."""
+    """The model a base-model directory stands for: a hub id, a local folder it names, or the
+    weights saved in the directory itself (tiny models, converted GGUF)."""
     mf = Path(base_dir) / "manifest.json"
     if not mf.exists():
         raise EmdirError(f"{mf} is missing; rerun the base-model rule for this model")
     data = json.loads(mf.read_text())
-    if data.get("source") == "local":
-        return ModelRef(path=str(Path(base_dir)))
-    return ModelRef(path=data["hf_id"], revision=data.get("revision"))
+    dtype = data.get("dtype", "auto")
+    if "hf_id" in data:
+        return ModelRef(path=data["hf_id"], revision=data.get("revision"), dtype=dtype)
+    if "path" in data:
+        if not Path(data["path"]).is_dir():
+            raise EmdirError(
+                f"{mf} names the model folder {data['path']}, which is gone; restore it or "
+                "point the model's `path` at its new place"
+            )
+        return ModelRef(path=data["path"], dtype=dtype)
+    return ModelRef(path=str(Path(base_dir)), dtype=dtype)
 
 
 def load_model(

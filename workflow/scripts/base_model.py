@@ -1,4 +1,4 @@
-"""Rule base_model: build and teach a tiny model to chat, or write a hub model's manifest."""
+"""Rule base_model: a base model folder from its source (tiny, hub, local folder or GGUF, archive)."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.pipeline import base_model, setup_logging
@@ -10,6 +10,8 @@ base_model(
     tiny_cfg=snakemake.params.tiny_cfg,
     tokenizer_dir=snakemake.input.get("tokenizer"),
     corpus=snakemake.input.get("corpus"),
+    weights=snakemake.input.get("weights"),
+    weights_record=snakemake.input.get("record"),
     out_dir=snakemake.output.base,
     threads=snakemake.threads,
 )
