@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -75,7 +74,6 @@ def base_model(
     hub (a manifest), local folder (a manifest with the folder's file hashes), GGUF from a local
     file or a pinned archive (converted here, once), tiny (built and taught to chat here)."""
     source = model_cfg["source"]
-    key = f"models.{model_key}"
     manifest: dict[str, Any] = {
         "source": source,
         "arch": model_cfg["arch"],
@@ -89,28 +87,12 @@ def base_model(
             write_json(tmp / "manifest.json", manifest)
         return
     if source in ("local", "archive"):
-        from emdir import weights as w
+        from emdir.weights import base_from_weights
 
-        gguf = weights if source == "archive" else model_cfg["path"]
-        if source == "local" and Path(gguf).is_dir():
-            w.check_folder_arch(key, gguf, model_cfg["arch"])
-            manifest.update(path=str(Path(gguf).resolve()), files=w.folder_files(gguf))
-            with atomic_path(out_dir) as tmp:
-                tmp.mkdir()
-                write_json(tmp / "manifest.json", manifest)
-            return
-        if source == "local":
-            manifest["sha256"] = w.check_local_file(key, gguf, model_cfg.get("sha256"))
-            manifest["gguf"] = str(Path(gguf).resolve())
-        else:
-            if weights is None or weights_record is None:
-                raise EmdirError(f"{key}: an archive model needs its fetched weights")
-            manifest["archive"] = json.loads(Path(weights_record).read_text())
         _threads(threads)
-        log.info("%s: converting %s to a Hugging Face folder", model_key, gguf)
-        with atomic_path(out_dir) as tmp:
-            manifest["conversion"] = w.convert_gguf(gguf, tmp, model_cfg["arch"], key)
-            write_json(tmp / "manifest.json", manifest)
+        base_from_weights(
+            f"models.{model_key}", model_cfg, weights, weights_record, out_dir, manifest
+        )
         return
     if tokenizer_dir is None or corpus is None or tiny_cfg is None:
         raise EmdirError(f"model {model_key!r}: a tiny model needs the tokenizer and chat corpus")

@@ -13,6 +13,7 @@ code from the downloaded packages.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from emdir.errors import EmdirError
-from emdir.io import atomic_path, sha256_file
+from emdir.io import atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +291,6 @@ def _version(package: str) -> str:
 
 def check_folder_arch(key: str, path: str | Path, arch: str) -> None:
     """A local Hugging Face folder exists and holds the configured class."""
-    import json
-
     cfg = Path(path) / "config.json"
     if not cfg.is_file():
         raise EmdirError(
@@ -304,3 +303,39 @@ def check_folder_arch(key: str, path: str | Path, arch: str) -> None:
             f"{key}: {path} holds {', '.join(names) or 'no named architecture'}, but the "
             f"config says arch {arch}"
         )
+
+
+def base_from_weights(
+    key: str,
+    model_cfg: Mapping[str, Any],
+    weights: str | Path | None,
+    weights_record: str | Path | None,
+    out_dir: str | Path,
+    manifest: dict[str, Any],
+) -> None:
+    """The base-model folder of a `local` or `archive` model, with its manifest.
+
+    A local Hugging Face folder is read where it is (the manifest names it and the sha256 of
+    its files); a GGUF file (local, or fetched by rule fetch_weights with its `weights_record`)
+    is converted into `out_dir`. Nothing is written unless every check passes.
+    """
+    if model_cfg["source"] == "archive":
+        if weights is None or weights_record is None:
+            raise EmdirError(f"{key}: an archive model needs its fetched weights")
+        gguf = Path(weights)
+        manifest["archive"] = json.loads(Path(weights_record).read_text(encoding="utf-8"))
+    else:
+        gguf = Path(model_cfg["path"])
+        if gguf.is_dir():
+            check_folder_arch(key, gguf, model_cfg["arch"])
+            manifest.update(path=str(gguf.resolve()), files=folder_files(gguf))
+            with atomic_path(out_dir) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "manifest.json", manifest)
+            return
+        manifest["sha256"] = check_local_file(key, gguf, model_cfg.get("sha256"))
+        manifest["gguf"] = str(gguf.resolve())
+    log.info("%s: converting %s to a Hugging Face folder", key, gguf)
+    with atomic_path(out_dir) as tmp:
+        manifest["conversion"] = convert_gguf(gguf, tmp, model_cfg["arch"], key)
+        write_json(tmp / "manifest.json", manifest)

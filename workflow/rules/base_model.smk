@@ -29,7 +29,7 @@ rule fetch_weights:
         model=ARCHIVE_MODEL_RE,
     localrule: True
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/data.yaml"
     resources:
         mem_mb=2000,
         runtime=60,
