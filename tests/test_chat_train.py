@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from emdir import chat, data
+from emdir.errors import EmdirError
 from emdir.finetune import lora_model
 from emdir.generate import Prompt, SamplingParams, generation_rows, sample
 from emdir.questions import Question
@@ -28,6 +29,25 @@ def test_mask_covers_exactly_the_answer(tiny):
     assert answer_ids[-1] == chat.turn_end_id(tok)
     prompt = tok.decode(ids[: labels.index(answer_ids[0])])
     assert prompt == chat.render_prompt(tok, row["messages"][0]["content"], None)
+
+
+def test_the_chat_format_is_read_off_the_template(tiny):
+    _, tok, spec = tiny
+    fmt = chat.chat_format(tok)
+    # Each family's own turn end, and no system role only where the template refuses one.
+    ends = {"qwen2": "<|im_end|>", "gemma2": "<end_of_turn>", "llama": "<|eot_id|>"}
+    assert fmt.turn_end == ends.get(spec.family, "</s>")
+    assert fmt.turn_end_id == tok.convert_tokens_to_ids(fmt.turn_end)
+    assert fmt.system_role == (spec.family != "gemma2")
+
+
+def test_a_template_without_a_turn_marker_falls_back_to_eos_and_none_is_an_error(make_tiny):
+    _, tok, _ = make_tiny("LlamaForCausalLM")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    assert chat.chat_format(tok).turn_end == tok.eos_token == "<|eot_id|>"
+    tok.chat_template = None
+    with pytest.raises(EmdirError, match="no chat template"):
+        chat.chat_format(tok)
 
 
 def test_gemma_folds_the_system_prompt_into_the_user_turn(make_tiny):
