@@ -650,7 +650,7 @@ class Probes:
         calls: list[float] = []
         hook = self.model.register_forward_pre_hook(lambda *_: calls.append(clock(self.s.device)))
         try:
-            sample(self.model, self.tok, self.spec, self.prompts, self.sampling)
+            sample(self.model, self.tok, self.prompts, self.sampling)
         finally:
             hook.remove()
         if len(calls) != self.s.decode_steps:
