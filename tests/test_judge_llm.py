@@ -240,6 +240,35 @@ def test_cache_concurrent_processes(tmp_path: Path) -> None:
         assert cache.get("c-149") == {"i": 149}
 
 
+def test_cache_simultaneous_first_open(tmp_path: Path) -> None:
+    """Eight processes open a new cache file at the same instant: switching it to WAL mode
+    fails at once with "database is locked" for all but one unless that step is retried."""
+    opener = textwrap.dedent(
+        """
+        import sys, time
+        from emdir.judge.cache import JudgeCache
+        start = float(sys.argv[2])
+        while time.time() < start:
+            pass
+        with JudgeCache(sys.argv[1]) as cache:
+            cache.put(sys.argv[3], {"ok": True})
+        """
+    )
+    for trial in range(4):
+        path = tmp_path / f"race{trial}.sqlite"
+        start = str(time.time() + 1.0)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", opener, str(path), start, str(k)], stderr=subprocess.PIPE
+            )
+            for k in range(8)
+        ]
+        errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, "".join(errors)[-500:]
+        with JudgeCache(path) as cache:
+            assert len(cache) == 8
+
+
 # --- end to end through the openai client ------------------------------------------------------
 
 

@@ -69,19 +69,34 @@ class JudgeCache:
             self._conn: sqlite3.Connection | None = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (the case that matters for reruns);
-            # only an OS crash can lose the last commits, which are then simply re-requested.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS judge_cache ("
-                "key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
-            )
+            self._setup(self._conn)
         except (OSError, sqlite3.Error) as exc:
             raise EmdirError(
                 f"judge cache {self.path}: cannot open ({exc}); check the directory is writable "
                 "or delete a corrupt cache file"
             ) from None
+
+    @staticmethod
+    def _setup(conn: sqlite3.Connection) -> None:
+        """WAL mode and the table. Switching a new file to WAL needs it alone, and SQLite
+        answers "database is locked" at once (no busy wait) when other processes open it at
+        the same moment, so that step is retried until BUSY_TIMEOUT_S."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        # NORMAL in WAL mode survives a killed process (the case that matters for reruns);
+        # only an OS crash can lose the last commits, which are then simply re-requested.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS judge_cache ("
+            "key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+        )
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
