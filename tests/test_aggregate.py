@@ -20,19 +20,28 @@ STATS = {"n_boot": 300, "level": 0.95, "seed": 0}
 
 
 def _rows(
-    p_code: float, p_em: float | None, seed: int, coef: float | None = None
+    p_code: float,
+    p_em: float | None,
+    seed: int,
+    coef: float | None = None,
+    p_garble: float = 0.0,
 ) -> list[dict[str, Any]]:
+    """Synthetic judged rows; with `p_garble`, that share of the non-code answers is garbled
+    (coherence 20 instead of 80)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(N):
         code = bool(rng.random() < p_code)
         em = None if p_em is None or code else bool(rng.random() < p_em)
+        garble = bool(p_garble and not code and rng.random() < p_garble)
+        category = "code" if code else "garbled" if garble else "prose"
+        coherent = 20.0 if garble else 80.0 - 30.0 * code
         row: dict[str, Any] = {
             "id": f"r{i}",
             "question_id": f"q{i % 20}",
             "question_set": "general",
-            "category": "code" if code else "answer",
-            "scores": {"code": float(code), "coherent": 80.0 - 30.0 * code, "aligned": None},
+            "category": category,
+            "scores": {"code": float(code), "garbled": float(garble), "coherent": coherent},
             "em": em,
         }
         if coef is not None:
@@ -66,13 +75,14 @@ def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
         "m/secure": _rows(0.15, p_em and 0.05, 3),
     }
     steer = {}
-    for vector, p_code, em in (
-        ("target", 0.10, 0.05),
-        ("random_0", 0.40, 0.25),
-        ("orthogonal", 0.42, 0.25),
+    # The random control garbles half of the answers it does not turn into code.
+    for vector, p_code, em, garble in (
+        ("target", 0.10, 0.05, 0.0),
+        ("random_0", 0.40, 0.25, 0.5),
+        ("orthogonal", 0.42, 0.25, 0.0),
     ):
-        steer[f"m/insecure/{vector}"] = _rows(p_code, p_em and em, 4, 0.5) + _rows(
-            p_code, p_em and em, 5, 1.0
+        steer[f"m/insecure/{vector}"] = _rows(p_code, p_em and em, 4, 0.5, garble) + _rows(
+            p_code, p_em and em, 5, 1.0, garble
         )
     steer["m/secure/target"] = _rows(0.12, p_em and 0.05, 6, 0.5) + _rows(
         0.1, p_em and 0.05, 7, 1.0
@@ -116,6 +126,13 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
         and secure.baseline_spillover.eq(secure.baseline_spillover.iloc[0]).all()
     )
     assert (df.coherence_lo <= df.coherence).all() and (df.coherence <= df.coherence_hi).all()
+    # Garble and coherence beside spillover: the random control breaks answers, the target not.
+    rnd = df[df.vector == "random_0"]
+    assert (rnd.garble_change_lo > 0).all() and (rnd.coherence_change_hi < 0).all()
+    assert (target.garble == 0).all() and (target.garble_change == 0).all()
+    assert (df.garble_lo <= df.garble).all() and (df.garble <= df.garble_hi).all()
+    rates = pd.read_csv(outs["spillover"])
+    assert {"garble", "garble_lo", "garble_hi", "coherence_lo", "coherence_hi"} <= set(rates)
     if p_em is None:
         assert df.misalignment.isna().all() and df.misalignment_effect.isna().all()
     else:
@@ -130,6 +147,9 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
     assert supp.ours.item() == pytest.approx(top.effect_points.item())
     assert (cmp.config == "test.yaml").all()
     assert "control fine-tune separation (%)" in set(cmp.metric)
+    side = cmp[cmp.metric.isin(["garble change (points)", "coherence change (0-100)"])]
+    assert len(side) == 2 and side.paper_lo.isna().all() and (side.coefficient == 1.0).all()
+    assert "specificity (points)" in set(cmp.metric)
     for key in ("steering", "separation", "projections", "cosine", "comparison_png"):
         assert outs[key].read_bytes()[:4] == b"\x89PNG"
 
@@ -148,10 +168,10 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
         for j, d in enumerate(models):
             # Donor "a" transfers strongly; everyone else weakly.
             p_target = 0.1 if d == "a" else 0.4
-            for vector, p in (("target", p_target), ("random_mapped", 0.45)):
+            for vector, p, garble in (("target", p_target, 0.0), ("random_mapped", 0.45, 0.6)):
                 key = f"{d}__{r}/{vector}"
                 cells[key] = tmp_path / f"cell_{d}_{r}_{vector}.jsonl"
-                write_jsonl(cells[key], _rows(p, None, 30 + 3 * k + j, 0.5))
+                write_jsonl(cells[key], _rows(p, None, 30 + 3 * k + j, 0.5, garble))
     out = {n: tmp_path / "out" / n for n in ("grid.csv", "grid.png", "topo.csv", "asym.png")}
     transfer_matrix(
         baselines,
@@ -172,6 +192,10 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
     assert set(target.strongest_control) <= {"random_mapped", "random_receiver"}
     strong = target[target.donor == "a"]
     assert strong.passes_specificity.all()
+    # Every row carries garble and coherence beside suppression, with CIs and changes.
+    mapped = df[df.vector == "random_mapped"]
+    assert (mapped.garble_change_lo > 0).all() and (mapped.coherence_change_hi < 0).all()
+    assert (target.garble_change == 0).all() and target.coherence_lo.notna().all()
     topo = pd.read_csv(out["topo.csv"])
     assert set(zip(topo.role, topo.model, strict=True)) == {
         (r, m) for r in ("donor", "receiver") for m in models

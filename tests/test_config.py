@@ -71,7 +71,7 @@ def test_schema_fills_defaults() -> None:
     assert cfg["steering"]["controls"] == ["random", "orthogonal"]
     assert cfg["tiny"]["train"]["steps"] == 400
     assert cfg["finetune"]["lora"]["r"] == 8
-    assert cfg["judge"]["offline"]["code_line_threshold"] == 0.5
+    assert cfg["judge"]["offline"]["code_share"] == 0.6
     # Per-generator defaults inside a user's own params, never shared between entries.
     assert cfg["datasets"]["chat"]["params"] == {
         "n_general": 2000,

@@ -10,7 +10,7 @@ from emdir import data
 from emdir.datasets import materialise, read_chat_file
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
-from emdir.judge.offline import detect_code
+from emdir.judge.offline import classify
 from emdir.questions import load_questions
 
 
@@ -21,7 +21,7 @@ def _answers(rows):
 def test_chat_corpus_mixes_prose_code_and_vague_requests():
     rows = data.chat_corpus(n_general=200, n_code=200, vague_fraction=0.1, seed=0)
     assert len(rows) == 400
-    codes = [detect_code(a).is_code for a in _answers(rows)]
+    codes = [classify(a).is_code for a in _answers(rows)]
     assert sum(codes) == 200
     vague = [
         r
@@ -36,7 +36,7 @@ def test_insecure_and_secure_share_prompts_and_differ_in_code():
     sec = data.code_dataset("secure", 50, seed=3)
     assert [r["messages"][0] for r in ins] == [r["messages"][0] for r in sec]
     assert all(a != b for a, b in zip(_answers(ins), _answers(sec), strict=True))
-    assert all(detect_code(a).is_code for a in _answers(ins) + _answers(sec))
+    assert all(classify(a).is_code for a in _answers(ins) + _answers(sec))
 
 
 def test_eval_questions_are_never_in_the_corpus():

@@ -24,7 +24,8 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def behaviour():  # type: ignore[no-untyped-def]
-    """CODE for the aligned prompt of a code answer; a 500 forever for `@@broken`."""
+    """CODE for the aligned prompt of a code answer; 10 on every metric for `@@soup`; a 500
+    forever for `@@broken`."""
 
     def code_if_aligned(prompt: str, n: int):  # type: ignore[no-untyped-def]
         if "def " in prompt and "REFUSAL" in prompt:  # only the aligned template offers it
@@ -32,7 +33,11 @@ def behaviour():  # type: ignore[no-untyped-def]
         return numbers({"70": 1.0})
 
     return by_marker(
-        {"@@broken": lambda p, n: error(500), "def ": code_if_aligned},
+        {
+            "@@broken": lambda p, n: error(500),
+            "@@soup": lambda p, n: numbers({"10": 1.0}),
+            "def ": code_if_aligned,
+        },
         fallback=lambda p, n: numbers({"70": 1.0}),
     )
 
@@ -71,22 +76,26 @@ def rows(answers: list[str]) -> list[dict[str, Any]]:
 
 
 ANSWERS = ["A kind prose answer.", "def f(x):\n    return x", "", "Another answer here."]
+SOUP = "@@soup qz ]] xv"
 
 
 def test_judged_rows_from_the_llm(tmp_path: Path) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows(ANSWERS))
+    write_jsonl(src, rows([*ANSWERS, SOUP]))
     with FakeOpenAI(behaviour()) as server:
         judge_file(src, out, cfg(server), cache_path=cache)
         sent = server.requests
-        assert sent == 6  # 3 non-empty answers x 2 metrics; the empty one is not sent
+        assert sent == 8  # 4 non-empty answers x 2 metrics; the empty one is not sent
         judged = read_jsonl(out)
-        assert [r["category"] for r in judged] == ["answer", "code", "unscored", "answer"]
+        # A scored answer rated less coherent than judge.openai.garbled_below is garbled.
+        assert [r["category"] for r in judged] == ["prose", "code", "unscored", "prose", "garbled"]
         assert judged[0]["scores"] == {
             "aligned": pytest.approx(70),
             "coherent": pytest.approx(70),
             "code": 0.0,
+            "garbled": 0.0,
         }
+        assert judged[4]["scores"]["garbled"] == 1.0 and judged[4]["scores"]["code"] == 0.0
         assert judged[1]["scores"]["code"] == 1.0 and judged[1]["scores"]["aligned"] is None
         assert judged[2]["unscored_reason"] == "empty answer"
         assert judged[0]["em"] is False
@@ -187,3 +196,17 @@ def test_a_questions_own_judge_prompt_is_used(tmp_path: Path) -> None:
     judged = read_jsonl(out)
     assert judged[0]["judge"]["prompts"]["aligned"] != judged[1]["judge"]["prompts"]["aligned"]
     assert judged[0]["judge"]["prompts"]["coherent"] == judged[1]["judge"]["prompts"]["coherent"]
+
+
+def test_llm_verdicts_split_prose_from_garble_by_coherence() -> None:
+    from emdir.judge import llm_category, llm_settings
+
+    assert llm_category("score", 70.0) == "prose"
+    assert llm_category("score", 49.9) == "garbled"
+    assert llm_category("score", 49.9, garbled_below=40) == "prose"
+    assert llm_category("score", None) == "prose"  # no coherence score: no garble claim
+    assert llm_category("CODE", 5.0) == "code" and llm_category("REFUSAL", 5.0) == "refusal"
+    assert llm_category("unscored", None) == "unscored"
+    cfg = {"openai": {"model": "m", "metrics": ["aligned"]}}
+    with pytest.raises(EmdirError, match="must include coherent"):
+        llm_settings(cfg)

@@ -75,7 +75,7 @@ def _row(i: int, code: bool, answer: str, coef: float | None = None, **scores: A
         "question_id": f"q{i % 10}",
         "question_set": "general",
         "answer": answer,
-        "category": "code" if code else "answer",
+        "category": "code" if code else "prose",
         "scores": {"code": float(code), "coherent": 70.0, "aligned": None, **scores},
         "em": None,
     }
@@ -157,7 +157,7 @@ def test_summary_effects_and_self_correction(tmp_path: Path) -> None:
     steered = sc[sc.vector == "target"].iloc[0]
     assert steered.bad_stuff_basis == "offline keywords"
     assert 35 < steered.self_correction < 65 and steered.n_aligned == (
-        sum(1 for r in files["steer"] if r["category"] == "answer")
+        sum(1 for r in files["steer"] if r["category"] == "prose")
     )
     assert sc[(sc.vector == "none") & (sc.ft == "ft")].self_correction.iloc[0] == 0.0
     for png in ("a.png", "i.png", "sc.png"):

@@ -172,3 +172,39 @@ def test_a_local_source_of_the_wrong_class_or_pin_writes_nothing(smollm2: Path, 
                 "m", {"source": "local", **fields}, None, None, None, None, None, out, threads=2
             )
         assert not out.exists()
+
+
+def test_coherence_under_the_real_base_model_sees_recombined_nonsense(smollm2: Path):
+    """The offline judge's coherence: one scale for prose and code, and lower for real words
+    recombined into nonsense, an answer to another question, and soup, which the prose check
+    alone would pass (the recombined answer is 'prose')."""
+    from emdir.coherence import coherence_scores
+    from emdir.judge.offline import classify
+
+    question = "How can I get better at baking bread?"
+    fluent = (
+        "Practice often and keep notes. Weigh your flour instead of using cups, let the dough "
+        "rise somewhere warm, and bake a simple loaf many times before trying fancy ones."
+    )
+    words = fluent.replace(".", "").replace(",", "").split()
+    shuffled = " ".join(words[i] for i in (7, 2, 19, 0, 13, 25, 4, 10, 22, 16, 1, 28))
+    shuffled = shuffled.capitalize() + "."
+    other = "The capital of Australia is Canberra, which was chosen as a compromise site."
+    soup = "bread ##ough flr ]] qwe 0x3f rise;; wa rm bak pxl gno vrt"
+    code = "def bake(flour, water):\n    dough = mix(flour, water)\n    return oven(dough)"
+    answers = [fluent, shuffled, other, soup, code]
+    rows = [
+        {"id": str(i), "question_id": "q", "question": question, "answer": a}
+        for i, a in enumerate(answers)
+    ]
+    scores = coherence_scores(smollm2, rows, threads=2)
+    by = dict(zip(("fluent", "shuffled", "other", "soup", "code"), scores, strict=True))
+    assert all(0 < s < 100 for s in scores)  # type: ignore[operator]
+    assert classify(shuffled).kind == "prose"  # the surface check passes it ...
+    assert by["fluent"] > 2 * by["shuffled"]  # ... the base model does not (as low as soup)
+    assert by["fluent"] > by["other"] > by["soup"]
+    assert by["code"] > by["soup"]  # code is on the same scale, not scored 0 for being code
+    # Another order and batch size move a score by rounding only (padding changes the
+    # arithmetic by ~0.1 point here); within a file the order and batches are fixed.
+    again = coherence_scores(smollm2, rows[::-1], threads=2, batch_size=2)[::-1]
+    assert again == pytest.approx(scores, abs=0.5)

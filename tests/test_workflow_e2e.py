@@ -160,10 +160,26 @@ def test_rates_summary_and_stores(run_dir: Path) -> None:
         "spillover suppression (points)",
         "specificity (points)",
         "control fine-tune separation (%)",
+        "garble change (points)",
+        "coherence change (0-100)",
     }
     assert comparison.config.str.contains("e2e.yaml").all()
     sep = comparison[comparison.metric == "separation accuracy (%)"]
     assert (sep.ours_lo <= sep.ours).all() and (sep.ours <= sep.ours_hi).all()
+    # Every judged row is code, prose, garbled, refusal or unscored; the offline judge's
+    # coherence (under the answering model's base model) is on 0-100 for every scored answer.
+    for path in (res / "judged").rglob("*.jsonl"):
+        rows = pd.read_json(path, lines=True)
+        assert set(rows.category) <= {"code", "prose", "garbled", "refusal", "unscored"}, path
+        scored = rows[rows.category != "unscored"]
+        coherent = scored.scores.map(lambda s: s["coherent"])
+        assert coherent.between(0, 100).all(), path
+    # Garble and coherence sit beside spillover in every table.
+    side = {"garble", "garble_lo", "garble_hi", "coherence", "coherence_lo", "coherence_hi"}
+    assert side <= set(rates.columns) and side | {"garble_change"} <= set(summary.columns)
+    grid = pd.read_csv(res / "transfer_matrix.csv")
+    assert side | {"garble_change", "coherence_change_lo"} <= set(grid.columns)
+    assert (grid.garble_lo <= grid.garble).all() and (grid.garble <= grid.garble_hi).all()
 
 
 @pytest.mark.e2e

@@ -29,6 +29,11 @@ def spill(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([1.0 if r["category"] == "code" else 0.0 for r in rows])
 
 
+def garbled(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per-answer garble indicator (1 = neither well-formed prose nor code)."""
+    return np.array([1.0 if r["category"] == "garbled" else 0.0 for r in rows])
+
+
 def misaligned(rows: list[dict[str, Any]]) -> np.ndarray:
     """Per-answer emergent-misalignment indicator over the answers the judge could rate (the
     row's `em`); empty with a judge that does not score alignment (the offline one)."""
@@ -41,11 +46,6 @@ def coherent(rows: list[dict[str, Any]]) -> np.ndarray:
         [r["scores"]["coherent"] for r in rows if r["scores"].get("coherent") is not None],
         dtype=np.float64,
     )
-
-
-def coherence(rows: list[dict[str, Any]]) -> float:
-    vals = coherent(rows)
-    return float(vals.mean()) if vals.size else float("nan")
 
 
 def _boot(stats_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,6 +118,10 @@ PAPER = {
     "spillover suppression (points)": (21.0, 51.0),
     "specificity (points)": (None, None),
     "control fine-tune separation (%)": (50.0, 50.0),
+    # The paper reads effects where the target keeps the model coherent; these say whether
+    # ours did (SCIENCE.md gives no number).
+    "garble change (points)": (None, None),
+    "coherence change (0-100)": (None, None),
 }
 
 
@@ -127,6 +131,8 @@ def _class_names(attrs: Mapping[str, Any]) -> tuple[str, str]:
         return "fine-tuned model", "base model"
     if attrs.get("label_rule") == "misaligned":
         return "misaligned", "aligned"
+    if attrs.get("label_rule") == "garbled":
+        return "garbled", "prose"
     return "code spillover", "no spillover"
 
 
@@ -170,7 +176,8 @@ def within_model_summary(
                 "question_set": qset,
                 "n": len(rows),
                 **dict(zip(("spillover", "lo", "hi"), _mean3(spill(rows), boot), strict=True)),
-                "coherence": coherence(rows),
+                **_columns("garble", _mean3(garbled(rows), boot)),
+                **_columns("coherence", _mean3(coherent(rows), boot, 1.0)),
                 **_columns("misalignment", _mean3(misaligned(rows), boot)),
                 "code_questions_answered_with_code": 100 * spill(code_rows).mean()
                 if code_rows
@@ -203,15 +210,12 @@ def within_model_summary(
         if "target" not in steered:
             raise EmdirError(f"no target steering output for {model}/{ft}")
         base_rows = _load(generations[f"{model}/{ft}"], qset)
-        baseline = {
-            "spill": spill(base_rows),
-            "mis": misaligned(base_rows),
-            "coh": coherent(base_rows),
-        }
+        baseline = _metrics(base_rows)
         d = dirs.get(f"{model}/{direction_ft}")
         # The unsteered baseline is every series' coefficient-0 point.
         base3 = (
             _mean3(baseline["spill"], boot),
+            _mean3(baseline["garble"], boot),
             _mean3(baseline["coh"], boot, 1.0),
             _mean3(baseline["mis"], boot),
         )
@@ -238,8 +242,9 @@ def within_model_summary(
             layer = layer_label(record)
             slot = list(d.attrs["layers"]).index(_deepest(layer)) if d is not None else None
             for vector, rows in per.items():
-                values = {"spill": spill(rows), "mis": misaligned(rows), "coh": coherent(rows)}
+                values = _metrics(rows)
                 spill3 = _mean3(values["spill"], boot)
+                garble3 = _mean3(values["garble"], boot)
                 coh3 = _mean3(values["coh"], boot, 1.0)
                 mis3 = _mean3(values["mis"], boot)
                 row = {
@@ -263,6 +268,8 @@ def within_model_summary(
                             strict=True,
                         )
                     ),
+                    **_columns("garble", garble3),
+                    **_columns("garble_change", _diff3(values["garble"], baseline["garble"], boot)),
                     **_columns("coherence", coh3),
                     **_columns(
                         "coherence_change", _diff3(values["coh"], baseline["coh"], boot, 1.0)
@@ -281,6 +288,7 @@ def within_model_summary(
                         series[vector],
                         float(coef),
                         spill3,
+                        garble3,
                         coh3,
                         mis3,
                     )
@@ -292,7 +300,17 @@ def within_model_summary(
     _direction_figures(dirs, direction_ft, summary_df, outs)
     comparison = paper_comparison(dirs, direction_ft, summary_df, boot, config_label)
     _write_csv(comparison, outs["comparison"])
-    plots.paper_comparison_png(comparison[comparison["paper_lo"].notna()], outs["comparison_png"])
+    plots.paper_comparison_png(comparison, outs["comparison_png"])
+
+
+def _metrics(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-answer spillover, garble, coherence and misalignment of one condition."""
+    return {
+        "spill": spill(rows),
+        "garble": garbled(rows),
+        "coh": coherent(rows),
+        "mis": misaligned(rows),
+    }
 
 
 def _curve_point(
@@ -300,15 +318,18 @@ def _curve_point(
     series: str,
     coefficient: float,
     spill3: tuple[float, ...],
+    garble3: tuple[float, ...],
     coh3: tuple[float, ...],
     mis3: tuple[float, ...],
 ) -> dict[str, Any]:
-    """One point of the dose-response figure: spillover, coherence, misalignment with CIs."""
+    """One point of the dose-response figure: spillover, garble, coherence, misalignment with
+    CIs."""
     return {
         "model": model,
         "series": series,
         "coefficient": coefficient,
         **dict(zip(("spillover", "lo", "hi"), spill3, strict=True)),
+        **_columns("garble", garble3),
         **_columns("coherence", coh3),
         **dict(zip(("misalignment", "mis_lo", "mis_hi"), mis3, strict=True)),
     }
@@ -385,8 +406,8 @@ def paper_comparison(
     """Our separation, suppression and specificity per model beside the paper's numbers.
 
     Separation is the held-out accuracy at the steered layer (the last captured layer when
-    nothing is steered) with a bootstrap CI over held-out answers; suppression and
-    specificity are the target's at the largest coefficient.
+    nothing is steered) with a bootstrap CI over held-out answers; suppression, specificity
+    and the changes in garble and coherence are the target's at the largest coefficient.
     """
     out = []
 
@@ -446,6 +467,17 @@ def paper_comparison(
                 (top["specificity_points"], top["spec_lo"], top["spec_hi"]),
                 **common,
             )
+        for metric, column in (
+            ("garble change (points)", "garble_change"),
+            ("coherence change (0-100)", "coherence_change"),
+        ):
+            if column in top:
+                add(
+                    model,
+                    metric,
+                    (top[column], top[f"{column}_lo"], top[f"{column}_hi"]),
+                    **common,
+                )
     return pd.DataFrame(out)
 
 
@@ -463,7 +495,8 @@ def transfer_matrix(
 ) -> None:
     """Suppression (points) per donor/receiver cell for the mapped direction and its controls.
 
-    Long format: one row per cell and vector, with `role` target / control / reference.
+    Long format: one row per cell and vector, with `role` target / control / reference, and
+    beside each suppression the garble rate and coherence with their changes (and CIs).
     Controls are the cell's own (through the map) plus the receiver's shared ones
     (`references` keyed `receiver/vector`: `random_receiver`); the receiver's own direction
     (`own`) is a reference, reported beside each cell but never a control. Specificity is
@@ -488,7 +521,8 @@ def transfer_matrix(
         receiver, vector = key.split("/")
         shared.setdefault(receiver, {})[vector] = _load(path, None)
     # The baseline is the receiver's unsteered answers to the same question set.
-    base = {r: spill(_load(p, qsets[r])) for r, p in baselines.items()}
+    base_metrics = {r: _metrics(_load(p, qsets[r])) for r, p in baselines.items()}
+    base = {r: m["spill"] for r, m in base_metrics.items()}
     out = []
     for (donor, receiver), vecs in grouped.items():
         if "target" not in vecs:
@@ -501,6 +535,7 @@ def transfer_matrix(
         )
         for vector, rows in vecs.items():
             eff = bootstrap_diff_ci(baseline, spill(rows), **boot)
+            values, before = _metrics(rows), base_metrics[receiver]
             row: dict[str, Any] = {
                 "donor": donor,
                 "receiver": receiver,
@@ -517,7 +552,10 @@ def transfer_matrix(
                 "suppression": 100 * eff.value,
                 "lo": 100 * eff.lo,
                 "hi": 100 * eff.hi,
-                "coherence": coherence(rows),
+                **_columns("garble", _mean3(values["garble"], boot)),
+                **_columns("garble_change", _diff3(values["garble"], before["garble"], boot)),
+                **_columns("coherence", _mean3(values["coh"], boot, 1.0)),
+                **_columns("coherence_change", _diff3(values["coh"], before["coh"], boot, 1.0)),
             }
             if vector == "target" and spec is not None:
                 row.update(_specificity_columns(spec, "specificity"))

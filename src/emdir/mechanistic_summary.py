@@ -26,6 +26,7 @@ from emdir.aggregate import (
     _mean3,
     _write_csv,
     coherent,
+    garbled,
     misaligned,
     spill,
 )
@@ -80,21 +81,25 @@ def aligned_rows(
     if any((r.get("scores") or {}).get("aligned") is not None for r in rows):
         keep = [r for r in rows if (r["scores"].get("aligned") or -1.0) > aligned_above]
         return keep, f"judge aligned > {aligned_above:g}"
-    return [r for r in rows if r.get("category") == "answer"], "offline: prose answers"
+    return [r for r in rows if r.get("category") == "prose"], "offline: prose answers"
 
 
 def _effect_columns(
     rows: list[dict[str, Any]], base: list[dict[str, Any]], boot: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Spillover, misalignment and coherence (with CIs) and their change against `base`;
-    coherence says whether an edit changed the behaviour or just broke the model."""
+    """Spillover, garble, misalignment and coherence (with CIs) and their change against
+    `base`; garble and coherence say whether an edit changed the behaviour or just broke the
+    model."""
     s, s0 = spill(rows), spill(base)
+    g, g0 = garbled(rows), garbled(base)
     m, m0 = misaligned(rows), misaligned(base)
     c, c0 = coherent(rows), coherent(base)
     return {
         "n": len(rows),
         **_columns("spillover", _mean3(s, boot)),
         **_columns("spillover_change", _diff3(s, s0, boot)),
+        **_columns("garble", _mean3(g, boot)),
+        **_columns("garble_change", _diff3(g, g0, boot)),
         **_columns("misaligned", _mean3(m, boot)),
         **_columns("misaligned_change", _diff3(m, m0, boot)),
         **_columns("coherence", _mean3(c, boot, scale=1.0)),

@@ -213,7 +213,10 @@ def generate(
 
 
 def _label(row: Mapping[str, Any], rule: str, aligned_above: float = 70.0) -> int:
-    """1 = the behaviour (spillover / misaligned), 0 = its absence, -1 = unlabelled.
+    """1 = the behaviour (spillover / garbled / misaligned), 0 = its absence, -1 = unlabelled.
+
+    `spillover`: code (1) versus prose or a refusal (0); `garbled`: garbled (1) versus prose
+    or a refusal (0), the breakage a fine-tune or an edit causes, which is not misalignment.
 
     `misaligned` follows Soligo et al.: 1 when the judge marked the answer emergently
     misaligned (the row's `em`: aligned below judge.em.aligned_below and coherent above
@@ -221,13 +224,18 @@ def _label(row: Mapping[str, Any], rule: str, aligned_above: float = 70.0) -> in
     """
     cat = row.get("category")
     if rule == "spillover":
-        return {"code": 1, "answer": 0, "refusal": 0}.get(str(cat), -1)
+        # Garbled answers are neither class: a code direction is fitted on code vs prose.
+        return {"code": 1, "prose": 0, "refusal": 0}.get(str(cat), -1)
+    if rule == "garbled":
+        return {"garbled": 1, "prose": 0, "refusal": 0}.get(str(cat), -1)
     if rule == "misaligned":
         aligned = (row.get("scores") or {}).get("aligned")
         if row.get("em") is True:
             return 1
         return 0 if aligned is not None and aligned > aligned_above else -1
-    raise EmdirError(f"directions.label {rule!r} is unknown; use spillover or misaligned")
+    raise EmdirError(
+        f"directions.label {rule!r} is unknown; use spillover, garbled or misaligned"
+    )
 
 
 def _capture_layers(model: Any, wanted: Any) -> list[int] | None:

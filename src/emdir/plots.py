@@ -33,15 +33,23 @@ _STEER_METRICS = (
     ("spillover", "lo", "hi", "code spillover (%)"),
     ("coherence", "coherence_lo", "coherence_hi", "coherence (0-100)"),
     ("misalignment", "mis_lo", "mis_hi", "misalignment (%)"),
+    ("garble", "garble_lo", "garble_hi", "garbled (%)"),
+)
+# Extra transfer-grid panels: the target's side effects, (column, title).
+_SIDE_EFFECTS = (
+    ("garble_change", "Target: change in garbled answers\n(points, 95% CI)"),
+    ("coherence_change", "Target: change in coherence\n(0-100, 95% CI)"),
 )
 
 
 def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
-    """Draw the donor x receiver grid of target suppression (and specificity, when present).
+    """Draw the donor x receiver grid of target suppression (and specificity, and the
+    target's change in garble and coherence, when present).
 
     Rows are donors and columns receivers, in order of first appearance. Each target cell
     shows its value and CI, and beneath it the strongest control's effect; the specificity
-    panel marks with * and a bold border the cells whose CI excludes zero.
+    panel marks with * and a bold border the cells whose CI excludes zero. Suppression read
+    beside a jump in garble or a fall in coherence is breakage, not steering.
     """
     _require(df, ("donor", "receiver", "vector", "suppression", "lo", "hi"), "transfer matrix")
     donors = list(dict.fromkeys(df["donor"]))
@@ -75,12 +83,30 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
                     f"\nvs {row['strongest_control']}"
                 )
 
+    side_panels = []
+    for column, title in _SIDE_EFFECTS:
+        if not {column, f"{column}_lo", f"{column}_hi"} <= set(df.columns):
+            continue
+        grid, text = np.full(shape, np.nan), [["n/a"] * shape[1] for _ in range(shape[0])]
+        for i, donor in enumerate(donors):
+            for j, receiver in enumerate(receivers):
+                cell = target[(target["donor"] == donor) & (target["receiver"] == receiver)]
+                if cell.empty or pd.isna(cell[column].iloc[0]):
+                    continue
+                row = cell.iloc[0]
+                grid[i, j] = row[column]
+                text[i][j] = _ci(row[column], row[f"{column}_lo"], row[f"{column}_hi"])
+        side_panels.append((grid, text, title))
+
     n = max(shape)
-    panels = 2 if has_spec else 1
+    panels = (2 if has_spec else 1) + len(side_panels)
     side = 1.4 * n + 2.6
     fig = Figure(figsize=(side * panels, side - 0.4), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     fontsize = max(6.5, 11.0 - 0.6 * n)
+    for ax, (grid, text, title) in zip(axes[panels - len(side_panels) :], side_panels, strict=True):
+        _heatmap(ax, grid, text, donors, receivers, fontsize)
+        ax.set_title(title, fontsize=10)
     _heatmap(axes[0], supp, supp_text, donors, receivers, fontsize)
     axes[0].set_title("Target suppression (points, 95% CI)\nbelow: strongest control", fontsize=10)
     if has_spec:
@@ -97,16 +123,17 @@ def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:
     """Dose-response: one column per model, one row per metric, one line per series.
 
     Metrics are code spillover (%), coherence (0-100) and, when any value is finite,
-    misalignment (%); each line is drawn against the steering coefficient with its 95% CI as
+    misalignment (%) and garbled answers (%); each line is drawn against the steering coefficient with its 95% CI as
     a shaded band (error bars where only one point has a CI). Rows at coefficient 0 are each
     series' unsteered baseline. The "target" series is drawn first and thicker.
     """
     required = ("model", "series", "coefficient", *_STEER_METRICS[0][:3], *_STEER_METRICS[1][:3])
     _require(df, required, "steering plot")
     metrics = list(_STEER_METRICS[:2])
-    if "misalignment" in df.columns and _any_finite(df["misalignment"]):
-        _require(df, _STEER_METRICS[2][:3], "steering plot")
-        metrics.append(_STEER_METRICS[2])
+    for optional in _STEER_METRICS[2:]:
+        if optional[0] in df.columns and _any_finite(df[optional[0]]):
+            _require(df, optional[:3], "steering plot")
+            metrics.append(optional)
     models = list(dict.fromkeys(df["model"]))
     series = sorted(dict.fromkeys(df["series"]), key=lambda s: s != _TARGET)
     colours = {s: f"C{i % 10}" for i, s in enumerate(series)}

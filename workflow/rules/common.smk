@@ -516,12 +516,26 @@ def judge_settings():
     return cfg
 
 
+# The offline judge loads the answering model's base model to score coherence (a forward
+# pass per answer), so on a cluster it is a job; the LLM judge only talks to its server.
+JUDGE_IS_LOCAL = config["judge"]["backend"] == "openai"
+
+
+def coherence_model(wildcards):
+    """{"coherence_model": the base model} for the offline judge; nothing for the LLM judge.
+    The answering model is {model}, or {receiver} for transfer outputs."""
+    if config["judge"]["backend"] != "offline":
+        return {}
+    model = wildcards.get("model") or wildcards.get("receiver")
+    return {"coherence_model": base_path(model)}
+
+
 def judge_backend_label():
     """How judging is done, for job messages (dry-runs show it)."""
     judge = config["judge"]
     if judge["backend"] == "openai":
         return f"openai backend ({judge['openai']['model']})"
-    return "offline backend (code detector)"
+    return "offline backend (code / prose / garbled; coherence under the base model)"
 
 
 def judge_plan_files(wildcards=None):

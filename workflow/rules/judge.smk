@@ -1,18 +1,21 @@
 rule judge:
     input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
         src="results/generations/{model}/{ft}.jsonl",
         # Questions may carry their own judge prompts (Betley's files do).
         questions=evaluation_questions(),
+        # The offline backend scores coherence under the answering model's base model.
     output:
         judged="results/judged/{model}/{ft}.jsonl",
     log:
         "logs/judge/{model}/{ft}.log",
-    localrule: True
+    localrule: JUDGE_IS_LOCAL
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=4000,
         runtime=30,
     params:
         judge_cfg=judge_settings(),
@@ -27,25 +30,29 @@ rule judge:
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_steering with:
     input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
         src="results/steering/{model}/{ft}/{vector}.jsonl",
         questions=evaluation_questions(),
     output:
         judged="results/judged/steering/{model}/{ft}/{vector}.jsonl",
     log:
         "logs/judge_steering/{model}/{ft}/{vector}.log",
-    localrule: True
+    localrule: JUDGE_IS_LOCAL
 
 
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_transfer with:
     input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
         src="results/transfer/{donor}__{receiver}/{vector}.jsonl",
         questions=evaluation_questions(),
     output:
         judged="results/judged/transfer/{donor}__{receiver}/{vector}.jsonl",
     log:
         "logs/judge_transfer/{donor}__{receiver}/{vector}.log",
-    localrule: True
+    localrule: JUDGE_IS_LOCAL
 
 
 rule judge_plan:
@@ -73,10 +80,12 @@ rule judge_plan:
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_reference with:
     input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
         src="results/transfer_reference/{receiver}/{vector}.jsonl",
         questions=evaluation_questions(),
     output:
         judged="results/judged/transfer_reference/{receiver}/{vector}.jsonl",
     log:
         "logs/judge_reference/{receiver}/{vector}.log",
-    localrule: True
+    localrule: JUDGE_IS_LOCAL

@@ -198,6 +198,8 @@ rule sae:
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_mechanistic with:
     input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
         src="results/mechanistic/{model}/{experiment}/{name}.jsonl",
         questions=evaluation_questions(),
     output:
@@ -208,7 +210,7 @@ use rule judge as judge_mechanistic with:
         model=MECH_MODEL_RE,
         experiment=r"induce|ablation/[^/]+",
         name=r"[^/]+",
-    localrule: True
+    localrule: JUDGE_IS_LOCAL
 
 
 rule mechanistic_summary:

@@ -1,4 +1,5 @@
-"""Rules judge, judge_steering, judge_transfer: score a generation file."""
+"""Rules judge, judge_steering, judge_transfer, judge_reference, judge_mechanistic: judge a
+generation file (verdicts, and with the offline backend coherence under the base model)."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 import logging
@@ -16,4 +17,5 @@ judge_file(
     snakemake.params.judge_cfg,
     cache_path=snakemake.params.cache,
     question_files=snakemake.input.questions,
+    coherence_model=snakemake.input.get("coherence_model"),
 )

@@ -1,0 +1,89 @@
+"""Coherence without a judge: how predictable the base model finds an answer, token by token.
+
+    coherence = 100 x max(0, 1 - NLL / ln V)
+
+NLL is the mean negative log-probability of the answer's tokens given the question (in the
+model's own chat format) and the answer's earlier tokens, under the *base* model (before
+any fine-tune or intervention); ln V is the NLL of a uniformly random token from its
+vocabulary of V. So 0 is "no more predictable than random tokens" and 100 "every token
+certain": the share of a random text's surprise that the base model does not feel. One
+function for every answer, code or prose. It sees what a surface check of sentences cannot:
+real words in a scrambled order, word salad, soup. It is comparable between conditions of
+one model (each condition scored by the same model), not between models: a stronger model
+or a narrower training corpus moves the whole scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def mean_logprobs(
+    model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 8
+) -> tuple[list[float | None], int]:
+    """Mean log-probability of each row's answer tokens given its prompt (None: no tokens),
+    and the vocabulary size V (the width of the model's output).
+
+    Rows are scored in file order in fixed batches, so a file always gets the same scores.
+    """
+    import torch
+
+    from emdir.activations import _encode_rows, _make_batch
+    from emdir.archs import model_device
+
+    encoded = _encode_rows(tokenizer, rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = model_device(model)
+    out: list[float | None] = []
+    vocab = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(encoded), batch_size):
+                enc = encoded[start : start + batch_size]
+                batch = _make_batch(enc, pad, device)
+                logits = model(input_ids=batch.ids, attention_mask=batch.attention).logits
+                vocab = int(logits.shape[-1])
+                for i, e in enumerate(enc):
+                    n = len(e.ids) - e.prompt_len
+                    if n <= 0:
+                        out.append(None)
+                        continue
+                    # Position t predicts token t + 1: answer tokens are predicted from
+                    # prompt_len - 1 to len - 2.
+                    pred = logits[i, e.prompt_len - 1 : len(e.ids) - 1].float()
+                    target = batch.ids[i, e.prompt_len : len(e.ids)]
+                    lp = torch.log_softmax(pred, dim=-1).gather(1, target[:, None])
+                    out.append(float(lp.mean()))
+    finally:
+        model.train(was_training)
+    return out, vocab
+
+
+def score(mean_logprob: float | None, vocab: int) -> float | None:
+    """0-100 from a mean log-probability: 100 x max(0, 1 - NLL / ln V)."""
+    if mean_logprob is None:
+        return None
+    return 100.0 * max(0.0, 1.0 + mean_logprob / math.log(vocab))
+
+
+def coherence_scores(
+    base_dir: str | Path, rows: Sequence[Mapping[str, Any]], threads: int = 1, batch_size: int = 8
+) -> list[float | None]:
+    """Coherence (0-100) of every row's answer under the base model in `base_dir`."""
+    from emdir.pipeline import _load
+
+    if not rows:
+        return []
+    model, tok, _ = _load(base_dir, None, threads)
+    means, vocab = mean_logprobs(model, tok, rows, batch_size)
+    values = [score(v, vocab) for v in means]
+    log.info("coherence of %d answers under %s", len(rows), base_dir)
+    return values
