@@ -233,9 +233,7 @@ def _label(row: Mapping[str, Any], rule: str, aligned_above: float = 70.0) -> in
         if row.get("em") is True:
             return 1
         return 0 if aligned is not None and aligned > aligned_above else -1
-    raise EmdirError(
-        f"directions.label {rule!r} is unknown; use spillover, garbled or misaligned"
-    )
+    raise EmdirError(f"directions.label {rule!r} is unknown; use spillover, garbled or misaligned")
 
 
 def _capture_layers(model: Any, wanted: Any) -> list[int] | None:
