@@ -336,3 +336,11 @@ def test_figures_carry_provenance_in_png_metadata(tmp_path: Path) -> None:
     text = Image.open(out).text
     for key, value in stamp().items():
         assert text[key] == value
+
+
+def test_a_cell_beaten_by_its_control_is_not_marked_as_passing() -> None:
+    from emdir.plots import specificity_mark
+
+    assert specificity_mark(2.0, 9.0) == "*"
+    assert specificity_mark(-9.0, -2.0) == "!"  # significantly negative: beaten, not passing
+    assert specificity_mark(-2.0, 3.0) == ""

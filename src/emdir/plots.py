@@ -48,7 +48,8 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
 
     Rows are donors and columns receivers, in order of first appearance. Each target cell
     shows its value and CI, and beneath it the strongest control's effect; the specificity
-    panel marks with * and a bold border the cells whose CI excludes zero. Suppression read
+    panel marks with * and a bold border the cells that pass (CI above zero) and with "!" the
+    cells where a control beats the target (CI below zero). Suppression read
     beside a jump in garble or a fall in coherence is breakage, not steering.
     """
     _require(df, ("donor", "receiver", "vector", "suppression", "lo", "hi"), "transfer matrix")
@@ -76,8 +77,8 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
             supp_text[i][j] = f"{_ci(row['suppression'], row['lo'], row['hi'])}{_control(ctl)}"
             if has_spec and pd.notna(row["specificity"]):
                 spec[i, j] = row["specificity"]
-                passes[i, j] = row["spec_lo"] > 0 or row["spec_hi"] < 0
-                star = "*" if passes[i, j] else ""
+                star = specificity_mark(row["spec_lo"], row["spec_hi"])
+                passes[i, j] = star == "*"
                 spec_text[i][j] = (
                     f"{_ci(row['specificity'], row['spec_lo'], row['spec_hi'])}{star}"
                     f"\nvs {row['strongest_control']}"
@@ -111,12 +112,21 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
     axes[0].set_title("Target suppression (points, 95% CI)\nbelow: strongest control", fontsize=10)
     if has_spec:
         _heatmap(axes[1], spec, spec_text, donors, receivers, fontsize)
-        axes[1].set_title("Specificity: target - strongest control\n* = CI excludes 0", fontsize=10)
+        axes[1].set_title(
+            "Specificity: target - strongest control\n* = CI above 0 (passes), ! = below 0",
+            fontsize=10,
+        )
         for i, j in zip(*np.nonzero(passes), strict=True):
             axes[1].add_patch(
                 Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5)
             )
     _save(fig, out_png)
+
+
+def specificity_mark(lo: float, hi: float) -> str:
+    """"*" when the specificity CI is above zero (the cell passes), "!" when it is below
+    (a control beats the target), "" otherwise."""
+    return "*" if lo > 0 else "!" if hi < 0 else ""
 
 
 def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:

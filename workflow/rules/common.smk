@@ -95,14 +95,12 @@ def check_references(cfg):
             f"config: directions.pooling = {pooling!r} is not captured; add it to "
             f"activations.poolings (now {cfg['activations']['poolings']})"
         )
-    if (
-        cfg["directions"]["label"] == "misaligned"
-        and cfg["directions"]["contrast"] == "responses"
-        and cfg["judge"]["backend"] == "offline"
-    ):
+    # The label also feeds the label-based mechanistic parts under the `models` contrast.
+    if cfg["directions"]["label"] == "misaligned" and cfg["judge"]["backend"] == "offline":
         raise WorkflowError(
             "config: directions.label = misaligned needs alignment scores, which the offline "
-            "judge does not give; set judge.backend: openai or directions.label: spillover"
+            "judge does not give; set judge.backend: openai or directions.label: spillover "
+            "(or garbled)"
         )
 
 
