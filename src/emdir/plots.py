@@ -124,8 +124,8 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
 
 
 def specificity_mark(lo: float, hi: float) -> str:
-    """"*" when the specificity CI is above zero (the cell passes), "!" when it is below
-    (a control beats the target), "" otherwise."""
+    """The specificity cell's mark: `*` when its CI is above zero (the cell passes), `!`
+    when it is below (a control beats the target), nothing otherwise."""
     return "*" if lo > 0 else "!" if hi < 0 else ""
 
 
@@ -693,14 +693,20 @@ def convergence_png(df: pd.DataFrame, fts: Sequence[str], out_png: str | Path, m
 
 
 def mechanistic_effects_png(df: pd.DataFrame, out_png: str | Path, what: str, model: str) -> None:
-    """Spillover change (and misalignment change, when judged) with CIs: one bar per
-    ablation variant, or one dose-response line per induced vector."""
-    fig = Figure(figsize=(7.5, 3.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, col, name in zip(
-        axes, ("spillover_change", "misaligned_change"), ("spillover", "misalignment"), strict=True
-    ):
-        if df.empty or not _any_finite(df[col]):
+    """Changes in spillover, garble and coherence (and misalignment, when judged) with CIs:
+    one bar per ablation variant, or one dose-response line per induced vector. Garble and
+    coherence tell an edit that changes behaviour from one that breaks the model."""
+    panels = [
+        ("spillover_change", "spillover", "points"),
+        ("garble_change", "garble", "points"),
+        ("coherence_change", "coherence", "0-100"),
+        ("misaligned_change", "misalignment", "points"),
+    ]
+    panels = [p for p in panels if p[0] in df.columns or p[1] == "misalignment"]
+    fig = Figure(figsize=(3.6 * len(panels) + 0.6, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (col, name, unit) in zip(axes, panels, strict=True):
+        if df.empty or col not in df.columns or not _any_finite(df[col]):
             ax.text(0.5, 0.5, f"no {name} scores\n(offline judge)", ha="center", va="center")
             ax.set_axis_off()
             continue
@@ -717,9 +723,9 @@ def mechanistic_effects_png(df: pd.DataFrame, out_png: str | Path, what: str, mo
                 ecolor="k",
                 capsize=2,
             )
-            ax.set_yticks(y, labels, fontsize=7)
+            ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y), fontsize=7)
             ax.axvline(0, color="k", linewidth=0.8)
-            ax.set_xlabel(f"{name} change (points)")
+            ax.set_xlabel(f"{name} change ({unit})")
         else:
             for i, (vector, grp) in enumerate(df.groupby("vector")):
                 grp = grp.sort_values("coefficient")
@@ -731,7 +737,7 @@ def mechanistic_effects_png(df: pd.DataFrame, out_png: str | Path, what: str, mo
                 ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.2)
             ax.axhline(0, color="k", linewidth=0.8)
             ax.set_xlabel("coefficient (x residual norm), added to the base model")
-            ax.set_ylabel(f"{name} change (points)")
+            ax.set_ylabel(f"{name} change ({unit})")
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         ax.set_title(name, fontsize=9)
