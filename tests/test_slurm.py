@@ -38,6 +38,12 @@ GPU_RULES = {
     "rank1_reading",
     "sae",
     "transfer_reference",
+    # The offline judge loads the base model for coherence.
+    "judge",
+    "judge_steering",
+    "judge_transfer",
+    "judge_reference",
+    "judge_mechanistic",
 }
 
 
