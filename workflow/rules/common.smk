@@ -96,7 +96,10 @@ def check_references(cfg):
             f"activations.poolings (now {cfg['activations']['poolings']})"
         )
     # The label also feeds the label-based mechanistic parts under the `models` contrast.
-    if cfg["directions"]["label"] == "misaligned" and cfg["judge"]["backend"] == "offline":
+    if (
+        cfg["directions"]["label"] == "misaligned"
+        and cfg["judge"]["backend"] == "offline"
+    ):
         raise WorkflowError(
             "config: directions.label = misaligned needs alignment scores, which the offline "
             "judge does not give; set judge.backend: openai or directions.label: spillover "
