@@ -534,8 +534,8 @@ def transfer_matrix(
             specificity_ci(spill(vecs["target"]), controls, baseline, **boot) if controls else None
         )
         for vector, rows in vecs.items():
-            eff = bootstrap_diff_ci(baseline, spill(rows), **boot)
             values, before = _metrics(rows), base_metrics[receiver]
+            eff = bootstrap_diff_ci(baseline, values["spill"], **boot)
             row: dict[str, Any] = {
                 "donor": donor,
                 "receiver": receiver,
@@ -548,7 +548,7 @@ def transfer_matrix(
                 "n": len(rows),
                 "coefficient": float(transfer_cfg["coefficient"]),
                 "baseline_spillover": 100 * baseline.mean(),
-                "spillover": 100 * spill(rows).mean(),
+                "spillover": 100 * values["spill"].mean(),
                 "suppression": 100 * eff.value,
                 "lo": 100 * eff.lo,
                 "hi": 100 * eff.hi,

@@ -73,7 +73,7 @@ def judge_offline(question: str, answer: str, params: Mapping[str, Any]) -> Judg
 
 OFFLINE_PROMPT_SHA = sha256_text(
     "emdir offline judge v2: code / prose / garbled by parsing and word shape, refusal "
-    "patterns, coherence = geometric-mean token probability under the base model"
+    "patterns, coherence = 100 x (1 - NLL / ln V) under the base model"
 )
 
 
