@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from emdir.errors import EmdirError
 from emdir.io import write_jsonl
 
 N = 120
-STEER = {"question_set": "general", "coefficients": [0.5, 1.0]}
+STEER = {
+    "question_set": "general",
+    "coefficients": [0.5, 1.0],
+    "behaviour": "spillover",
+    "read": {"cost": "coherence", "max_cost": 10.0},
+    "match": ["norm", "kl"],
+}
 STATS = {"n_boot": 300, "level": 0.95, "seed": 0}
 
 
@@ -96,11 +103,17 @@ def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
     dirs = {"m/insecure": tmp_path / "insecure.h5", "m/secure": tmp_path / "secure.h5"}
     for p in dirs.values():
         _directions(p)
-    names = ("summary", "spillover", "steering", "separation", "projections", "cosine")
-    outs = {
-        k: tmp_path / "out" / f"{k}.{'csv' if k in ('summary', 'spillover') else 'png'}"
-        for k in names
-    }
+    names = (
+        "summary",
+        "calibration",
+        "spillover",
+        "steering",
+        "separation",
+        "projections",
+        "cosine",
+    )
+    csvs = ("summary", "calibration", "spillover")
+    outs = {k: tmp_path / "out" / f"{k}.{'csv' if k in csvs else 'png'}" for k in names}
     outs["comparison"] = tmp_path / "out" / "comparison.csv"
     outs["comparison_png"] = tmp_path / "out" / "comparison.png"
     within_model_summary(
@@ -116,8 +129,19 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
     assert len(df) == 2 * 3 + 2  # coefficients x insecure vectors, + target on secure
     target = df[(df.ft == "insecure") & (df.vector == "target")]
     assert (target.effect_lo > 0).all()  # 45% -> 10% spillover
-    assert (target.spec_lo > 0).all() and target.passes_specificity.all()
+    assert (target.spec_lo > 0).all() and target.passes_specificity.dropna().all()
+    # The random control garbles at both strengths (coherence falls > 10): no strength keeps
+    # every control coherent, so the read strength is the smallest, flagged as such.
+    assert target.read.tolist() == [True, False]
+    read = target[target.read]
+    assert read.passes_specificity.all() and (read.verdict_holm == "passes").all()
+    assert (read.family_size == 1).all() and (read.spec_p_holm == read.spec_p).all()
+    assert (target.n_questions == 20).all() and (target.n_answers == N).all()
     assert set(target.strongest_control) <= {"random_0", "orthogonal"}
+    calib = pd.read_csv(outs["calibration"])
+    assert set(calib.vector) == {"target", "random_0", "orthogonal"}
+    assert (calib.read_coefficient == 0.5).all() and not calib.controls_within_cost.any()
+    assert calib.set_index("vector").loc["target", "moves_behaviour_at"] == 0.5
     controls = df[(df.ft == "insecure") & (df.vector != "target")]
     assert controls.specificity_points.isna().all()
     secure = df[df.ft == "secure"]
@@ -143,12 +167,12 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
     assert len(sep) == 1 and sep.ours_lo.item() <= sep.ours.item() <= sep.ours_hi.item()
     assert sep.paper_lo.item() == 99.6
     supp = cmp[cmp.metric == "spillover suppression (points)"]
-    top = target[target.coefficient == 1.0]
+    top = target[target.read]  # the paper table reads the target at the read strength
     assert supp.ours.item() == pytest.approx(top.effect_points.item())
     assert (cmp.config == "test.yaml").all()
     assert "control fine-tune separation (%)" in set(cmp.metric)
     side = cmp[cmp.metric.isin(["garble change (points)", "coherence change (0-100)"])]
-    assert len(side) == 2 and side.paper_lo.isna().all() and (side.coefficient == 1.0).all()
+    assert len(side) == 2 and side.paper_lo.isna().all() and (side.coefficient == 0.5).all()
     assert "specificity (points)" in set(cmp.metric)
     for key in ("steering", "separation", "projections", "cosine", "comparison_png"):
         assert outs[key].read_bytes()[:4] == b"\x89PNG"
@@ -168,7 +192,11 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
         for j, d in enumerate(models):
             # Donor "a" transfers strongly; everyone else weakly.
             p_target = 0.1 if d == "a" else 0.4
-            for vector, p, garble in (("target", p_target, 0.0), ("random_mapped", 0.45, 0.6)):
+            for vector, p, garble in (
+                ("target", p_target, 0.0),
+                ("random_0", 0.45, 0.6),
+                ("random_1", 0.40, 0.6),
+            ):
                 key = f"{d}__{r}/{vector}"
                 cells[key] = tmp_path / f"cell_{d}_{r}_{vector}.jsonl"
                 write_jsonl(cells[key], _rows(p, None, 30 + 3 * k + j, 0.5, garble))
@@ -185,15 +213,27 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
         asymmetry_png=out["asym.png"],
     )
     df = pd.read_csv(out["grid.csv"])
-    assert len(df) == 9 * 4  # cells x (target, random_mapped, random_receiver, own)
+    assert len(df) == 9 * 5  # cells x (target, random_0, random_1, random_receiver, own)
     assert set(df.role) == {"target", "control", "reference"}
     target = df[df.vector == "target"]
     # `own` suppresses most, but it is a reference: the strongest control is never `own`.
-    assert set(target.strongest_control) <= {"random_mapped", "random_receiver"}
-    strong = target[target.donor == "a"]
-    assert strong.passes_specificity.all()
+    assert set(target.strongest_control) <= {"random_0", "random_1", "random_receiver"}
+    strong = target[(target.donor == "a") & (target.receiver != "a")]
+    assert strong.passes_specificity.all() and (strong.verdict_holm == "passes").all()
+    # Holm across the six off-diagonal cells; the diagonal is its own family (self-map check).
+    off = target[target.donor != target.receiver]
+    assert (off.family == "transfer").all() and (off.family_size == 6).all()
+    diag = target[target.donor == target.receiver]
+    assert (diag.family == "diagonal").all() and (diag.family_size == 3).all()
+    assert (diag.cell == "diagonal (self-map check)").all()
+    assert (target.spec_p_holm >= target.spec_p).all()
+    # Several random draws per cell, summarised with their spread.
+    assert (target.random_draws == 2).all()
+    assert (target.random_effect_min <= target.random_effect_mean).all()
+    assert (target.random_effect_mean <= target.random_effect_max).all()
+    assert (df.n_questions == 20).all() and (df.n_answers == N).all()
     # Every row carries garble and coherence beside suppression, with CIs and changes.
-    mapped = df[df.vector == "random_mapped"]
+    mapped = df[df.vector == "random_0"]
     assert (mapped.garble_change_lo > 0).all() and (mapped.coherence_change_hi < 0).all()
     assert (target.garble_change == 0).all() and target.coherence_lo.notna().all()
     topo = pd.read_csv(out["topo.csv"])
@@ -213,7 +253,7 @@ def test_a_one_model_grid_has_an_empty_topology(tmp_path: Path) -> None:
     base = tmp_path / "base.jsonl"
     write_jsonl(base, _rows(0.5, None, 1))
     cells = {}
-    for vector, p in (("target", 0.3), ("random_mapped", 0.45)):
+    for vector, p in (("target", 0.3), ("random_0", 0.45)):
         cells[f"a__a/{vector}"] = tmp_path / f"{vector}.jsonl"
         write_jsonl(cells[f"a__a/{vector}"], _rows(p, None, 2, 0.5))
     out = {n: tmp_path / "out" / n for n in ("grid.csv", "grid.png", "topo.csv", "asym.png")}
@@ -268,8 +308,109 @@ def test_training_curves_rows_and_hub_models(tmp_path: Path) -> None:
     ]
     ft = df[df.run == "insecure"].iloc[0]
     assert ft.steps == 20 and ft.final_eval_spillover == pytest.approx(0.2)
-    assert ft.tokens_per_second == pytest.approx(200.0)
+    # Wall-clock throughput stays out of the CSV (the same config gives the same file); it
+    # is in each run's manifest and log.
+    assert "tokens_per_second" not in df.columns and "seconds" not in df.columns
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "hub" / "insecure" / "train_log.csv").unlink()
     with pytest.raises(EmdirError, match="hub/insecure/train_log.csv is missing"):
         training_curves(bases, adapters, tmp_path / "s.csv", tmp_path / "c.png")
+
+
+def _with_kl(rows: list[dict[str, Any]], kl: float) -> list[dict[str, Any]]:
+    return [{**r, "kl": kl} for r in rows]
+
+
+def test_read_strength_and_kl_matched_controls(tmp_path: Path) -> None:
+    """The read strength is the largest coefficient every control stays within its cost at;
+    each control is also compared at the coefficient whose KL is closest to the target's."""
+    from emdir.aggregate import read_strength
+
+    base = tmp_path / "base.jsonl"
+    write_jsonl(base, _rows(0.45, None, 1))
+    files = {
+        "target": _with_kl(_rows(0.10, None, 2, 0.1), 0.1)
+        + _with_kl(_rows(0.05, None, 3, 0.5), 1.0),
+        # at 0.5 the random control costs as much KL as the target at 0.1, and suppresses more
+        "random_0": _with_kl(_rows(0.45, None, 4, 0.1), 0.01)
+        + _with_kl(_rows(0.30, None, 5, 0.5), 0.1),
+    }
+    paths = {}
+    for v, rows in files.items():
+        paths[v] = tmp_path / f"{v}.jsonl"
+        write_jsonl(paths[v], rows)
+    steer = {**STEER, "coefficients": [0.1, 0.5]}
+    out = tmp_path / "read.json"
+    read_strength(base, paths, out, steer, STATS)
+    got = json.loads(out.read_text())
+    assert got["read_coefficient"] == 0.5 and got["controls_within_cost"]
+    read_strength(base, paths, out, {**steer, "read": {"cost": "kl", "max_cost": 0.05}}, STATS)
+    got = json.loads(out.read_text())
+    assert got["read_coefficient"] == 0.1
+    assert got["costs"]["0.5"]["random_0"] == pytest.approx(0.1)
+    read_strength(base, paths, out, {**steer, "read": {"cost": "kl", "max_cost": 0.001}}, STATS)
+    got = json.loads(out.read_text())
+    assert got["read_coefficient"] == 0.1 and not got["controls_within_cost"]
+
+    from emdir.aggregate import PairedConditions, _matched
+
+    conds = {"base": _rows(0.45, None, 1)}
+    for v, rows in files.items():
+        for c in (0.1, 0.5):
+            conds[f"{v}@{c:g}"] = [r for r in rows if r["intervention"]["coefficient"] == c]
+    p = PairedConditions(conds, STATS)
+    assert _matched(p, "target", "random_0", 0.1, [0.1, 0.5], ["norm"]) == [0.1]
+    assert _matched(p, "target", "random_0", 0.1, [0.1, 0.5], ["kl"]) == [0.5]
+    assert _matched(p, "target", "random_0", 0.1, [0.1, 0.5], ["norm", "kl"]) == [0.1, 0.5]
+
+
+def test_holm_runs_across_models_at_the_read_strength(tmp_path: Path) -> None:
+    gens, steer = {}, {}
+    for k, model in enumerate(("m1", "m2", "m3")):
+        gens[f"{model}/insecure"] = _rows(0.45, None, 10 + k)
+        # m1's target is clearly specific; m2's barely; m3's is beaten by its control.
+        p_target = {"m1": 0.05, "m2": 0.33, "m3": 0.40}[model]
+        p_ctl = {"m1": 0.42, "m2": 0.42, "m3": 0.10}[model]
+        for vector, p in (("target", p_target), ("random_0", p_ctl)):
+            steer[f"{model}/insecure/{vector}"] = _rows(p, None, 20 + k, 0.5) + _rows(
+                p, None, 30 + k, 1.0
+            )
+    paths: dict[str, dict[str, Path]] = {"g": {}, "s": {}}
+    for kind, src in (("g", gens), ("s", steer)):
+        for key, rows in src.items():
+            p = tmp_path / kind / f"{key.replace('/', '_')}.jsonl"
+            write_jsonl(p, rows)
+            paths[kind][key] = p
+    outs = {
+        k: tmp_path
+        / "out"
+        / f"{k}.{'csv' if k in ('summary', 'calibration', 'spillover', 'comparison') else 'png'}"
+        for k in (
+            "summary",
+            "calibration",
+            "spillover",
+            "steering",
+            "separation",
+            "projections",
+            "cosine",
+            "comparison",
+            "comparison_png",
+        )
+    }
+    dirs = {}
+    for model in ("m1", "m2", "m3"):
+        dirs[f"{model}/insecure"] = tmp_path / model / "insecure.h5"
+        dirs[f"{model}/insecure"].parent.mkdir(parents=True, exist_ok=True)
+        _directions(dirs[f"{model}/insecure"])
+    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    df = pd.read_csv(outs["summary"])
+    read = df[(df.vector == "target") & df.read].set_index("model")
+    assert (read.family_size == 3).all()
+    assert read.loc["m1", "verdict_holm"] == "passes"
+    assert read.loc["m3", "verdict_holm"] == "beaten by a control"
+    assert read.loc["m3", "verdict"] == "beaten by a control"
+    assert not read.passes_specificity.loc["m3"]
+    assert (read.spec_p_holm >= read.spec_p).all()
+    # not in the family: no corrected verdict
+    other = df[(df.vector == "target") & ~df.read]
+    assert other.verdict_holm.isna().all() and other.verdict.notna().all()

@@ -144,3 +144,15 @@ def test_per_row_sampler_matches_the_softmax_distribution():
         counts[_PerRowSampler([seed], params, torch.device("cpu"))(None, logits)[0].argmax()] += 1
     assert counts[2:].sum() == 0
     assert abs(counts[0] / n - torch.softmax(logits[0, :2], -1)[0]) < 0.025
+
+
+def test_train_log_keeps_throughput_but_writes_no_wall_clock(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import csv as _csv
+
+    from emdir.train import TrainLog
+
+    log = TrainLog([{"step": s, "loss": 1.0, "tokens": 100, "seconds": 0.5} for s in (1, 2)])
+    assert log.tokens_per_second() == 200.0
+    log.write_csv(tmp_path / "log.csv")
+    rows = list(_csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2"] and "seconds" not in rows[0]

@@ -344,3 +344,11 @@ def test_a_cell_beaten_by_its_control_is_not_marked_as_passing() -> None:
     assert specificity_mark(2.0, 9.0) == "*"
     assert specificity_mark(-9.0, -2.0) == "!"  # significantly negative: beaten, not passing
     assert specificity_mark(-2.0, 3.0) == ""
+    # With a family-wise verdict, only a pass after the correction is starred; a CI above
+    # zero that does not survive it is marked "+"; a beaten target is never starred.
+    assert specificity_mark(2.0, 9.0, "passes") == "*"
+    assert specificity_mark(2.0, 9.0, "inconclusive") == "+"
+    assert specificity_mark(-9.0, -2.0, "beaten by a control") == "!"
+    assert specificity_mark(-9.0, -2.0, "passes") == "!"
+    assert specificity_mark(-2.0, 3.0, "inconclusive") == ""
+    assert specificity_mark(2.0, 9.0, float("nan")) == "*"  # no family: the CI alone

@@ -54,7 +54,9 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     steer = DEFAULT["steering"]
     vectors = vector_names(steer["controls"], steer["random_seeds"])
     n_dir_fts = 1 + len(control_fts(steer["controls"]))
-    n_transfer = 1 + len(DEFAULT["transfer"]["controls"])
+    # The grid uses steering's control registry (transfer.controls: null), drawn per cell.
+    assert DEFAULT["transfer"]["controls"] is None
+    n_transfer = len(vectors)
     assert jobs["transfer"] == 16
     assert jobs["fit_map"] == 16
     assert jobs["judge_transfer"] == 16 * n_transfer
@@ -148,7 +150,9 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
     n = len(models)
     cells = 2 * n - 1  # qwen2's row and column of the 5 x 5 grid
     tr = cfg["transfer"]
-    n_vectors = 1 + len(tr["controls"])
+    n_vectors = len(
+        vector_names(tr["controls"] or cfg["steering"]["controls"], cfg["steering"]["random_seeds"])
+    )
     n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
     assert jobs == {
         "fit_map": cells,
@@ -166,11 +170,13 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
 def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path / "config.yaml", DEFAULT)
+    # The grid at a fixed strength: a steering coefficient does not touch it.
+    fixed = {**DEFAULT, "transfer": {**DEFAULT["transfer"], "coefficient": 0.5}}
+    config = write_config(tmp_path / "config.yaml", fixed)
     _fake_complete_run(tmp_path, config)
     steer = DEFAULT["steering"]
     changed = {
-        **DEFAULT,
+        **fixed,
         "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
     }
     jobs = dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
@@ -308,3 +314,26 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     # The judge jobs say which judge they use.
     assert "with the openai backend (gpt-4o-2024-08-06)" in out
     assert jobs["judge"] == 14 and jobs["judge_transfer"] == 48
+
+
+def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path: Path) -> None:
+    """transfer.coefficient: read steers each receiver at its within-model read strength,
+    which the sweep decides: the grid's steered answers rerun too, nothing upstream does."""
+    assert DEFAULT["transfer"]["coefficient"] == "read"
+    config = write_config(tmp_path / "config.yaml", DEFAULT)
+    _fake_complete_run(tmp_path, config)
+    steer = DEFAULT["steering"]
+    changed = {
+        **DEFAULT,
+        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
+    }
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
+    n_models = len(DEFAULT["models"])
+    tr = DEFAULT["transfer"]
+    n_cell = len(vector_names(steer["controls"], steer["random_seeds"]))
+    n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
+    assert jobs["read_strength"] == n_models
+    assert jobs["transfer"] == n_models**2 and jobs["transfer_reference"] == n_models
+    assert jobs["judge_transfer"] == n_models**2 * n_cell
+    assert jobs["judge_reference"] == n_models * n_refs
+    assert not {"finetune", "activations", "directions", "fit_map", "generate", "judge"} & set(jobs)

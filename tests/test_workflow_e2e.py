@@ -204,13 +204,67 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
         re.findall(r"^localrule (\w+):", out, re.M)
     )
     assert "steering" in rules
+    # The grid steers each receiver at its read strength (transfer.coefficient: read), which
+    # the sweep decides: the grid's steered generations rerun too, nothing upstream does.
     assert rules <= {
         "steering",
         "steering_also",
         "judge_steering",
         "within_model_summary",
+        "read_strength",
+        "transfer",
+        "transfer_reference",
+        "judge_transfer",
+        "judge_reference",
         "transfer_matrix",
         "mechanistic_summary",
         "provenance",
         "all",
     }, rules
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second fresh run of the same config in another directory."""
+    work = tmp_path_factory.mktemp("e2e_again")
+    proc = snakemake(work, CONFIG, "--cores", "2", "results/transfer_matrix.png", "all")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return work
+
+
+def _datasets(path: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return out
+
+
+@pytest.mark.e2e
+def test_two_fresh_runs_are_identical(run_dir: Path, second_run: Path) -> None:
+    """DESIGN.md: the same config on the same machine gives identical results. Every CSV is
+    byte-identical; directions and ridge maps hold identical arrays (their HDF5 files differ
+    only in the creation-time attribute)."""
+    import numpy as np
+
+    csvs = sorted(p.relative_to(run_dir) for p in (run_dir / "results").rglob("*.csv"))
+    assert len(csvs) > 10
+    assert csvs == sorted(
+        p.relative_to(second_run) for p in (second_run / "results").rglob("*.csv")
+    )
+    differ = [str(p) for p in csvs if (run_dir / p).read_bytes() != (second_run / p).read_bytes()]
+    assert not differ, differ
+    h5s = sorted(
+        p.relative_to(run_dir)
+        for sub in ("directions", "maps")
+        for p in (run_dir / "results" / sub).rglob("*.h5")
+    )
+    assert h5s
+    for rel in h5s:
+        a, b = _datasets(run_dir / rel), _datasets(second_run / rel)
+        assert a.keys() == b.keys(), rel
+        for key in a:
+            assert np.array_equal(a[key], b[key]), (rel, key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,18 @@ import pandas as pd
 
 from emdir import plots
 from emdir.errors import EmdirError
-from emdir.io import atomic_path, read_jsonl
-from emdir.stats import bootstrap_diff_ci, bootstrap_mean_ci, specificity_ci
+from emdir.io import atomic_path, read_jsonl, write_json
+from emdir.stats import (
+    PASSES,
+    Clustered,
+    QuestionBootstrap,
+    bootstrap_diff_ci,
+    bootstrap_mean_ci,
+    clustered,
+    holm,
+    paired_specificity,
+    verdict,
+)
 
 
 def _scored(rows: list[dict[str, Any]], question_set: str | None) -> list[dict[str, Any]]:
@@ -75,18 +85,6 @@ def _load(path: str | Path, question_set: str | None) -> list[dict[str, Any]]:
     return _require(read_jsonl(path, required=("category", "scores")), path, question_set)
 
 
-def _specificity_columns(spec: Any, value_column: str) -> dict[str, Any]:
-    """Target effect minus the strongest control, in points with its CI; passes when the CI
-    is above zero."""
-    return {
-        value_column: 100 * spec.value,
-        "spec_lo": 100 * spec.lo,
-        "spec_hi": 100 * spec.hi,
-        "strongest_control": spec.strongest_control,
-        "passes_specificity": spec.lo > 0,
-    }
-
-
 _NAN3 = (np.nan, np.nan, np.nan)
 
 
@@ -110,6 +108,183 @@ def _diff3(
 
 def _columns(prefix: str, values: tuple[float, ...]) -> dict[str, float]:
     return dict(zip((prefix, f"{prefix}_lo", f"{prefix}_hi"), values, strict=True))
+
+
+# ---------------------------------------------------------------- question bootstrap
+
+_SCALE = {"spill": 100.0, "garble": 100.0, "mis": 100.0, "coh": 1.0, "kl": 1.0}
+# steering.behaviour -> the per-answer metric it reads
+BEHAVIOUR = {"spillover": "spill", "garble": "garble"}
+
+
+def _per_answer(rows: list[dict[str, Any]]) -> dict[str, Clustered]:
+    """Each per-answer metric of one condition with the answers' question ids (metrics a
+    judge did not give, such as misalignment offline, are left out)."""
+    qid = [r["question_id"] for r in rows]
+    out = {
+        "spill": clustered(spill(rows), qid, "spillover"),
+        "garble": clustered(garbled(rows), qid, "garble"),
+    }
+    optional = {
+        "coh": [(r["question_id"], r["scores"].get("coherent")) for r in rows],
+        "mis": [
+            (r["question_id"], None if r.get("em") is None else float(bool(r["em"]))) for r in rows
+        ],
+        "kl": [(r["question_id"], r.get("kl")) for r in rows],
+    }
+    for metric, pairs in optional.items():
+        kept = [(q, v) for q, v in pairs if v is not None]
+        if kept:
+            out[metric] = clustered([v for _, v in kept], [q for q, _ in kept], metric)
+    return out
+
+
+class PairedConditions:
+    """Every condition of one comparison in one question bootstrap: the same resampled
+    questions for the baseline, the target and each control (conditions are named
+    `<name>|<metric>`)."""
+
+    def __init__(self, conditions: Mapping[str, list[dict[str, Any]]], boot: Mapping[str, Any]):
+        flat = {
+            f"{name}|{metric}": c
+            for name, rows in conditions.items()
+            for metric, c in _per_answer(rows).items()
+        }
+        self.qb = QuestionBootstrap(flat, **boot)
+
+    def has(self, name: str, metric: str) -> bool:
+        return f"{name}|{metric}" in self.qb.conditions
+
+    def point(self, name: str, metric: str) -> float:
+        return self.qb.mean(f"{name}|{metric}") if self.has(name, metric) else np.nan
+
+    def mean3(self, name: str, metric: str) -> tuple[float, ...]:
+        if not self.has(name, metric):
+            return _NAN3
+        e = self.qb.mean_ci(f"{name}|{metric}")
+        k = _SCALE[metric]
+        return k * e.value, k * e.lo, k * e.hi
+
+    def diff3(self, a: str, b: str, metric: str) -> tuple[float, ...]:
+        """mean(a) - mean(b), paired over questions."""
+        if not (self.has(a, metric) and self.has(b, metric)):
+            return _NAN3
+        e = self.qb.diff_ci(f"{a}|{metric}", f"{b}|{metric}")
+        k = _SCALE[metric]
+        return k * e.value, k * e.lo, k * e.hi
+
+    def size(self, name: str) -> dict[str, int]:
+        n_q, n_a = self.qb.size(f"{name}|spill")
+        return {"n_questions": n_q, "n_answers": n_a}
+
+    def specificity(
+        self,
+        baseline: str,
+        target: str,
+        controls: Mapping[str, str],
+        metric: str,
+        column: str = "specificity",
+    ) -> dict[str, Any]:
+        t = paired_specificity(
+            self.qb,
+            f"{baseline}|{metric}",
+            f"{target}|{metric}",
+            {k: f"{v}|{metric}" for k, v in controls.items()},
+        )
+        return {
+            "spec_metric": {v: k for k, v in BEHAVIOUR.items()}[metric],
+            column: _SCALE[metric] * t.value,
+            "spec_lo": _SCALE[metric] * t.lo,
+            "spec_hi": _SCALE[metric] * t.hi,
+            "strongest_control": t.strongest_control,
+            "spec_p": t.p,
+        }
+
+
+def _holm_family(
+    rows: list[dict[str, Any]],
+    value_column: str,
+    member: Callable[[dict[str, Any]], bool],
+    boot: Mapping[str, Any],
+    family_name: str,
+) -> list[dict[str, Any]]:
+    """Verdicts for every row with a specificity: `verdict` from its own p-value, and for
+    the rows `member` selects (one family) `spec_p_holm` and `verdict_holm` after Holm's
+    correction across the family. Only `verdict_holm == passes` counts as passing."""
+    alpha = 1.0 - float(boot["level"])
+    family = [i for i, r in enumerate(rows) if "spec_p" in r and member(r)]
+    adjusted = holm([rows[i]["spec_p"] for i in family]) if family else []
+    for r in rows:
+        if "spec_p" in r:
+            r["verdict"] = verdict(r[value_column], r["spec_p"], alpha)
+    for i, p in zip(family, adjusted, strict=True):
+        rows[i]["family"] = family_name
+        rows[i]["family_size"] = len(family)
+        rows[i]["spec_p_holm"] = float(p)
+        rows[i]["verdict_holm"] = verdict(rows[i][value_column], float(p), alpha)
+        rows[i]["passes_specificity"] = rows[i]["verdict_holm"] == PASSES
+    return rows
+
+
+def _cost(p: PairedConditions, name: str, cost: str) -> float:
+    """A vector's functional cost: coherence lost (points, unsteered minus steered) or mean
+    KL to the unsteered model (nats per answer token)."""
+    if cost == "coherence":
+        return p.point("base", "coh") - p.point(name, "coh")
+    if cost == "kl":
+        return p.point(name, "kl")
+    raise EmdirError(f"steering.read.cost {cost!r} is unknown; use coherence or kl")
+
+
+def _cond(vector: str, coef: float) -> str:
+    return f"{vector}@{coef:g}"
+
+
+def choose_read(
+    p: PairedConditions,
+    controls: Sequence[str],
+    coefficients: Sequence[float],
+    read_cfg: Mapping[str, Any],
+) -> tuple[float, bool]:
+    """The read strength: the largest coefficient at which every control's cost stays within
+    `read.max_cost`; (the smallest coefficient, False) when none does."""
+    cost, limit = str(read_cfg["cost"]), float(read_cfg["max_cost"])
+    coefs = sorted(float(c) for c in coefficients)
+    ok = [
+        c
+        for c in coefs
+        if all(
+            np.isfinite(v) and v <= limit
+            for v in (_cost(p, _cond(ctl, c), cost) for ctl in controls)
+        )
+    ]
+    return (ok[-1], True) if ok else (coefs[0], False)
+
+
+def _matched(
+    p: PairedConditions,
+    target: str,
+    control: str,
+    coef: float,
+    coefficients: Sequence[float],
+    rules: Sequence[str],
+) -> list[float]:
+    """The control's coefficients the target at `coef` is compared with: the same one
+    (`norm`) and the one whose cost is closest to the target's (`kl`, `coherence`)."""
+    out = []
+    for rule in rules:
+        if rule == "norm":
+            out.append(float(coef))
+            continue
+        want = _cost(p, _cond(target, coef), rule)
+        gaps = [
+            (abs(_cost(p, _cond(control, float(c)), rule) - want), float(c))
+            for c in sorted(coefficients)
+        ]
+        gaps = [g for g in gaps if np.isfinite(g[0])]
+        if gaps:
+            out.append(min(gaps)[1])
+    return sorted(set(out))
 
 
 # The paper's within-model numbers (SCIENCE.md section 1); None where it gives no number.
@@ -159,7 +334,6 @@ def within_model_summary(
     model still codes when asked to.
     """
     from emdir import directions as dm
-    from emdir.steering import layer_label
 
     qset = str(steer_cfg["question_set"])
     boot = _boot(stats_cfg)
@@ -169,16 +343,18 @@ def within_model_summary(
         all_rows = read_jsonl(path, required=("category", "scores"))
         rows = _require(all_rows, path, qset)
         code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") in code_sets]
+        p = PairedConditions({"x": rows}, boot)
         rates.append(
             {
                 "model": model,
                 "ft": ft,
                 "question_set": qset,
                 "n": len(rows),
-                **dict(zip(("spillover", "lo", "hi"), _mean3(spill(rows), boot), strict=True)),
-                **_columns("garble", _mean3(garbled(rows), boot)),
-                **_columns("coherence", _mean3(coherent(rows), boot, 1.0)),
-                **_columns("misalignment", _mean3(misaligned(rows), boot)),
+                **p.size("x"),
+                **dict(zip(("spillover", "lo", "hi"), p.mean3("x", "spill"), strict=True)),
+                **_columns("garble", p.mean3("x", "garble")),
+                **_columns("coherence", p.mean3("x", "coh")),
+                **_columns("misalignment", p.mean3("x", "mis")),
                 "code_questions_answered_with_code": 100 * spill(code_rows).mean()
                 if code_rows
                 else np.nan,
@@ -205,96 +381,29 @@ def within_model_summary(
     for key, spath in steering.items():
         model, ft, vector = key.split("/")
         grouped.setdefault((model, ft), {})[vector] = _load(spath, qset)
-    summary, curve = [], []
+    summary, curve, calibration = [], [], []
     for (model, ft), steered in grouped.items():
         if "target" not in steered:
             raise EmdirError(f"no target steering output for {model}/{ft}")
-        base_rows = _load(generations[f"{model}/{ft}"], qset)
-        baseline = _metrics(base_rows)
-        d = dirs.get(f"{model}/{direction_ft}")
-        # The unsteered baseline is every series' coefficient-0 point.
-        base3 = (
-            _mean3(baseline["spill"], boot),
-            _mean3(baseline["garble"], boot),
-            _mean3(baseline["coh"], boot, 1.0),
-            _mean3(baseline["mis"], boot),
+        rows, points, calib = _steering_rows(
+            model,
+            ft,
+            steered,
+            _load(generations[f"{model}/{ft}"], qset),
+            dirs.get(f"{model}/{direction_ft}"),
+            direction_ft,
+            steer_cfg,
+            boot,
         )
-        series = {v: v if ft == direction_ft else f"{v} on {ft}" for v in steered}
-        curve += [_curve_point(model, series[v], 0.0, *base3) for v in steered]
-        for coef in steer_cfg["coefficients"]:
-            per = {
-                v: [r for r in rows if _coefficient(r) == float(coef)]
-                for v, rows in steered.items()
-            }
-            empty = [v for v, rows in per.items() if not rows]
-            if empty:
-                raise EmdirError(
-                    f"steering outputs of {model}/{ft} ({', '.join(empty)}) have no answers at "
-                    f"coefficient {coef}; rerun the steering rule"
-                )
-            controls = {v: spill(rows) for v, rows in per.items() if v != "target"}
-            spec = (
-                specificity_ci(spill(per["target"]), controls, baseline["spill"], **boot)
-                if controls
-                else None
-            )
-            record = per["target"][0]["intervention"]
-            layer = layer_label(record)
-            slot = list(d.attrs["layers"]).index(_deepest(layer)) if d is not None else None
-            for vector, rows in per.items():
-                values = _metrics(rows)
-                spill3 = _mean3(values["spill"], boot)
-                garble3 = _mean3(values["garble"], boot)
-                coh3 = _mean3(values["coh"], boot, 1.0)
-                mis3 = _mean3(values["mis"], boot)
-                row = {
-                    "model": model,
-                    "ft": ft,
-                    "direction_ft": direction_ft,
-                    "vector": vector,
-                    "layer": layer,
-                    "op": _first_site(record)["op"],
-                    "coefficient": float(coef),
-                    "norm": _first_site(rows[0]["intervention"])["norm"],
-                    "n": len(rows),
-                    "spillover": spill3[0],
-                    "lo": spill3[1],
-                    "hi": spill3[2],
-                    "baseline_spillover": 100 * baseline["spill"].mean(),
-                    **dict(
-                        zip(
-                            ("effect_points", "effect_lo", "effect_hi"),
-                            _diff3(baseline["spill"], values["spill"], boot),
-                            strict=True,
-                        )
-                    ),
-                    **_columns("garble", garble3),
-                    **_columns("garble_change", _diff3(values["garble"], baseline["garble"], boot)),
-                    **_columns("coherence", coh3),
-                    **_columns(
-                        "coherence_change", _diff3(values["coh"], baseline["coh"], boot, 1.0)
-                    ),
-                    **_columns("misalignment", mis3),
-                    **_columns("misalignment_effect", _diff3(baseline["mis"], values["mis"], boot)),
-                    "separation_accuracy": d.accuracy[slot] if slot is not None else np.nan,
-                    "separation_auroc": d.auroc[slot] if slot is not None else np.nan,
-                }
-                if vector == "target" and spec is not None:
-                    row.update(_specificity_columns(spec, "specificity_points"))
-                summary.append(row)
-                curve.append(
-                    _curve_point(
-                        model,
-                        series[vector],
-                        float(coef),
-                        spill3,
-                        garble3,
-                        coh3,
-                        mis3,
-                    )
-                )
+        summary += rows
+        curve += points
+        calibration += calib
+    summary = _holm_family(
+        summary, "specificity_points", lambda r: bool(r.get("read")), boot, "models at read"
+    )
     summary_df = pd.DataFrame(summary)
     _write_csv(summary_df, outs["summary"])
+    _write_csv(pd.DataFrame(calibration), outs["calibration"])
     plots.steering_png(pd.DataFrame(curve), outs["steering"])
     plots.separation_png(pd.DataFrame(sep_rows), outs["separation"])
     _direction_figures(dirs, direction_ft, summary_df, outs)
@@ -303,14 +412,166 @@ def within_model_summary(
     plots.paper_comparison_png(comparison, outs["comparison_png"])
 
 
-def _metrics(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-answer spillover, garble, coherence and misalignment of one condition."""
-    return {
-        "spill": spill(rows),
-        "garble": garbled(rows),
-        "coh": coherent(rows),
-        "mis": misaligned(rows),
-    }
+def _steering_conditions(
+    steered: Mapping[str, list[dict[str, Any]]],
+    base_rows: list[dict[str, Any]],
+    coefficients: Sequence[float],
+    where: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """The baseline (`base`) and every vector at every coefficient (`<vector>@<c>`)."""
+    conds = {"base": base_rows}
+    for vector, rows in steered.items():
+        for c in coefficients:
+            sel = [r for r in rows if _coefficient(r) == float(c)]
+            if not sel:
+                raise EmdirError(
+                    f"steering output {where}/{vector} has no answers at coefficient {c:g}; "
+                    "rerun the steering rule"
+                )
+            conds[_cond(vector, float(c))] = sel
+    return conds
+
+
+def read_strength(
+    baseline: str | Path,
+    steering: Mapping[str, str | Path],
+    out: str | Path,
+    steer_cfg: Mapping[str, Any],
+    stats_cfg: Mapping[str, Any],
+) -> None:
+    """One model's read strength (steering.read) as JSON, for the transfer grid: the
+    largest swept coefficient at which every control's cost stays within the limit."""
+    qset = str(steer_cfg["question_set"])
+    steered = {v: _load(path, qset) for v, path in steering.items()}
+    coefs = [float(c) for c in steer_cfg["coefficients"]]
+    p = PairedConditions(
+        _steering_conditions(steered, _load(baseline, qset), coefs, str(baseline)), _boot(stats_cfg)
+    )
+    controls = [v for v in steered if v != "target"]
+    if not controls:
+        raise EmdirError("steering.read needs controls to read at; configure steering.controls")
+    coef, ok = choose_read(p, controls, coefs, steer_cfg["read"])
+    cost = str(steer_cfg["read"]["cost"])
+    write_json(
+        out,
+        {
+            "read_coefficient": coef,
+            "controls_within_cost": ok,
+            "cost": cost,
+            "max_cost": float(steer_cfg["read"]["max_cost"]),
+            "costs": {f"{c:g}": {v: _cost(p, _cond(v, c), cost) for v in steered} for c in coefs},
+        },
+    )
+
+
+def _steering_rows(
+    model: str,
+    ft: str,
+    steered: Mapping[str, list[dict[str, Any]]],
+    base_rows: list[dict[str, Any]],
+    d: Any,
+    direction_ft: str,
+    steer_cfg: Mapping[str, Any],
+    boot: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Summary rows (every vector at every coefficient: the dose-response), figure points and
+    calibration rows of one model/fine-tune, all from one paired question bootstrap."""
+    from emdir.steering import layer_label
+
+    coefs = sorted(float(c) for c in steer_cfg["coefficients"])
+    conds = _steering_conditions(steered, base_rows, coefs, f"{model}/{ft}")
+    p = PairedConditions(conds, boot)
+    behaviour = BEHAVIOUR[str(steer_cfg["behaviour"])]
+    controls = [v for v in steered if v != "target"]
+    read_c, within = (
+        choose_read(p, controls, coefs, steer_cfg["read"]) if controls else (np.nan, False)
+    )
+    series = {v: v if ft == direction_ft else f"{v} on {ft}" for v in steered}
+    base4 = tuple(p.mean3("base", m) for m in ("spill", "garble", "coh", "mis"))
+    curve = [_curve_point(model, series[v], 0.0, *base4) for v in steered]
+    record = steered["target"][0]["intervention"]
+    layer = layer_label(record)
+    slot = list(d.attrs["layers"]).index(_deepest(layer)) if d is not None else None
+    rows: list[dict[str, Any]] = []
+    for c in coefs:
+        for vector in steered:
+            name = _cond(vector, c)
+            spill3, garble3 = p.mean3(name, "spill"), p.mean3(name, "garble")
+            coh3, mis3 = p.mean3(name, "coh"), p.mean3(name, "mis")
+            row: dict[str, Any] = {
+                "model": model,
+                "ft": ft,
+                "direction_ft": direction_ft,
+                "vector": vector,
+                "layer": layer,
+                "op": _first_site(record)["op"],
+                "coefficient": c,
+                "read": bool(c == read_c),
+                "norm": _first_site(conds[name][0]["intervention"])["norm"],
+                **p.size(name),
+                "spillover": spill3[0],
+                "lo": spill3[1],
+                "hi": spill3[2],
+                "baseline_spillover": p.point("base", "spill") * 100,
+                **dict(
+                    zip(
+                        ("effect_points", "effect_lo", "effect_hi"),
+                        p.diff3("base", name, "spill"),
+                        strict=True,
+                    )
+                ),
+                **_columns("garble", garble3),
+                **_columns("garble_change", p.diff3(name, "base", "garble")),
+                **_columns("coherence", coh3),
+                **_columns("coherence_change", p.diff3(name, "base", "coh")),
+                **_columns("kl", p.mean3(name, "kl")),
+                **_columns("misalignment", mis3),
+                **_columns("misalignment_effect", p.diff3("base", name, "mis")),
+                "separation_accuracy": d.accuracy[slot] if slot is not None else np.nan,
+                "separation_auroc": d.auroc[slot] if slot is not None else np.nan,
+            }
+            if vector == "target" and controls:
+                against = {
+                    (ctl if c2 == c else f"{ctl} x{c2:g}"): _cond(ctl, c2)
+                    for ctl in controls
+                    for c2 in _matched(p, "target", ctl, c, coefs, steer_cfg["match"])
+                }
+                row.update(p.specificity("base", name, against, behaviour, "specificity_points"))
+            rows.append(row)
+            curve.append(_curve_point(model, series[vector], c, spill3, garble3, coh3, mis3))
+    calibration = []
+    if controls:
+        for vector in steered:
+            moves = {
+                m: next(
+                    (c for c in coefs if _excludes_zero(p.diff3("base", _cond(vector, c), m))),
+                    np.nan,
+                )
+                for m in ("spill", behaviour)
+            }
+            at = _cond(vector, read_c)
+            calibration.append(
+                {
+                    "model": model,
+                    "ft": ft,
+                    "vector": vector,
+                    "behaviour": str(steer_cfg["behaviour"]),
+                    "moves_behaviour_at": moves[behaviour],
+                    "moves_spillover_at": moves["spill"],
+                    "read_coefficient": read_c,
+                    "controls_within_cost": within,
+                    "read_cost": str(steer_cfg["read"]["cost"]),
+                    "max_cost": float(steer_cfg["read"]["max_cost"]),
+                    **_columns("behaviour_effect_at_read", p.diff3("base", at, behaviour)),
+                    **_columns("coherence_change_at_read", p.diff3(at, "base", "coh")),
+                    **_columns("kl_at_read", p.mean3(at, "kl")),
+                }
+            )
+    return rows, curve, calibration
+
+
+def _excludes_zero(v: tuple[float, ...]) -> bool:
+    return bool(v[1] > 0 or v[2] < 0)
 
 
 def _curve_point(
@@ -407,7 +668,8 @@ def paper_comparison(
 
     Separation is the held-out accuracy at the steered layer (the last captured layer when
     nothing is steered) with a bootstrap CI over held-out answers; suppression, specificity
-    and the changes in garble and coherence are the target's at the largest coefficient.
+    and the changes in garble and coherence are the target's at the read strength
+    (steering.read; the largest coefficient when no read strength was chosen).
     """
     out = []
 
@@ -452,7 +714,8 @@ def paper_comparison(
         ]
         if target.empty:
             continue
-        top = target.loc[target["coefficient"].idxmax()]
+        read = target[target["read"]] if "read" in target else target.iloc[0:0]
+        top = read.iloc[0] if not read.empty else target.loc[target["coefficient"].idxmax()]
         common = {"ft": ft, "layer": str(top["layer"]), "coefficient": top["coefficient"]}
         add(
             model,
@@ -492,6 +755,7 @@ def transfer_matrix(
     references: Mapping[str, str | Path] | None = None,
     topology_csv: str | Path | None = None,
     asymmetry_png: str | Path | None = None,
+    maps: Mapping[str, str | Path] | None = None,
 ) -> None:
     """Suppression (points) per donor/receiver cell for the mapped direction and its controls.
 
@@ -505,9 +769,8 @@ def transfer_matrix(
     With `topology_csv` / `asymmetry_png`: donor strength (row means) and receiver
     susceptibility (column means) over off-diagonal cells, with CIs, and their figure.
     """
-    from emdir.stats import bootstrap_mean_effect
-
     boot = _boot(stats_cfg)
+    behaviour = BEHAVIOUR[str(transfer_cfg.get("behaviour", "spillover"))]
     qsets: dict[str, str | None] = {r: None for r in baselines}
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for key, path in cells.items():
@@ -520,46 +783,72 @@ def transfer_matrix(
     for key, path in (references or {}).items():
         receiver, vector = key.split("/")
         shared.setdefault(receiver, {})[vector] = _load(path, None)
-    # The baseline is the receiver's unsteered answers to the same question set.
-    base_metrics = {r: _metrics(_load(p, qsets[r])) for r, p in baselines.items()}
-    base = {r: m["spill"] for r, m in base_metrics.items()}
+    # One question bootstrap for the whole grid: every receiver answers the same questions,
+    # so each replicate resamples them once for every baseline, cell and reference.
+    conds: dict[str, list[dict[str, Any]]] = {
+        f"base:{r}": _load(path, qsets[r]) for r, path in baselines.items()
+    }
+    for (donor, receiver), vecs in grouped.items():
+        conds.update({f"{donor}>{receiver}:{v}": rows for v, rows in vecs.items()})
+    for receiver, vecs in shared.items():
+        conds.update({f"ref:{receiver}:{v}": rows for v, rows in vecs.items()})
+    p = PairedConditions(conds, boot)
+    from emdir.ridge import map_summary
+
+    summaries = {
+        k: {f"map_{m}": v for m, v in map_summary(path).items()} for k, path in (maps or {}).items()
+    }
     out = []
     for (donor, receiver), vecs in grouped.items():
         if "target" not in vecs:
             raise EmdirError(f"transfer cell {donor}->{receiver} has no target output")
-        vecs = {**vecs, **shared.get(receiver, {})}
-        baseline = base[receiver]
-        controls = {v: spill(rows) for v, rows in vecs.items() if v not in ("target", "own")}
-        spec = (
-            specificity_ci(spill(vecs["target"]), controls, baseline, **boot) if controls else None
-        )
-        for vector, rows in vecs.items():
-            values, before = _metrics(rows), base_metrics[receiver]
-            eff = bootstrap_diff_ci(baseline, values["spill"], **boot)
+        names = {v: f"{donor}>{receiver}:{v}" for v in vecs}
+        names.update({v: f"ref:{receiver}:{v}" for v in shared.get(receiver, {})})
+        base = f"base:{receiver}"
+        controls = {v: n for v, n in names.items() if v not in ("target", "own")}
+        randoms = [v for v in controls if v.startswith("random_") and v[7:].isdigit()]
+        for vector, name in names.items():
+            eff = p.diff3(base, name, "spill")
             row: dict[str, Any] = {
                 "donor": donor,
                 "receiver": receiver,
+                "cell": "diagonal (self-map check)" if donor == receiver else "transfer",
                 "vector": vector,
                 "role": "target"
                 if vector == "target"
                 else "reference"
                 if vector == "own"
                 else "control",
-                "n": len(rows),
-                "coefficient": float(transfer_cfg["coefficient"]),
-                "baseline_spillover": 100 * baseline.mean(),
-                "spillover": 100 * values["spill"].mean(),
-                "suppression": 100 * eff.value,
-                "lo": 100 * eff.lo,
-                "hi": 100 * eff.hi,
-                **_columns("garble", _mean3(values["garble"], boot)),
-                **_columns("garble_change", _diff3(values["garble"], before["garble"], boot)),
-                **_columns("coherence", _mean3(values["coh"], boot, 1.0)),
-                **_columns("coherence_change", _diff3(values["coh"], before["coh"], boot, 1.0)),
+                **p.size(name),
+                "coefficient": _coefficient(conds[name][0]),
+                "baseline_spillover": 100 * p.point(base, "spill"),
+                "spillover": 100 * p.point(name, "spill"),
+                "suppression": eff[0],
+                "lo": eff[1],
+                "hi": eff[2],
+                **_columns("garble", p.mean3(name, "garble")),
+                **_columns("garble_change", p.diff3(name, base, "garble")),
+                **_columns("coherence", p.mean3(name, "coh")),
+                **_columns("coherence_change", p.diff3(name, base, "coh")),
+                **_columns("kl", p.mean3(name, "kl")),
             }
-            if vector == "target" and spec is not None:
-                row.update(_specificity_columns(spec, "specificity"))
+            if vector == "target":
+                if controls:
+                    row.update(p.specificity(base, name, controls, behaviour))
+                if randoms:
+                    effects = [p.diff3(base, names[v], behaviour)[0] for v in randoms]
+                    row.update(
+                        {
+                            "random_draws": len(randoms),
+                            "random_effect_mean": float(np.mean(effects)),
+                            "random_effect_min": float(np.min(effects)),
+                            "random_effect_max": float(np.max(effects)),
+                        }
+                    )
+                row.update(summaries.get(f"{donor}__{receiver}", {}))
             out.append(row)
+    out = _holm_family(out, "specificity", lambda r: r["cell"] == "transfer", boot, "transfer")
+    out = _holm_family(out, "specificity", lambda r: r["cell"] != "transfer", boot, "diagonal")
     df = pd.DataFrame(out)
     if rates_csv is not None:
         rates = pd.read_csv(rates_csv)
@@ -577,9 +866,22 @@ def transfer_matrix(
             keys = [k for k in grouped if k[0 if kind == "donor" else 1] == model and k[0] != k[1]]
             if not keys:
                 continue
-            est = bootstrap_mean_effect(
-                [(r, spill(grouped[(d, r)]["target"])) for d, r in keys], base, **boot
+            reps = np.mean(
+                [
+                    p.qb.reps(f"base:{r}|spill") - p.qb.reps(f"{d}>{r}:target|spill")
+                    for d, r in keys
+                ],
+                axis=0,
             )
+            value = float(
+                np.mean(
+                    [
+                        p.point(f"base:{r}", "spill") - p.point(f"{d}>{r}:target", "spill")
+                        for d, r in keys
+                    ]
+                )
+            )
+            est = p.qb.estimate(value, reps)
             topo.append(
                 {
                     "role": kind,
@@ -634,9 +936,6 @@ def training_curves(
                 if len(evals)
                 else np.nan,
                 "final_eval_spillover": float(spills.iloc[-1]) if len(spills) else np.nan,
-                "tokens_per_second": float(df["tokens"].sum() / df["seconds"].sum())
-                if {"tokens", "seconds"} <= set(df.columns) and df["seconds"].sum() > 0
-                else np.nan,
             }
         )
     if not rows:

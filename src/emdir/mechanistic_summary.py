@@ -19,16 +19,12 @@ import pandas as pd
 
 from emdir import plots
 from emdir.aggregate import (
+    PairedConditions,
     _boot,
     _columns,
-    _diff3,
     _load,
     _mean3,
     _write_csv,
-    coherent,
-    garbled,
-    misaligned,
-    spill,
 )
 from emdir.errors import EmdirError
 from emdir.steering import layer_label
@@ -87,23 +83,22 @@ def aligned_rows(
 def _effect_columns(
     rows: list[dict[str, Any]], base: list[dict[str, Any]], boot: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Spillover, garble, misalignment and coherence (with CIs) and their change against
-    `base`; garble and coherence say whether an edit changed the behaviour or just broke the
-    model."""
-    s, s0 = spill(rows), spill(base)
-    g, g0 = garbled(rows), garbled(base)
-    m, m0 = misaligned(rows), misaligned(base)
-    c, c0 = coherent(rows), coherent(base)
+    """Spillover, garble, misalignment and coherence (with CIs over questions) and their
+    change against `base` (paired: the same questions resampled for both); garble, coherence
+    and KL say whether an edit changed the behaviour or just broke the model."""
+    p = PairedConditions({"x": rows, "base": base}, boot)
     return {
         "n": len(rows),
-        **_columns("spillover", _mean3(s, boot)),
-        **_columns("spillover_change", _diff3(s, s0, boot)),
-        **_columns("garble", _mean3(g, boot)),
-        **_columns("garble_change", _diff3(g, g0, boot)),
-        **_columns("misaligned", _mean3(m, boot)),
-        **_columns("misaligned_change", _diff3(m, m0, boot)),
-        **_columns("coherence", _mean3(c, boot, scale=1.0)),
-        **_columns("coherence_change", _diff3(c, c0, boot, scale=1.0)),
+        **p.size("x"),
+        **_columns("spillover", p.mean3("x", "spill")),
+        **_columns("spillover_change", p.diff3("x", "base", "spill")),
+        **_columns("garble", p.mean3("x", "garble")),
+        **_columns("garble_change", p.diff3("x", "base", "garble")),
+        **_columns("misaligned", p.mean3("x", "mis")),
+        **_columns("misaligned_change", p.diff3("x", "base", "mis")),
+        **_columns("coherence", p.mean3("x", "coh")),
+        **_columns("coherence_change", p.diff3("x", "base", "coh")),
+        **_columns("kl", p.mean3("x", "kl")),
     }
 
 

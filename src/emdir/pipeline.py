@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -390,6 +391,7 @@ def _steered_rows(
     ft: str,
     desc: str,
 ) -> list[dict[str, Any]]:
+    from emdir.calibration import kl_to_unsteered
     from emdir.generate import generation_rows, sample
     from emdir.interventions import intervene
 
@@ -398,7 +400,13 @@ def _steered_rows(
             model, tok, prompts, _sampling(sampling_cfg), desc=desc, on_batch=ctx.start
         )
     record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
-    return generation_rows(prompts, answers, model_key, ft, intervention=record)
+    rows = generation_rows(prompts, answers, model_key, ft, intervention=record)
+    # The functional cost of the vector: KL from the unsteered to the steered next-token
+    # distribution along each answer (nats per answer token).
+    kl = kl_to_unsteered(model, tok, prompts, [a for a, _ in answers], ivs)
+    for row, value in zip(rows, kl, strict=True):
+        row["kl"] = round(float(value), 6)
+    return rows
 
 
 def steering(
@@ -441,6 +449,7 @@ def steering(
             others,
             wrong_layer=int(steer_cfg["wrong_layer"]),
             seed=int(steer_cfg["seed"]),
+            stream=model_key,
         )
         for name in outs
     }
@@ -578,15 +587,31 @@ def fit_map(
         test,
         center=bool(map_cfg.get("center", True)),
         standardize=bool(map_cfg.get("standardize", False)),
+        folds=int(map_cfg.get("cv_folds", 5)),
+        widen=int(map_cfg.get("alpha_widen", 3)),
+        seed=int(map_cfg["seed"]),
     )
     log.info(
-        "map %s -> %s: alpha %g, held-out R^2 %.3f, CKA %.3f",
+        "map %s -> %s: alpha %g (%d-fold CV R^2 %.3f on train anchors), "
+        "held-out R^2 %.3f, CKA %.3f",
         src.attrs.get("model"),
         dst.attrs.get("model"),
         m.alpha,
+        m.cv_folds,
+        m.r2_cv,
         m.r2_test,
         m.cka_test,
     )
+    if m.alpha_at_edge:
+        log.warning(
+            "map %s -> %s: alpha %g is at the edge of the alphas tried (%s) after widening "
+            "%d step(s); extend transfer.alphas or raise transfer.alpha_widen",
+            src.attrs.get("model"),
+            dst.attrs.get("model"),
+            m.alpha,
+            ", ".join(f"{a:g}" for a in m.alphas),
+            m.alpha_widen,
+        )
     write_map(
         out,
         m,
@@ -600,6 +625,20 @@ def fit_map(
             "emdir_version": __version__,
         },
     )
+
+
+def transfer_coefficient(transfer_cfg: Mapping[str, Any], read_strength: Any = None) -> float:
+    """The grid's steering coefficient: `transfer.coefficient`, or with `read` the receiver's
+    within-model read strength from its calibration file."""
+    value = transfer_cfg["coefficient"]
+    if value != "read":
+        return float(value)
+    if read_strength is None:
+        raise EmdirError(
+            "transfer.coefficient is `read` but no calibration file was given to this job"
+        )
+    data = json.loads(Path(read_strength).read_text())
+    return float(data["read_coefficient"])
 
 
 def _steer_receiver(
@@ -626,6 +665,7 @@ def _steer_receiver(
     if unknown:
         raise EmdirError(f"transfer outputs requested for unknown vectors {unknown}")
     scale = store.resid_norm(layer)
+    coefficient = transfer_coefficient(transfer_cfg, extra.get("read_strength"))
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
@@ -633,7 +673,7 @@ def _steer_receiver(
             layer=layer,
             vector=vectors[name],
             op="subtract",
-            coefficient=float(transfer_cfg["coefficient"]),
+            coefficient=coefficient,
             scale=scale,
             positions="all",
             name=name,
@@ -650,7 +690,7 @@ def _steer_receiver(
             desc=f"{extra.get('donor', '')}->{receiver} {name}",
         )
         for row in rows:
-            row.update(extra)
+            row.update({k: v for k, v in extra.items() if k != "read_strength"})
             row["question_set"] = Path(questions).stem
         write_jsonl(path, rows)
 
@@ -668,14 +708,18 @@ def transfer(
     transfer_cfg: Mapping[str, Any],
     sampling_cfg: Mapping[str, Any],
     threads: int,
+    donor_controls: Mapping[str, str | Path] | None = None,
+    read_strength: str | Path | None = None,
 ) -> None:
     """Steer the receiver with the donor's mapped direction and with controls through the same
     map. `transfer.mapped`: `difference` maps the donor's difference in means; `class_means`
-    maps each class mean through the affine map and subtracts."""
+    maps each class mean through the affine map and subtracts. `donor_controls` maps
+    fine-tune keys to the donor's directions files for `<ft>_direction` controls;
+    `read_strength` is the receiver's calibration file when `transfer.coefficient` is `read`."""
     from emdir import directions as dm
     from emdir.activations import read_store
     from emdir.ridge import map_class_means, map_vector, read_map
-    from emdir.steering import unit_at
+    from emdir.steering import site_vectors, unit_at
 
     m = read_map(map_path)
     dd = dm.read_directions(donor_directions)
@@ -690,17 +734,23 @@ def transfer(
         target = map_vector(m, donor_v)
     else:
         raise EmdirError(f"transfer.mapped {mode!r} is unknown; use difference or class_means")
-    seed = int(transfer_cfg["seed"])
+    # The same control registry as within-model steering, built in the donor's space at
+    # the donor's layer, drawn afresh for this cell, and mapped through the same map.
+    others = {k: dm.read_directions(p) for k, p in (donor_controls or {}).items()}
     vectors: dict[str, np.ndarray] = {"target": target}
-    for name in transfer_cfg["controls"]:
-        if name == "random_mapped":
-            vectors[name] = map_vector(m, dm.random_unit(donor_v.shape[-1], seed))
-        elif name == "orthogonal_mapped":
-            vectors[name] = map_vector(m, dm.orthogonal_unit(donor_v, seed))
-        else:
-            raise EmdirError(
-                f"transfer control {name!r} is unknown; use random_mapped or orthogonal_mapped"
-            )
+    for name in outs:
+        if name == "target":
+            continue
+        donor_space = site_vectors(
+            name,
+            [lx],
+            dd,
+            others,
+            wrong_layer=int(transfer_cfg["wrong_layer"]),
+            seed=int(transfer_cfg["seed"]),
+            stream=f"{donor}->{receiver}",
+        )[lx]
+        vectors[name] = map_vector(m, donor_space)
     _steer_receiver(
         receiver,
         base_dir,
@@ -713,7 +763,7 @@ def transfer(
         transfer_cfg,
         sampling_cfg,
         threads,
-        {"donor": donor},
+        {"donor": donor, "read_strength": read_strength},
     )
 
 
@@ -729,20 +779,23 @@ def transfer_reference(
     transfer_cfg: Mapping[str, Any],
     sampling_cfg: Mapping[str, Any],
     threads: int,
+    read_strength: str | Path | None = None,
 ) -> None:
     """Per receiver, at the magnitude of the grid's cells: a random vector in the receiver's
     own space (`random_receiver`, a control shared by the receiver's column) and the
     receiver's own direction (`own`, the diagonal reference)."""
     from emdir import directions as dm
     from emdir.activations import read_store
-    from emdir.steering import resolve_layers, unit_at
+    from emdir.steering import resolve_layers, stream_seed, unit_at
 
     rd = dm.read_directions(receiver_directions)
     st = read_store(receiver_store)
     ly = resolve_layers(st.layers, int(layer))[0]
     own = unit_at(rd, ly)
     vectors = {
-        "random_receiver": dm.random_unit(own.size, [int(transfer_cfg["seed"]), ly]),
+        "random_receiver": dm.random_unit(
+            own.size, [*stream_seed(int(transfer_cfg["seed"]), receiver), ly]
+        ),
         "own": own,
     }
     _steer_receiver(
@@ -757,7 +810,7 @@ def transfer_reference(
         transfer_cfg,
         sampling_cfg,
         threads,
-        {"donor": None, "reference": True},
+        {"donor": None, "reference": True, "read_strength": read_strength},
     )
 
 
@@ -768,6 +821,13 @@ def transfer_reference(
 def within_model_summary(**kwargs: Any) -> None:
     """Spillover rates, steering effects with CIs and specificity, separation; CSVs and figures."""
     from emdir.aggregate import within_model_summary as run
+
+    run(**kwargs)
+
+
+def read_strength(**kwargs: Any) -> None:
+    """One model's read strength (steering.read) as JSON, for the transfer grid."""
+    from emdir.aggregate import read_strength as run
 
     run(**kwargs)
 

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp
+from emdir.stats import PASSES
 
 # Figures are built on a bare `Figure` (Agg canvas) rather than pyplot, so no global state
 # or interactive backend is involved.
@@ -77,7 +78,7 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
             supp_text[i][j] = f"{_ci(row['suppression'], row['lo'], row['hi'])}{_control(ctl)}"
             if has_spec and pd.notna(row["specificity"]):
                 spec[i, j] = row["specificity"]
-                star = specificity_mark(row["spec_lo"], row["spec_hi"])
+                star = specificity_mark(row["spec_lo"], row["spec_hi"], row.get("verdict_holm"))
                 passes[i, j] = star == "*"
                 spec_text[i][j] = (
                     f"{_ci(row['specificity'], row['spec_lo'], row['spec_hi'])}{star}"
@@ -112,8 +113,11 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
     axes[0].set_title("Target suppression (points, 95% CI)\nbelow: strongest control", fontsize=10)
     if has_spec:
         _heatmap(axes[1], spec, spec_text, donors, receivers, fontsize)
+        metric = target["spec_metric"].dropna() if "spec_metric" in target else pd.Series([])
+        on = str(metric.iloc[0]) if len(metric) else "spillover"
         axes[1].set_title(
-            "Specificity: target - strongest control\n* = CI above 0 (passes), ! = below 0",
+            f"Specificity on {on}: target - strongest control\n"
+            "* = passes after Holm, + = CI above 0 before it only, ! = a control beats it",
             fontsize=10,
         )
         for i, j in zip(*np.nonzero(passes), strict=True):
@@ -123,10 +127,18 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
     _save(fig, out_png)
 
 
-def specificity_mark(lo: float, hi: float) -> str:
-    """The specificity cell's mark: `*` when its CI is above zero (the cell passes), `!`
-    when it is below (a control beats the target), nothing otherwise."""
-    return "*" if lo > 0 else "!" if hi < 0 else ""
+def specificity_mark(lo: float, hi: float, corrected: Any = None) -> str:
+    """The specificity cell's mark: `!` when its CI is below zero (a control beats the
+    target: never starred); `*` when it passes, which with a family-wise verdict
+    (`corrected`, e.g. `verdict_holm`) means passing after the correction, and `+` when the
+    CI is above zero but the corrected verdict is not a pass; nothing otherwise."""
+    if hi < 0:
+        return "!"
+    if lo <= 0:
+        return ""
+    if corrected is None or (isinstance(corrected, float) and np.isnan(corrected)):
+        return "*"
+    return "*" if corrected == PASSES else "+"
 
 
 def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:

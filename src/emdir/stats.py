@@ -1,9 +1,16 @@
-"""Percentile-bootstrap confidence intervals for rates, their differences, and specificity."""
+"""Percentile-bootstrap confidence intervals for rates, their differences, and specificity.
+
+Two families: the plain functions (`bootstrap_mean_ci`, ...) resample answers independently;
+`QuestionBootstrap` resamples *questions* (answers are clustered by question) and uses the
+same resampled questions for every condition, so an effect (unsteered minus steered) is a
+paired difference. The workflow's tables use the latter; `holm` corrects a family of
+bootstrap p-values and `verdict` turns a specificity interval into words."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -192,3 +199,198 @@ def _estimate(value: float, reps: np.ndarray, level: float) -> Estimate:
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(reps, [tail, 1.0 - tail])
     return Estimate(value=value, lo=float(lo), hi=float(hi))
+
+
+# ---------------------------------------------------------------- clustered, paired
+
+
+@dataclass(frozen=True)
+class Clustered:
+    """Per-answer values and the question each answer belongs to."""
+
+    values: np.ndarray
+    questions: np.ndarray
+
+    @property
+    def n_answers(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def n_questions(self) -> int:
+        return int(np.unique(self.questions).size)
+
+
+def clustered(values: ArrayLike, questions: Sequence[Any], name: str = "x") -> Clustered:
+    """Check and pair per-answer values with their question ids."""
+    xs = _sample(values, name)
+    qs = np.asarray([str(q) for q in questions], dtype=object)
+    if qs.shape != xs.shape:
+        raise EmdirError(
+            f"{name}: {xs.size} values but {qs.size} question ids; every answer needs its question"
+        )
+    return Clustered(xs, qs)
+
+
+class QuestionBootstrap:
+    """A percentile bootstrap over questions shared by every condition given to it.
+
+    Each replicate draws the question set with replacement (as many questions as there are
+    distinct ones across all conditions) and computes every condition's mean over the
+    answers to the drawn questions, so conditions answered on the same questions are
+    resampled together (paired) and the interval reflects how answers cluster by question.
+    Point estimates are plain means over answers.
+    """
+
+    def __init__(
+        self,
+        conditions: Mapping[str, Clustered],
+        n_boot: int = 2000,
+        seed: int = 0,
+        level: float = 0.95,
+    ) -> None:
+        if not conditions:
+            raise EmdirError("a question bootstrap needs at least one condition")
+        _check_params(n_boot, level)
+        self.level = level
+        self.n_boot = n_boot
+        self.conditions = dict(conditions)
+        self.questions = np.array(
+            sorted({str(q) for c in self.conditions.values() for q in c.questions}), dtype=object
+        )
+        index = {q: i for i, q in enumerate(self.questions)}
+        rng = np.random.default_rng(seed)
+        nq = self.questions.size
+        draws = rng.integers(0, nq, size=(n_boot, nq))
+        # weights[b, q]: how often question q was drawn in replicate b
+        self._weights = np.zeros((n_boot, nq))
+        np.add.at(self._weights, (np.arange(n_boot)[:, None], draws), 1.0)
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, np.ndarray] = {}
+        for name, c in self.conditions.items():
+            q = np.array([index[str(x)] for x in c.questions], dtype=np.int64)
+            self._sums[name] = np.bincount(q, weights=c.values, minlength=nq)
+            self._counts[name] = np.bincount(q, minlength=nq).astype(np.float64)
+        self._reps: dict[str, np.ndarray] = {}
+
+    def mean(self, name: str) -> float:
+        return float(self._get(name).values.mean())
+
+    def reps(self, name: str) -> np.ndarray:
+        """The condition's mean in every replicate (NaN where no drawn question has answers)."""
+        if name not in self._reps:
+            self._get(name)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self._reps[name] = (self._weights @ self._sums[name]) / (
+                    self._weights @ self._counts[name]
+                )
+        return self._reps[name]
+
+    def mean_ci(self, name: str) -> Estimate:
+        return self.estimate(self.mean(name), self.reps(name))
+
+    def diff_ci(self, a: str, b: str) -> Estimate:
+        """mean(a) - mean(b), the same questions resampled for both."""
+        return self.estimate(self.mean(a) - self.mean(b), self.reps(a) - self.reps(b))
+
+    def estimate(self, value: float, reps: np.ndarray) -> Estimate:
+        """A percentile interval from replicates (NaN replicates are left out)."""
+        ok = reps[np.isfinite(reps)]
+        if ok.size == 0:
+            return Estimate(value=value, lo=float("nan"), hi=float("nan"))
+        return _estimate(value, ok, self.level)
+
+    def size(self, name: str) -> tuple[int, int]:
+        """(n_questions, n_answers) of a condition."""
+        c = self._get(name)
+        return c.n_questions, c.n_answers
+
+    def _get(self, name: str) -> Clustered:
+        if name not in self.conditions:
+            raise EmdirError(f"no condition {name!r} in this bootstrap")
+        return self.conditions[name]
+
+
+@dataclass(frozen=True)
+class Tested:
+    """Specificity from a question bootstrap: the estimate, its two-sided bootstrap p-value
+    (for specificity = 0) and the control it was measured against."""
+
+    value: float
+    lo: float
+    hi: float
+    p: float
+    strongest_control: str
+
+    def passes(self) -> bool:
+        return self.lo > 0.0
+
+
+def paired_specificity(
+    boot: QuestionBootstrap,
+    baseline: str,
+    target: str,
+    controls: Mapping[str, str],
+) -> Tested:
+    """effect(target) - max over controls of effect(control), effect(v) = mean(baseline) -
+    mean(v), all on the same resampled questions.
+
+    `controls` maps a control's label to its condition name. In each replicate the strongest
+    control is taken afresh, so the interval accounts for not knowing which control is
+    strongest; the reported `strongest_control` is the one with the largest point effect.
+    """
+    if not controls:
+        raise EmdirError(
+            "specificity needs at least one control vector; none was given "
+            "(configure controls such as random or orthogonal)"
+        )
+    base = boot.reps(baseline)
+    tgt = base - boot.reps(target)
+    ctl = np.stack([base - boot.reps(c) for c in controls.values()])
+    with np.errstate(invalid="ignore"):
+        reps = tgt - np.max(ctl, axis=0)
+    effects = {k: boot.mean(baseline) - boot.mean(c) for k, c in controls.items()}
+    strongest = max(effects, key=lambda k: effects[k])
+    value = boot.mean(baseline) - boot.mean(target) - effects[strongest]
+    est = boot.estimate(value, reps)
+    return Tested(est.value, est.lo, est.hi, bootstrap_p(reps), strongest)
+
+
+def bootstrap_p(reps: np.ndarray) -> float:
+    """Two-sided bootstrap p-value for "the quantity is zero": twice the smaller tail share
+    of replicates at or beyond zero, with the usual +1 so it is never 0."""
+    ok = reps[np.isfinite(reps)]
+    if ok.size == 0:
+        return float("nan")
+    below = (1 + np.sum(ok <= 0.0)) / (ok.size + 1)
+    above = (1 + np.sum(ok >= 0.0)) / (ok.size + 1)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the input order.
+
+    NaN entries are left NaN and do not count towards the family size.
+    """
+    ps = np.asarray(p, dtype=np.float64)
+    out = np.full(ps.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(ps))
+    m = idx.size
+    order = idx[np.argsort(ps[idx], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+PASSES = "passes"
+BEATEN = "beaten by a control"
+INCONCLUSIVE = "inconclusive"
+
+
+def verdict(value: float, p: float, alpha: float) -> str:
+    """`passes` (significantly above zero), `beaten by a control` (significantly below) or
+    `inconclusive`, for a specificity with point `value` and (adjusted) p-value `p`."""
+    if not np.isfinite(p) or p >= alpha:
+        return INCONCLUSIVE
+    return PASSES if value > 0 else BEATEN

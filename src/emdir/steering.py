@@ -4,8 +4,13 @@ A *site* is a decoder block whose output is steered. At every site each vector (
 direction or a control) is a unit vector applied with the same magnitude unit n, so controls
 are matched in magnitude to the target (SCIENCE.md: "matched magnitude").
 
-Controls (config `steering.controls`):
-- `random`: uniformly random unit vectors, `steering.random_seeds` of them (`random_0`, ...);
+This is the one control registry: within-model steering (`steering.controls`) and the
+transfer grid (`transfer.controls`, each control built in the donor's space and mapped through
+the same ridge map as the target) name and build their controls here.
+
+Controls:
+- `random`: uniformly random unit vectors, `random_seeds` of them (`random_0`, ...), drawn
+  afresh for every model (within-model) and every donor/receiver cell (transfer);
 - `orthogonal`: a random unit vector orthogonal to the target at that site;
 - `wrong_layer`: the direction fitted at another layer (`steering.wrong_layer`), applied here;
 - `<ft>_direction`: the direction of another fine-tune (e.g. `secure_direction`) at that site.
@@ -16,6 +21,7 @@ from it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +89,13 @@ def unit_at(d: Directions, layer: int) -> np.ndarray:
     return np.asarray(d.unit[layers.index(layer)], dtype=np.float64)
 
 
+def stream_seed(seed: int, stream: str) -> list[int]:
+    """A seed sequence for draws that belong to `stream` (a model key, or "donor->receiver"):
+    different streams get independent draws, the same stream the same ones."""
+    digest = hashlib.sha256(stream.encode("utf-8")).digest()
+    return [int(seed), int.from_bytes(digest[:4], "big")]
+
+
 def site_vectors(
     name: str,
     sites: Sequence[int],
@@ -90,10 +103,17 @@ def site_vectors(
     others: Mapping[str, Directions] | None = None,
     wrong_layer: int = 0,
     seed: int = 0,
+    stream: str = "",
 ) -> dict[int, np.ndarray]:
-    """The unit vector that vector `name` applies at each site (model layer)."""
+    """The unit vector that vector `name` applies at each site (model layer).
+
+    Random and orthogonal draws depend on `seed`, `stream` (whose draws these are: the model,
+    or the transfer cell), the control's index and the layer, so no two models or cells share
+    a random control.
+    """
     from emdir import directions as dm
 
+    base = stream_seed(seed, stream)
     others = others or {}
     out: dict[int, np.ndarray] = {}
     for layer in sites:
@@ -102,9 +122,9 @@ def site_vectors(
             out[layer] = here
         elif name.startswith(f"{RANDOM}_") and name[len(RANDOM) + 1 :].isdigit():
             index = int(name[len(RANDOM) + 1 :])
-            out[layer] = dm.random_unit(here.size, [seed, index, layer])
+            out[layer] = dm.random_unit(here.size, [*base, index, layer])
         elif name == ORTHOGONAL:
-            out[layer] = dm.orthogonal_unit(here, [seed, layer])
+            out[layer] = dm.orthogonal_unit(here, [*base, layer])
         elif name == WRONG_LAYER:
             wrong = resolve_layers(target.attrs["layers"], wrong_layer)[0]
             if wrong in sites:

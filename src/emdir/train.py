@@ -50,6 +50,10 @@ class Example:
     labels: list[int]
 
 
+# Log columns that measure time, not training: kept in memory, left out of train_log.csv.
+WALL_CLOCK = ("seconds",)
+
+
 @dataclass
 class TrainLog:
     """Rows of the training log: step, train loss, lr, and whatever the eval callback adds."""
@@ -63,11 +67,13 @@ class TrainLog:
         return toks / secs if secs > 0 else float("nan")
 
     def write_csv(self, path: str | Path) -> None:
+        """The log as CSV, without wall-clock columns (`seconds`), so the same config gives
+        the same file; throughput goes to the run's manifest and log instead."""
         keys: list[str] = []
         for row in self.rows:
-            keys += [k for k in row if k not in keys]
+            keys += [k for k in row if k not in keys and k not in WALL_CLOCK]
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys)
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             w.writerows(self.rows)
 

@@ -5,6 +5,7 @@ rule within_model_summary:
         directions=values(summary_directions),
     output:
         summary="results/within_model/summary.csv",
+        calibration="results/within_model/calibration.csv",
         spillover="results/spillover_rates.csv",
         steering=report(
             "results/within_model/steering.png",
@@ -60,11 +61,36 @@ rule within_model_summary:
         "../scripts/within_model_summary.py"
 
 
+# One model's read strength (steering.read), which the grid steers its receivers at when
+# transfer.coefficient is `read`.
+rule read_strength:
+    input:
+        baseline=model_baseline,
+        steering=values(model_steering),
+    output:
+        json="results/calibration/{model}.json",
+    log:
+        "logs/read_strength/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        steering=model_steering,
+        steer_cfg=config["steering"],
+        stats_cfg=config["stats"],
+    script:
+        "../scripts/read_strength.py"
+
+
 rule transfer_matrix:
     input:
         baselines=values(matrix_baselines),
         cells=values(matrix_cells),
         references=values(matrix_references),
+        maps=values(matrix_maps),
         rates="results/spillover_rates.csv",
     output:
         csv="results/transfer_matrix.csv",
@@ -93,7 +119,11 @@ rule transfer_matrix:
         baselines=matrix_baselines,
         cells=matrix_cells,
         references=matrix_references,
-        transfer_cfg=transfer_steer_settings(),
+        maps=matrix_maps,
+        transfer_cfg={
+            **transfer_steer_settings(),
+            "behaviour": config["steering"]["behaviour"],
+        },
         stats_cfg=config["stats"],
     script:
         "../scripts/transfer_matrix.py"

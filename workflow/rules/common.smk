@@ -54,6 +54,19 @@ def check_references(cfg):
         for ft in control_fts(steer["controls"])
     ]
     refs += [("steering.also_steer", ft, "finetunes") for ft in steer["also_steer"]]
+    renamed = {"random_mapped": "random", "orthogonal_mapped": "orthogonal"}
+    old = [c for c in cfg["transfer"]["controls"] or [] if c in renamed]
+    if old:
+        raise WorkflowError(
+            f"config: transfer.controls {old} were renamed: the grid now uses the control "
+            "registry of steering.controls (random, orthogonal, wrong_layer, <ft>_direction), "
+            "each built in the donor's space and mapped; write "
+            f"{[renamed[c] for c in old]} or drop transfer.controls to use steering's"
+        )
+    refs += [
+        (f"transfer.controls ({ft}_direction)", ft, "finetunes")
+        for ft in control_fts(cfg["transfer"]["controls"] or [])
+    ]
     for where, value, section in refs:
         if value not in cfg[section]:
             raise WorkflowError(
@@ -72,6 +85,10 @@ def check_references(cfg):
         ("transfer.ft", cfg["transfer"]["ft"]),
         *[("steering.controls", ft) for ft in control_fts(steer["controls"])],
         *[("steering.also_steer", ft) for ft in steer["also_steer"]],
+        *[
+            ("transfer.controls", ft)
+            for ft in control_fts(cfg["transfer"]["controls"] or steer["controls"])
+        ],
     ]
     for where, ft in everywhere:
         if "models" in cfg["finetunes"][ft] and set(
@@ -88,6 +105,12 @@ def check_references(cfg):
         raise WorkflowError(
             f"config: steering.also_steer and the <ft>_direction controls name other "
             f"fine-tunes than directions.ft ({own!r}), which is always steered"
+        )
+    if cfg["transfer"]["coefficient"] == "read" and steer["scale_mode"] != "resid_norm":
+        raise WorkflowError(
+            "config: transfer.coefficient = read carries the within-model read strength, a "
+            "multiple of the residual norm, into the grid; it needs steering.scale_mode: "
+            f"resid_norm (now {steer['scale_mode']!r}), or give transfer.coefficient a number"
         )
     pooling = cfg["directions"]["pooling"]
     if pooling not in cfg["activations"]["poolings"]:
@@ -192,7 +215,20 @@ STEERING_VECTORS = vector_names(
 )
 CONTROL_FTS = control_fts(config["steering"]["controls"])
 ALSO_STEER = list(config["steering"]["also_steer"])
-TRANSFER_VECTORS = ["target"] + config["transfer"]["controls"]
+# One control registry (emdir.steering): the grid's controls default to steering's.
+TRANSFER_CONTROLS = (
+    config["steering"]["controls"]
+    if config["transfer"]["controls"] is None
+    else config["transfer"]["controls"]
+)
+TRANSFER_RANDOM_SEEDS = (
+    config["steering"]["random_seeds"]
+    if config["transfer"]["random_seeds"] is None
+    else config["transfer"]["random_seeds"]
+)
+TRANSFER_VECTORS = vector_names(TRANSFER_CONTROLS, TRANSFER_RANDOM_SEEDS)
+TRANSFER_CONTROL_FTS = control_fts(TRANSFER_CONTROLS)
+READ_STRENGTH = config["transfer"]["coefficient"] == "read"
 # Per receiver, shared by its column of the grid: receiver-space controls and the receiver's
 # own direction (the diagonal reference).
 REFERENCE_VECTORS = config["transfer"]["receiver_controls"] + (
@@ -402,14 +438,37 @@ def model_layer(model):
 
 def map_settings():
     """The transfer settings a ridge map depends on (its layers come per model)."""
-    keys = ("pooling", "test_fraction", "alphas", "center", "standardize", "seed")
+    keys = (
+        "pooling",
+        "test_fraction",
+        "alphas",
+        "cv_folds",
+        "alpha_widen",
+        "center",
+        "standardize",
+        "seed",
+    )
     return {k: config["transfer"][k] for k in keys}
 
 
 def transfer_steer_settings():
     """The transfer settings the steered generations depend on (layers come from the map)."""
-    keys = ("ft", "mapped", "coefficient", "controls", "receiver_controls", "seed")
-    return {k: config["transfer"][k] for k in keys}
+    keys = ("ft", "mapped", "coefficient", "receiver_controls", "seed")
+    return {
+        **{k: config["transfer"][k] for k in keys},
+        "controls": TRANSFER_CONTROLS,
+        "random_seeds": TRANSFER_RANDOM_SEEDS,
+        "wrong_layer": config["steering"]["wrong_layer"],
+    }
+
+
+def read_strength_path(model):
+    return f"results/calibration/{model}.json"
+
+
+def donor_control_directions(wildcards):
+    """Fine-tune key -> the donor's directions file, for the grid's `<ft>_direction` controls."""
+    return {ft: directions_path(wildcards.donor, ft) for ft in TRANSFER_CONTROL_FTS}
 
 
 def anchor_texts():
@@ -437,6 +496,7 @@ def receiver_inputs(wildcards):
         "receiver_directions": directions_path(receiver, ft),
         "receiver_store": store_path(receiver, ft),
         "questions": steering_questions(),
+        **({"read_strength": read_strength_path(receiver)} if READ_STRENGTH else {}),
     }
 
 
@@ -448,6 +508,10 @@ def transfer_inputs(wildcards):
         **inputs,
         "donor_directions": directions_path(wildcards.donor, ft),
         "map": f"results/maps/{wildcards.donor}__{wildcards.receiver}.h5",
+        **{
+            f"control_{ft}": path
+            for ft, path in donor_control_directions(wildcards).items()
+        },
     }
 
 
@@ -497,6 +561,23 @@ def matrix_cells(wildcards=None):
         f"{pair}/{v}": f"results/judged/transfer/{pair}/{v}.jsonl"
         for pair in PAIRS
         for v in TRANSFER_VECTORS
+    }
+
+
+def matrix_maps(wildcards=None):
+    return {pair: f"results/maps/{pair}.h5" for pair in PAIRS}
+
+
+def model_baseline(wildcards):
+    """One model's unsteered judged answers (directions.ft), the steering baseline."""
+    return judged_path(wildcards.model, DIRECTION_FT)
+
+
+def model_steering(wildcards):
+    """Vector -> one model's judged steering output (directions.ft), for its read strength."""
+    return {
+        v: f"results/judged/steering/{wildcards.model}/{DIRECTION_FT}/{v}.jsonl"
+        for v in STEERING_VECTORS
     }
 
 
@@ -582,6 +663,7 @@ FINAL_OUTPUTS = [
     "results/transfer_asymmetry.png",
     "results/spillover_rates.csv",
     "results/within_model/summary.csv",
+    "results/within_model/calibration.csv",
     "results/within_model/paper_comparison.csv",
     "results/within_model/steering.png",
     "results/within_model/separation.png",

@@ -18,6 +18,7 @@ rule transfer:
         runtime=120,
     params:
         vectors=TRANSFER_VECTORS,
+        donor_controls=donor_control_directions,
         transfer_cfg=transfer_steer_settings(),
         sampling_cfg=config["sampling"],
     script:

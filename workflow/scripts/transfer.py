@@ -17,4 +17,6 @@ transfer(
     transfer_cfg=snakemake.params.transfer_cfg,
     sampling_cfg=snakemake.params.sampling_cfg,
     threads=snakemake.threads,
+    donor_controls=snakemake.params.donor_controls,
+    read_strength=snakemake.input.get("read_strength"),
 )

@@ -8,6 +8,7 @@ transfer_matrix(
     baselines=snakemake.params.baselines,
     cells=snakemake.params.cells,
     references=snakemake.params.references,
+    maps=snakemake.params.maps,
     rates_csv=snakemake.input.rates,
     out_csv=snakemake.output.csv,
     out_png=snakemake.output.png,

@@ -16,4 +16,5 @@ transfer_reference(
     transfer_cfg=snakemake.params.transfer_cfg,
     sampling_cfg=snakemake.params.sampling_cfg,
     threads=snakemake.threads,
+    read_strength=snakemake.input.get("read_strength"),
 )
