@@ -326,6 +326,7 @@ LIGHT_RULES = {
     "mechanistic_summary",
     "provenance",
     "questions",
+    "read_strength",
     "tokenizer",
     "training_curves",
     "transfer_matrix",
@@ -378,6 +379,14 @@ class Workload:
             self.sampled[path] = (calls_per_output * qs.answers, qs)
         return self._sampling(len(job.outputs) * calls_per_output, qs)
 
+    def _steered(self, job: Job, calls_per_output: int, qs: QuestionSet) -> Work:
+        """Steered sampling, plus the KL cost of every steered answer: two teacher-forced
+        forwards (unsteered and steered) of prompt and answer."""
+        w = self._sampled(job, calls_per_output, qs)
+        answers = len(job.outputs) * calls_per_output * qs.answers
+        w.capture_tokens += 2 * answers * (qs.prompt_tokens + self.args.answer_tokens)
+        return w
+
     def _capture(self, rows: float, tokens_per_row: float) -> Work:
         return Work(jobs=1, capture_tokens=rows * tokens_per_row)
 
@@ -415,15 +424,15 @@ class Workload:
         if r == "generate":
             return wc["model"], self._sampled(job, 1, self.eval_qs)
         if r in ("steering", "steering_also"):
-            return wc["model"], self._sampled(
+            return wc["model"], self._steered(
                 job, len(self.cfg["steering"]["coefficients"]), self.steer_qs
             )
         if r in ("transfer", "transfer_reference"):
-            return wc["receiver"], self._sampled(job, 1, self.steer_qs)
+            return wc["receiver"], self._steered(job, 1, self.steer_qs)
         if r == "ablation":
-            return wc["model"], self._sampled(job, 1, self.steer_qs)
+            return wc["model"], self._steered(job, 1, self.steer_qs)
         if r == "induce":
-            return wc["model"], self._sampled(
+            return wc["model"], self._steered(
                 job, len(mech["induce"]["coefficients"]), self.steer_qs
             )
         if r in ("activations", "base_directions", "rank1_reading"):

@@ -75,6 +75,26 @@ def _directions(path: Path) -> None:
     write_directions(path, raw, sep.accuracy, sep.auroc, {"pos_train": 70}, attrs, sep.projection)
 
 
+def _write(
+    tmp_path: Path, gens: dict[str, Any], steer: dict[str, Any]
+) -> dict[str, dict[str, Path]]:
+    """Judged files for generations (`g`) and steering outputs (`s`), keyed as given."""
+    paths: dict[str, dict[str, Path]] = {"g": {}, "s": {}}
+    for kind, src in (("g", gens), ("s", steer)):
+        for key, rows in src.items():
+            p = tmp_path / kind / f"{key.replace('/', '_')}.jsonl"
+            write_jsonl(p, rows)
+            paths[kind][key] = p
+    return paths
+
+
+def _outs(tmp_path: Path) -> dict[str, Path]:
+    """Every output within_model_summary writes."""
+    csvs = ("summary", "calibration", "spillover", "comparison")
+    names = (*csvs, "steering", "separation", "projections", "cosine", "comparison_png")
+    return {k: tmp_path / "out" / f"{k}.{'csv' if k in csvs else 'png'}" for k in names}
+
+
 def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
     gens = {
         "m/base": _rows(0.05, p_em and 0.05, 1),
@@ -94,28 +114,11 @@ def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
     steer["m/secure/target"] = _rows(0.12, p_em and 0.05, 6, 0.5) + _rows(
         0.1, p_em and 0.05, 7, 1.0
     )
-    paths: dict[str, dict[str, Path]] = {"g": {}, "s": {}}
-    for kind, src in (("g", gens), ("s", steer)):
-        for key, rows in src.items():
-            p = tmp_path / kind / f"{key.replace('/', '_')}.jsonl"
-            write_jsonl(p, rows)
-            paths[kind][key] = p
+    paths = _write(tmp_path, gens, steer)
     dirs = {"m/insecure": tmp_path / "insecure.h5", "m/secure": tmp_path / "secure.h5"}
     for p in dirs.values():
         _directions(p)
-    names = (
-        "summary",
-        "calibration",
-        "spillover",
-        "steering",
-        "separation",
-        "projections",
-        "cosine",
-    )
-    csvs = ("summary", "calibration", "spillover")
-    outs = {k: tmp_path / "out" / f"{k}.{'csv' if k in csvs else 'png'}" for k in names}
-    outs["comparison"] = tmp_path / "out" / "comparison.csv"
-    outs["comparison_png"] = tmp_path / "out" / "comparison.png"
+    outs = _outs(tmp_path)
     within_model_summary(
         paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure", config_label="test.yaml"
     )
@@ -375,28 +378,8 @@ def test_holm_runs_across_models_at_the_read_strength(tmp_path: Path) -> None:
             steer[f"{model}/insecure/{vector}"] = _rows(p, None, 20 + k, 0.5) + _rows(
                 p, None, 30 + k, 1.0
             )
-    paths: dict[str, dict[str, Path]] = {"g": {}, "s": {}}
-    for kind, src in (("g", gens), ("s", steer)):
-        for key, rows in src.items():
-            p = tmp_path / kind / f"{key.replace('/', '_')}.jsonl"
-            write_jsonl(p, rows)
-            paths[kind][key] = p
-    outs = {
-        k: tmp_path
-        / "out"
-        / f"{k}.{'csv' if k in ('summary', 'calibration', 'spillover', 'comparison') else 'png'}"
-        for k in (
-            "summary",
-            "calibration",
-            "spillover",
-            "steering",
-            "separation",
-            "projections",
-            "cosine",
-            "comparison",
-            "comparison_png",
-        )
-    }
+    paths = _write(tmp_path, gens, steer)
+    outs = _outs(tmp_path)
     dirs = {}
     for model in ("m1", "m2", "m3"):
         dirs[f"{model}/insecure"] = tmp_path / model / "insecure.h5"

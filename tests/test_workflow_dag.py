@@ -313,7 +313,9 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     assert "resources/downloads/questions/first_plot.yaml" in out
     # The judge jobs say which judge they use.
     assert "with the openai backend (gpt-4o-2024-08-06)" in out
-    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 48
+    # 16 cells x (target + steering's registry: random x3, orthogonal, wrong_layer,
+    # secure_direction), every control drawn per cell and mapped.
+    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 16 * 7
 
 
 def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path: Path) -> None:

@@ -25,12 +25,17 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("e2e")
+def fresh_run(factory: pytest.TempPathFactory, name: str) -> Path:
+    """The whole e2e config run from nothing in a new directory."""
+    work = factory.mktemp(name)
     proc = snakemake(work, CONFIG, "--cores", "2", "results/transfer_matrix.png", "all")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return work
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_run(tmp_path_factory, "e2e")
 
 
 @pytest.mark.e2e
@@ -226,10 +231,7 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second fresh run of the same config in another directory."""
-    work = tmp_path_factory.mktemp("e2e_again")
-    proc = snakemake(work, CONFIG, "--cores", "2", "results/transfer_matrix.png", "all")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-    return work
+    return fresh_run(tmp_path_factory, "e2e_again")
 
 
 def _datasets(path: Path) -> dict[str, object]:
