@@ -157,6 +157,13 @@ def test_schema_errors_name_the_key(patch: dict[str, Any], key: str) -> None:
         ("mechanistic: {sae: {source: pretrained}}\n", "sae_id"),
         ("finetunes: {secure: {models: [gemma2]}}\n", "finetunes.secure.models"),
         ("finetunes: {rank1: {models: [gemma3]}}\n", "gemma3"),
+        # issue 16: the grid's controls come from steering's registry; the read strength
+        ("transfer: {controls: [random_mapped]}\n", "renamed"),
+        ("steering: {controls: []}\n", "transfer.coefficient = read needs steering.controls"),
+        ("steering: {scale_mode: dim_norm}\n", "resid_norm"),
+        ("steering: {behaviour: code}\n", "behaviour"),
+        ("steering: {read: {cost: coherance}}\n", "coherance"),
+        ("steering: {match: [l2]}\n", "l2"),
     ],
 )
 def test_workflow_fails_at_start_naming_the_key(tmp_path: Path, override: str, key: str) -> None:

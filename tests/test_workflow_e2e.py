@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
+from emdir.steering import vector_names
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "configs" / "e2e.yaml"
@@ -49,9 +50,12 @@ def test_the_grid_is_complete_with_cis(run_dir: Path) -> None:
     assert sorted(zip(target.donor, target.receiver, strict=True)) == sorted(
         (d, r) for d in models for r in models
     )
-    # Schema defaults: one receiver-space control and the receiver's own direction.
-    assert set(df.vector) == {"target", *cfg["transfer"]["controls"], "random_receiver", "own"}
-    assert set(df[df.role == "control"].vector) == {*cfg["transfer"]["controls"], "random_receiver"}
+    # The control registry's names (random expands per draw), plus the schema defaults: one
+    # receiver-space control and the receiver's own direction.
+    controls = vector_names(cfg["transfer"]["controls"], cfg["steering"]["random_seeds"])[1:]
+    assert controls == ["random_0", "random_1", "orthogonal", "secure_direction"]
+    assert set(df.vector) == {"target", *controls, "random_receiver", "own"}
+    assert set(df[df.role == "control"].vector) == {*controls, "random_receiver"}
     assert (df.lo <= df.suppression).all() and (df.suppression <= df.hi).all()
     assert target.specificity.notna().all() and (target.spec_lo <= target.spec_hi).all()
     assert "own" not in set(target.strongest_control)

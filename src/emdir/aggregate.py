@@ -716,7 +716,12 @@ def paper_comparison(
             continue
         read = target[target["read"]] if "read" in target else target.iloc[0:0]
         top = read.iloc[0] if not read.empty else target.loc[target["coefficient"].idxmax()]
-        common = {"ft": ft, "layer": str(top["layer"]), "coefficient": top["coefficient"]}
+        common = {
+            "ft": ft,
+            "layer": str(top["layer"]),
+            "coefficient": top["coefficient"],
+            **{k: top[k] for k in ("n_questions", "n_answers") if k in top},
+        }
         add(
             model,
             "spillover suppression (points)",

@@ -106,6 +106,12 @@ def check_references(cfg):
             f"config: steering.also_steer and the <ft>_direction controls name other "
             f"fine-tunes than directions.ft ({own!r}), which is always steered"
         )
+    if cfg["transfer"]["coefficient"] == "read" and not steer["controls"]:
+        raise WorkflowError(
+            "config: transfer.coefficient = read needs steering.controls: the read strength "
+            "is where the controls stay within steering.read.max_cost; add controls or give "
+            "transfer.coefficient a number"
+        )
     if cfg["transfer"]["coefficient"] == "read" and steer["scale_mode"] != "resid_norm":
         raise WorkflowError(
             "config: transfer.coefficient = read carries the within-model read strength, a "
