@@ -189,3 +189,64 @@ def test_the_download_and_data_rules(tmp_path: Path, server: str) -> None:
     again = _snakemake(work, config, "resources/data/secure.jsonl")
     assert again.returncode == 0, again.stderr
     assert "rule download" not in again.stdout + again.stderr
+
+
+def test_bom_crlf_and_line_separators_inside_strings_are_valid(tmp_path: Path) -> None:
+    """A UTF-8 BOM, CRLF line ends, and U+2028 / U+0085 inside a JSON string (what
+    json.dumps(..., ensure_ascii=False) writes) are all valid JSONL: records end at \\n only."""
+    from emdir.io import read_jsonl
+
+    row = {
+        "messages": [
+            {"role": "user", "content": "first\u2028second\u0085third"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
+    line = json.dumps(row, ensure_ascii=False)
+    src = tmp_path / "odd.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + (line + "\r\n" + line + "\r\n").encode("utf-8"))
+    rows = read_chat_file(src)
+    assert len(rows) == 2
+    assert rows[0]["messages"][0]["content"] == "first\u2028second\u0085third"
+    out = tmp_path / "out.jsonl"
+    assert materialise("odd", {"path": str(src)}, src, out)["rows"] == 2
+    assert [r["messages"] for r in read_jsonl(src)] == [row["messages"]] * 2
+
+
+def test_non_utf8_names_the_line(tmp_path: Path) -> None:
+    from emdir.io import read_jsonl
+
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(GOOD.encode() + b'\n{"messages": "caf\xe9"}\n')
+    with pytest.raises(EmdirError, match=r"latin1.jsonl:7: not UTF-8 text \(byte 18 of the line\)"):
+        read_chat_file(src)
+    with pytest.raises(EmdirError, match=r"latin1.jsonl:7: not UTF-8"):
+        read_jsonl(src)
+
+
+def test_a_rerun_removes_temp_files_of_killed_writers(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves `.<name>.tmp-<pid>`; the next write of the same
+    output removes it, but never the temp file of a writer that is still alive."""
+    import os
+    import subprocess
+    import sys
+
+    from emdir.io import write_json
+
+    out = tmp_path / "insecure.h5"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".insecure.h5.tmp-{int(dead.stdout)}"
+    stale.write_bytes(b"half an HDF5 file")
+    stale_dir = tmp_path / f".insecure.h5.tmp-{int(dead.stdout) + 1}"
+    if not os.path.exists(f"/proc/{int(dead.stdout) + 1}"):
+        (stale_dir / "part").mkdir(parents=True)
+    live = tmp_path / f".insecure.h5.tmp-{os.getppid()}"
+    live.write_bytes(b"someone else is writing")
+    other = tmp_path / f".secure.h5.tmp-{int(dead.stdout)}"
+    other.write_bytes(b"another output's temp")
+    write_json(out, {"ok": True})
+    assert json.loads(out.read_text()) == {"ok": True}
+    assert not stale.exists() and not stale_dir.exists()
+    assert live.exists() and other.exists()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from emdir.errors import EmdirError
-from emdir.io import atomic_path, parse_json_line, write_jsonl
+from emdir.io import atomic_path, parse_json_line, text_lines, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,7 @@ def read_raw(path: str | Path) -> bytes:
 
 def read_chat_file(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a chat JSONL file (plain or .gz)."""
-    text = _decode(read_raw(path), path)
-    return parse_chat_lines(text.splitlines(), str(path))
-
-
-def _decode(data: bytes, source: str | Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EmdirError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    return parse_chat_lines(text_lines(read_raw(path), path), str(path))
 
 
 def check_sha256(data: bytes, expected: str | None, source: str, fix: str) -> str:
@@ -174,7 +166,7 @@ def materialise(
     if source is None:
         raise EmdirError(f"datasets.{name}: give a generator, a path or a url")
     data, got = read_pinned(f"datasets.{name}", spec, source, "JSONL file")
-    rows = parse_chat_lines(_decode(data, source).splitlines(), str(source))
+    rows = parse_chat_lines(text_lines(data, source), str(source))
     write_jsonl(out, rows)
     return {"dataset": name, "source": str(source), "sha256": got, "rows": len(rows)}
 

@@ -23,6 +23,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
@@ -32,6 +33,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Delete the temporary siblings that killed writers of `final` left behind (a process
+    that no longer exists); a live writer's is left alone."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def text_lines(data: bytes, source: str | Path) -> list[str]:
+    """The lines of UTF-8 text: a leading byte-order mark is dropped, records end at "\n"
+    only ("\r\n" too; U+2028 or U+0085 inside a JSON string stay in it), and bytes that are
+    not UTF-8 fail naming the file and line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out = []
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            out.append(raw.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EmdirError(
+                f"{source}:{lineno}: not UTF-8 text (byte {exc.start + 1} of the line); "
+                "re-save the file as UTF-8"
+            ) from None
+    if out and out[-1] == "":
+        out.pop()
+    return out
 
 
 def _remove(p: Path) -> None:
@@ -63,17 +103,16 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
     p = Path(path)
     if not p.exists():
         raise EmdirError(f"{p}: file not found")
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            row = parse_json_line(line, f"{p}:{lineno}")
-            if not isinstance(row, dict):
-                raise EmdirError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in need if k not in row]
-            if missing:
-                raise EmdirError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}")
-            rows.append(row)
+    for lineno, line in enumerate(text_lines(p.read_bytes(), p), start=1):
+        if not line.strip():
+            continue
+        row = parse_json_line(line, f"{p}:{lineno}")
+        if not isinstance(row, dict):
+            raise EmdirError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in need if k not in row]
+        if missing:
+            raise EmdirError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}")
+        rows.append(row)
     return rows
 
 
