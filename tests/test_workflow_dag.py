@@ -167,19 +167,26 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
     }
 
 
+def _jobs_after_a_coefficient_change(tmp_path: Path, cfg: dict) -> dict[str, int]:
+    """Jobs a dry-run lists after a complete (fake) run of `cfg` whose last steering
+    coefficient the user then edits in the same file."""
+    config = write_config(tmp_path / "config.yaml", cfg)
+    _fake_complete_run(tmp_path, config)
+    steer = cfg["steering"]
+    changed = {
+        **cfg,
+        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
+    }
+    return dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
+
+
 def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
     tmp_path: Path,
 ) -> None:
     # The grid at a fixed strength: a steering coefficient does not touch it.
     fixed = {**DEFAULT, "transfer": {**DEFAULT["transfer"], "coefficient": 0.5}}
-    config = write_config(tmp_path / "config.yaml", fixed)
-    _fake_complete_run(tmp_path, config)
+    jobs = _jobs_after_a_coefficient_change(tmp_path, fixed)
     steer = DEFAULT["steering"]
-    changed = {
-        **fixed,
-        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
-    }
-    jobs = dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
     n_models = len(DEFAULT["models"])
     n_vectors = len(STEERING_VECTORS_DEFAULT) + len(steer["also_steer"])
     # One steering job samples all of a model's vectors; the transfer grid is steered at
@@ -322,14 +329,8 @@ def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path
     """transfer.coefficient: read steers each receiver at its within-model read strength,
     which the sweep decides: the grid's steered answers rerun too, nothing upstream does."""
     assert DEFAULT["transfer"]["coefficient"] == "read"
-    config = write_config(tmp_path / "config.yaml", DEFAULT)
-    _fake_complete_run(tmp_path, config)
+    jobs = _jobs_after_a_coefficient_change(tmp_path, DEFAULT)
     steer = DEFAULT["steering"]
-    changed = {
-        **DEFAULT,
-        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
-    }
-    jobs = dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
     n_models = len(DEFAULT["models"])
     tr = DEFAULT["transfer"]
     n_cell = len(vector_names(steer["controls"], steer["random_seeds"]))

@@ -16,7 +16,6 @@ from emdir.stats import (
     PASSES,
     Clustered,
     QuestionBootstrap,
-    bootstrap_diff_ci,
     bootstrap_mean_ci,
     clustered,
     holm,
@@ -42,20 +41,6 @@ def spill(rows: list[dict[str, Any]]) -> np.ndarray:
 def garbled(rows: list[dict[str, Any]]) -> np.ndarray:
     """Per-answer garble indicator (1 = neither well-formed prose nor code)."""
     return np.array([1.0 if r["category"] == "garbled" else 0.0 for r in rows])
-
-
-def misaligned(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Per-answer emergent-misalignment indicator over the answers the judge could rate (the
-    row's `em`); empty with a judge that does not score alignment (the offline one)."""
-    return np.array([1.0 if r["em"] else 0.0 for r in rows if r.get("em") is not None])
-
-
-def coherent(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Per-answer coherence scores (0-100) where the judge gave one."""
-    return np.array(
-        [r["scores"]["coherent"] for r in rows if r["scores"].get("coherent") is not None],
-        dtype=np.float64,
-    )
 
 
 def _boot(stats_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,16 +81,6 @@ def _mean3(x: np.ndarray, boot: Mapping[str, Any], scale: float = 100.0) -> tupl
     return scale * e.value, scale * e.lo, scale * e.hi
 
 
-def _diff3(
-    a: np.ndarray, b: np.ndarray, boot: Mapping[str, Any], scale: float = 100.0
-) -> tuple[float, ...]:
-    """(value, lo, hi) of mean(a) - mean(b) with its CI, times `scale`."""
-    if a.size == 0 or b.size == 0:
-        return _NAN3
-    e = bootstrap_diff_ci(a, b, **boot)
-    return scale * e.value, scale * e.lo, scale * e.hi
-
-
 def _columns(prefix: str, values: tuple[float, ...]) -> dict[str, float]:
     return dict(zip((prefix, f"{prefix}_lo", f"{prefix}_hi"), values, strict=True))
 
@@ -118,8 +93,10 @@ BEHAVIOUR = {"spillover": "spill", "garble": "garble"}
 
 
 def _per_answer(rows: list[dict[str, Any]]) -> dict[str, Clustered]:
-    """Each per-answer metric of one condition with the answers' question ids (metrics a
-    judge did not give, such as misalignment offline, are left out)."""
+    """Each per-answer metric of one condition with the answers' question ids: spillover and
+    garble indicators for every answer; coherence (0-100), misalignment (the row's `em`) and
+    KL over the answers that have one. A metric no answer has (misalignment with the offline
+    judge) is left out."""
     qid = [r["question_id"] for r in rows]
     out = {
         "spill": clustered(spill(rows), qid, "spillover"),

@@ -654,9 +654,11 @@ def _steer_receiver(
     sampling_cfg: Mapping[str, Any],
     threads: int,
     extra: Mapping[str, Any],
+    read_strength: str | Path | None = None,
 ) -> None:
     """Subtract each vector (normalised) at c x the receiver's mean residual norm at `layer`:
-    the same magnitude for the mapped direction, its controls and the references."""
+    the same magnitude for the mapped direction, its controls and the references. `extra`
+    goes into every row; c comes from `transfer_coefficient`."""
     from emdir.generate import expand
     from emdir.interventions import Intervention
     from emdir.questions import load_questions
@@ -665,7 +667,7 @@ def _steer_receiver(
     if unknown:
         raise EmdirError(f"transfer outputs requested for unknown vectors {unknown}")
     scale = store.resid_norm(layer)
-    coefficient = transfer_coefficient(transfer_cfg, extra.get("read_strength"))
+    coefficient = transfer_coefficient(transfer_cfg, read_strength)
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
@@ -690,7 +692,7 @@ def _steer_receiver(
             desc=f"{extra.get('donor', '')}->{receiver} {name}",
         )
         for row in rows:
-            row.update({k: v for k, v in extra.items() if k != "read_strength"})
+            row.update(extra)
             row["question_set"] = Path(questions).stem
         write_jsonl(path, rows)
 
@@ -763,7 +765,8 @@ def transfer(
         transfer_cfg,
         sampling_cfg,
         threads,
-        {"donor": donor, "read_strength": read_strength},
+        {"donor": donor},
+        read_strength,
     )
 
 
@@ -810,7 +813,8 @@ def transfer_reference(
         transfer_cfg,
         sampling_cfg,
         threads,
-        {"donor": None, "reference": True, "read_strength": read_strength},
+        {"donor": None, "reference": True},
+        read_strength,
     )
 
 
