@@ -1,4 +1,4 @@
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -10,12 +10,11 @@ if not workflow.config_settings.configfiles:
     configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
-
-
 report: "workflow/report/workflow.rst"
 
 
+# common.smk first validates the config against config/schema.yaml (filling in defaults)
+# and checks its cross-references, each failure one short message naming the key.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/base_model.smk"
@@ -30,6 +29,11 @@ include: "workflow/rules/maps.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/mechanistic.smk"
+
+
+# A missing LLM-judge key stops the run before any job, not after all the generation.
+onstart:
+    check_judge_key()
 
 
 rule all:

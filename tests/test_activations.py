@@ -13,7 +13,7 @@ from torch import nn
 
 import emdir
 from emdir.activations import capture_store, read_store
-from emdir.archs import ArchSpec, decoder_layers, untuple
+from emdir.archs import ArchSpec, decoder_layers, retuple, untuple
 from emdir.chat import encode_answer, encode_prompt
 from emdir.errors import EmdirError
 
@@ -214,3 +214,24 @@ def test_models_contrast_needs_an_adapter(make_tiny, tmp_path: Path) -> None:
         capture_store(
             model, tok, spec, ROWS, LABELS, tmp_path / "x.h5", adapter_off=[True] * len(ROWS)
         )
+
+
+def test_non_finite_activations_are_never_written(make_tiny, tmp_path: Path) -> None:
+    model, tok, spec = make_tiny("LlamaForCausalLM")
+    calls = []
+
+    def blow_up_second_batch(module, args, output):
+        # Past float16's range (65504) on the second batch only (rows 3.., batch_size 3).
+        calls.append(1)
+        return retuple(output, untuple(output) * 1e9) if len(calls) == 2 else None
+
+    handle = decoder_layers(model)[1].register_forward_hook(blow_up_second_batch)
+    try:
+        with pytest.raises(EmdirError) as err:
+            _capture(model, tok, spec, tmp_path / "a.h5", dtype="float16")
+    finally:
+        handle.remove()
+    msg = str(err.value)
+    assert str(tmp_path / "a.h5") in msg and "resid/answer_mean" in msg
+    assert "layer 1, row 3 (id 'm/ft/q2/0')" in msg and "not written" in msg and "float16" in msg
+    assert not list(tmp_path.iterdir())

@@ -397,3 +397,32 @@ def test_holm_runs_across_models_at_the_read_strength(tmp_path: Path) -> None:
     # not in the family: no corrected verdict
     other = df[(df.vector == "target") & ~df.read]
     assert other.verdict_holm.isna().all() and other.verdict.notna().all()
+
+
+def test_spillover_rates_report_the_denominator_of_every_rate(tmp_path: Path) -> None:
+    rows = _rows(0.3, 0.2, 8)
+    # Three answers the judge could not score at all, two whose coherence request failed
+    # (so their garble verdict is unknown too), and the misalignment of prose answers only.
+    for r in rows[:3]:
+        r.update(category="unscored", unscored_reason="gave up after 7 attempts: HTTP 500")
+    unknown = [r for r in rows[3:] if r["category"] == "prose"][:2]
+    for r in unknown:
+        r["scores"].update(coherent=None, garbled=None)
+        r.update(em=None, unscored={"coherent": "HTTP 500", "garbled": "needs the coherent score"})
+    steer = {
+        f"m/insecure/{v}": _rows(0.2, 0.1, 9, 0.5) + _rows(0.2, 0.1, 10, 1.0)
+        for v in ("target", "random_0")
+    }
+    paths = _write(tmp_path, {"m/base": rows, "m/insecure": rows}, steer)
+    outs = _outs(tmp_path)
+    dirs = {"m/insecure": tmp_path / "insecure.h5"}
+    _directions(dirs["m/insecure"])
+    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    rates = pd.read_csv(outs["spillover"]).iloc[0]
+    scored = rows[3:]
+    assert rates.n_answers == len(scored) and rates.n_unscored == 3
+    assert rates.n_garble == rates.n_coherence == len(scored) - 2
+    assert rates.n_misalignment == sum(r["em"] is not None for r in scored)
+    known = [r for r in scored if r not in unknown]
+    garbled = np.mean([r["category"] == "garbled" for r in known])
+    assert rates.garble == pytest.approx(100 * garbled, abs=0.01)

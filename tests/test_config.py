@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,119 @@ def resolve(node: dict[str, Any]) -> dict[str, Any]:
 def test_readme_documents_every_key() -> None:
     missing = sorted({p for p in property_paths(SCHEMA, "") if f"`{p}`" not in README})
     assert not missing, f"config/README.md lacks: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "hint", "section"),
+    [
+        ("modles: {x: 1}\n", "`modles`", "did you mean 'models'?", "models"),
+        (
+            "steering: {coefficent: 1.0}\n",
+            "`steering.coefficent`",
+            "did you mean 'coefficients'?",
+            "steering",
+        ),
+        (
+            "datasets: {chat: {params: {n_genral: 3}}}\n",
+            "`datasets.chat.params.n_genral`",
+            "did you mean 'n_general'?",
+            "datasets",
+        ),
+        (
+            "steering: {read: {cost: coherance}}\n",
+            "`steering.read.cost`",
+            "did you mean 'coherence'?",
+            "steering",
+        ),
+        ("sampling: {temperature: hot}\n", "`sampling.temperature`", "expected number", "sampling"),
+    ],
+)
+def test_a_schema_violation_is_one_short_message(
+    tmp_path: Path, override: str, key: str, hint: str, section: str
+) -> None:
+    """Not snakemake's dump of the whole schema and config (~1300 lines): the key path, what
+    it takes, a close match and where it is documented."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(merged(DEFAULT, yaml.safe_load(override))), encoding="utf-8")
+    proc = run_snakemake(tmp_path, "--dry-run", "--configfile", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    message = out[out.index("config: ") :]
+    assert len(message.splitlines()) < 15, out
+    assert key in message and hint in message, out
+    assert f"config/README.md, section `{section}`" in message, out
+    assert "Failed validating" not in out and "$schema" not in out, out
+
+
+def test_unknown_top_level_key_lists_the_sections(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**DEFAULT, "zzz": 1}), encoding="utf-8")
+    proc = run_snakemake(tmp_path, "--dry-run", "--configfile", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "unknown key `zzz`; the top level takes: activations, datasets," in out, out
+    assert "did you mean" not in out and len(out.splitlines()) < 15, out
+
+
+def test_rank1_ft_naming_no_finetune_is_one_short_message(tmp_path: Path) -> None:
+    """Without mechanistic models the per-model check never looked; the LoRA-rank check then
+    hit a raw KeyError."""
+    cfg = merged(DEFAULT, {"mechanistic": {"models": [], "rank1": {"ft": "rank2"}}})
+    del cfg["finetunes"]["rank1"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    proc = run_snakemake(tmp_path, "--dry-run", "--configfile", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "KeyError" not in out and len(out.splitlines()) < 15, out
+    assert "mechanistic.rank1.ft = 'rank2' is not a key of `finetunes`" in out, out
+    assert "mechanistic.rank1.ft: null" in out, out
+
+
+E2E = REPO / "tests" / "configs" / "e2e.yaml"
+
+
+def test_a_missing_judge_key_stops_the_run_before_any_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With judge.backend: openai and the key's variable unset, a run with judge jobs stops
+    before generating anything (not after all the generation), and leaves no lock."""
+    env = "EMDIR_TEST_JUDGE_KEY"
+    monkeypatch.delenv(env, raising=False)
+    cfg = yaml.safe_load(E2E.read_text(encoding="utf-8"))
+    cfg["judge"] = {
+        "backend": "openai",
+        "openai": {"model": "judge-test", "api_key_env": env, "base_url": "http://127.0.0.1:9/v1"},
+    }
+    config = tmp_path / "openai.yaml"
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    generations = "results/generations/llama/base.jsonl"
+    # Everything upstream of one generation file recorded as built (empty), as in a real run.
+    proc = run_snakemake(tmp_path, "--summary", generations, "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]:
+        if Path(name).suffix:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).touch()
+        else:
+            (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    touch = ("--touch", "--forceall", "--cores", "1", generations)
+    proc = run_snakemake(tmp_path, *touch, "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (tmp_path / generations).unlink()
+    for log in (tmp_path / "logs" / "generate").rglob("*.log"):
+        log.unlink()
+
+    judged = "results/judged/llama/base.jsonl"
+    proc = run_snakemake(tmp_path, "--cores", "1", judged, "--configfile", str(config))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"`export {env}=...`" in out and "any non-empty value" in out, out
+    assert not (tmp_path / generations).exists(), out
+    assert not list((tmp_path / "logs" / "generate").rglob("*.log")), "generate ran"
+    assert not list((tmp_path / ".snakemake" / "locks").glob("*")), "left locked"
+    # A dry-run needs no key, and finds the working directory unlocked.
+    proc = run_snakemake(tmp_path, "--dry-run", judged, "--configfile", str(config))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"^generate\s+1$", out, re.M) and re.search(r"^judge\s+1$", out, re.M), out

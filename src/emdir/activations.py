@@ -20,7 +20,7 @@ from tqdm import tqdm
 import emdir
 from emdir.archs import ArchSpec, d_model, decoder_layers, model_device, untuple
 from emdir.chat import encode_answer, encode_prompt
-from emdir.directions import get_attrs, set_attrs
+from emdir.directions import first_nonfinite, get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("answer_mean", "last_prompt", "prompt_mean")
 _DTYPES = ("float32", "float16")
+_CAPTURE_FIX = (
+    "the model produced non-finite activations, so the store was not written; check the "
+    "dtypes (float16/bfloat16 overflow: load the model and store activations in float32)"
+)
+_READ_FIX = (
+    "the store is corrupt or the model produced non-finite activations: delete it to "
+    "recapture, and if that recurs check the dtypes (float16/bfloat16 overflow)"
+)
 
 
 class _StopForward(Exception):
@@ -241,6 +249,7 @@ def capture_store(
     norm_sum = np.zeros(len(sel))
     norm_count = 0
     empty = np.array([len(e.ids) == e.prompt_len for e in encoded])
+    ids = [str(r["id"]) for r in rows]
     try:
         with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
             resid = {
@@ -260,7 +269,11 @@ def capture_store(
                     pooled = _run_batch(model, blocks, sel, batch, poolings)
                 for p in poolings:
                     block = torch.stack(pooled.vectors[p], dim=1)  # type: ignore[arg-type]
-                    resid[p][start:stop] = block.numpy().astype(dtype)
+                    values = block.numpy().astype(dtype)
+                    _reject_non_finite(
+                        values, start, out_path, f"resid/{p}", sel, ids, _CAPTURE_FIX
+                    )
+                    resid[p][start:stop] = values
                 if not off[start]:
                     norm_sum += pooled.norm_sum
                     norm_count += sum(len(e.ids) - e.prompt_len for e in enc)
@@ -271,7 +284,7 @@ def capture_store(
             ).astype(np.float32)
             f["layers"] = np.asarray(sel, dtype=np.int64)
             text = h5py.string_dtype()
-            f.create_dataset("samples/id", data=[str(r["id"]) for r in rows], dtype=text)
+            f.create_dataset("samples/id", data=ids, dtype=text)
             f.create_dataset(
                 "samples/question_id", data=[str(r["question_id"]) for r in rows], dtype=text
             )
@@ -282,6 +295,26 @@ def capture_store(
     finally:
         model.train(was_training)
     return Path(out_path)
+
+
+def _reject_non_finite(
+    values: np.ndarray,
+    start: int,
+    path: str | Path,
+    dataset: str,
+    layers: Sequence[int] | np.ndarray,
+    ids: Sequence[str] | np.ndarray,
+    fix: str,
+) -> None:
+    """Raise, naming the store, dataset, layer and row, if `values` (store rows from `start`
+    on) holds a NaN or inf."""
+    hit = first_nonfinite(values)
+    if hit is not None:
+        row, slot = start + hit[0], hit[1]
+        raise EmdirError(
+            f"{path}: {dataset} is NaN or inf at layer {int(layers[slot])}, row {row} "
+            f"(id {ids[row]!r}); {fix}"
+        )
 
 
 def _spans(flags: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
@@ -324,13 +357,17 @@ class ActivationStore:
         return float(self.token_norm_mean[self.slot(layer)])
 
     def resid(self, pooling: str = "answer_mean") -> np.ndarray:
-        """The [N, L_sel, d] array of one pooling, loaded into memory."""
+        """The [N, L_sel, d] array of one pooling, loaded into memory; a NaN or inf anywhere
+        in it is an error naming the layer and row."""
         if pooling not in self.poolings:
             raise EmdirError(
                 f"{self.path}: pooling {pooling!r} not in the store (has {list(self.poolings)})"
             )
+        dataset = f"resid/{pooling}"
         with h5py.File(self.path, "r") as f:
-            return np.asarray(f[f"resid/{pooling}"][()])
+            values = np.asarray(f[dataset][()])
+        _reject_non_finite(values, 0, self.path, dataset, self.layers, self.ids, _READ_FIX)
+        return values
 
 
 def read_store(path: str | Path) -> ActivationStore:

@@ -93,14 +93,16 @@ BEHAVIOUR = {"spillover": "spill", "garble": "garble"}
 
 
 def _per_answer(rows: list[dict[str, Any]]) -> dict[str, Clustered]:
-    """Each per-answer metric of one condition with the answers' question ids: spillover and
-    garble indicators for every answer; coherence (0-100), misalignment (the row's `em`) and
-    KL over the answers that have one. A metric no answer has (misalignment with the offline
-    judge) is left out."""
+    """Each per-answer metric of one condition with the answers' question ids: the spillover
+    indicator for every answer; the garble indicator for every answer whose garble verdict is
+    known (an LLM judge cannot call prose garbled without its coherence score); coherence
+    (0-100), misalignment (the row's `em`) and KL over the answers that have one. A metric no
+    answer has (misalignment with the offline judge) is left out."""
     qid = [r["question_id"] for r in rows]
+    known = [r for r in rows if "garbled" not in r.get("unscored", {})]
     out = {
         "spill": clustered(spill(rows), qid, "spillover"),
-        "garble": clustered(garbled(rows), qid, "garble"),
+        "garble": clustered(garbled(known), [r["question_id"] for r in known], "garble"),
     }
     optional = {
         "coh": [(r["question_id"], r["scores"].get("coherent")) for r in rows],
@@ -153,6 +155,18 @@ class PairedConditions:
     def size(self, name: str) -> dict[str, int]:
         n_q, n_a = self.qb.size(f"{name}|spill")
         return {"n_questions": n_q, "n_answers": n_a}
+
+    def denominators(self, name: str) -> dict[str, int]:
+        """How many answers each rate of `name` is over (`n_<column>`; 0 for a metric no
+        answer has), beside n_answers, which counts every scored answer."""
+        return {
+            f"n_{column}": self.qb.size(f"{name}|{metric}")[1] if self.has(name, metric) else 0
+            for metric, column in (
+                ("garble", "garble"),
+                ("coh", "coherence"),
+                ("mis", "misalignment"),
+            )
+        }
 
     def specificity(
         self,
@@ -319,6 +333,7 @@ def within_model_summary(
         model, ft = key.split("/")
         all_rows = read_jsonl(path, required=("category", "scores"))
         rows = _require(all_rows, path, qset)
+        in_set = sum(1 for r in all_rows if r.get("question_set") == qset)
         code_rows = [r for r in _scored(all_rows, None) if r.get("question_set") in code_sets]
         p = PairedConditions({"x": rows}, boot)
         rates.append(
@@ -328,6 +343,9 @@ def within_model_summary(
                 "question_set": qset,
                 "n": len(rows),
                 **p.size("x"),
+                # answers of the set left out as unscored (empty, or judge failures)
+                "n_unscored": in_set - len(rows),
+                **p.denominators("x"),
                 **dict(zip(("spillover", "lo", "hi"), p.mean3("x", "spill"), strict=True)),
                 **_columns("garble", p.mean3("x", "garble")),
                 **_columns("coherence", p.mean3("x", "coh")),

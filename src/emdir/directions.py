@@ -92,6 +92,7 @@ def class_means(X: Any, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     sum_neg = np.zeros(X.shape[1:], dtype=np.float64)
     for start in range(0, y.size, _ROW_BLOCK):
         block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+        _require_finite(block, start)
         lab = y[start : start + _ROW_BLOCK]
         sum_pos += block[lab].sum(axis=0)
         sum_neg += block[~lab].sum(axis=0)
@@ -170,6 +171,7 @@ def project(X: Any, direction: np.ndarray) -> np.ndarray:
     out = np.empty((X.shape[0], u.shape[0]))
     for start in range(0, X.shape[0], _ROW_BLOCK):
         block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+        _require_finite(block, start)
         out[start : start + _ROW_BLOCK] = np.einsum("nld,ld->nl", block, u)
     return out
 
@@ -359,6 +361,28 @@ def get_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
             value = value.item()
         out[key] = value.decode() if isinstance(value, bytes) else value
     return out
+
+
+def first_nonfinite(X: Any) -> tuple[int, int] | None:
+    """(row, layer slot) of the first NaN or inf in an [N, L, ...] array or h5py dataset, or
+    None when all values are finite; read in blocks of rows."""
+    for start in range(0, X.shape[0], _ROW_BLOCK):
+        finite = np.isfinite(X[start : start + _ROW_BLOCK])
+        if not finite.all():
+            row, slot = np.argwhere(~finite.reshape(*finite.shape[:2], -1).all(axis=-1))[0]
+            return start + int(row), int(slot)
+    return None
+
+
+def _require_finite(block: np.ndarray, start: int) -> None:
+    # Activation stores are checked when read (`ActivationStore.resid`); this catches arrays
+    # from elsewhere, where a NaN would otherwise score as a silent misclassification.
+    hit = first_nonfinite(block)
+    if hit is not None:
+        raise EmdirError(
+            f"activations at row {start + hit[0]}, layer slot {hit[1]} are NaN or inf; "
+            "check where the array came from (a float16 overflow, a corrupt store)"
+        )
 
 
 def _labels(labels: ArrayLike, name: str) -> np.ndarray:

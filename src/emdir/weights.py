@@ -69,12 +69,14 @@ def cached_archive(sha256: str) -> Path:
 
 
 def _place(src: Path, dest: Path) -> None:
-    """Put `src` at `dest` atomically, as a hard link when the filesystem allows (no second copy)."""
+    """Put a copy of `src` at `dest` atomically.
+
+    A copy, not a hard link: Snakemake touches every output after its job, and a hard link
+    shares its mtime with the cache and with every other checkout's link, so one checkout's
+    fetch made the whole downstream DAG of all the others stale (everything paid twice).
+    """
     with atomic_path(dest) as tmp:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
 
 
 def _pip_download(

@@ -1,12 +1,19 @@
-"""Helpers only: config cross-checks, wildcard constraints, paths and input functions."""
+"""Helpers only: config validation and cross-checks, wildcard constraints, paths and input
+functions."""
 
+import difflib
 import os
 import re
+import reprlib
 import sys
+import textwrap
 from types import SimpleNamespace
 from pathlib import Path
 
+from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 # The Snakefile reads vector names from emdir (light imports only: no torch, no h5py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -22,6 +29,94 @@ os.environ.update(
         p for p in (str(Path(workflow.basedir) / "src"), os.getenv("PYTHONPATH")) if p
     )
 )
+
+
+# ---------------------------------------------------------------- config: schema, canonical form
+
+
+def check_schema(cfg):
+    """Validate `cfg` against config/schema.yaml, filling in defaults; a violation is one
+    short message (snakemake's own prints the whole schema and config, ~1300 lines)."""
+    try:
+        validate(cfg, f"{workflow.basedir}/config/schema.yaml")
+    except WorkflowError as err:
+        if not isinstance(err.__context__, ValidationError):
+            raise
+        raise WorkflowError(schema_message(err.__context__)) from None
+
+
+def close_match(name, options):
+    """The option closest to a misspelt `name`, or None."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name, options):
+    """` (did you mean 'x'?)` for the option closest to `name`, or nothing."""
+    close = close_match(name, options)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def known_keys(name, keys):
+    """`(did you mean 'x'? known: a, b, x)` for a `name` that is not one of `keys`."""
+    close = close_match(name, keys)
+    guess = f"did you mean {close!r}? " if close else ""
+    return f"({guess}known: {', '.join(sorted(map(str, keys)))})"
+
+
+def schema_message(err):
+    """One line: the key path, what it takes, a close match and where it is documented."""
+    err = best_match([err])
+    path = [str(p) for p in err.absolute_path]
+    where = f"`{'.'.join(path)}`" if path else "the top level"
+    section = path[0] if path else None
+    if err.validator == "additionalProperties":
+        known = sorted(err.schema.get("properties", {}))
+        patterns = err.schema.get("patternProperties", {})
+        key = next(
+            str(k)
+            for k in err.instance
+            if k not in known and not any(re.search(p, str(k)) for p in patterns)
+        )
+        what = (
+            f"unknown key `{'.'.join([*path, key])}`{did_you_mean(key, known)}; "
+            f"{where} takes: {', '.join(known)}"
+        )
+        section = section or close_match(key, known)
+    else:
+        if err.validator == "enum":
+            options = err.validator_value
+            wrong = f"{err.instance!r} is not one of {', '.join(map(str, options))}"
+            wrong += did_you_mean(err.instance, options)
+        elif "propertyNames" in err.absolute_schema_path:
+            wrong = f"the key {err.instance!r} is not allowed here ({err.message})"
+        elif err.validator == "type":
+            wrong = f"expected {err.validator_value}, got {reprlib.repr(err.instance)}"
+        else:
+            wrong = textwrap.shorten(err.message, 300, placeholder=" ...")
+        described = err.schema.get("description")
+        what = f"{where}: {wrong}" + (f" ({described})" if described else "")
+    doc = f"config/README.md, section `{section}`" if section else "config/README.md"
+    return f"config: {what}. Every key is explained in {doc}."
+
+
+def make_canonical(cfg):
+    """Sort every mapping of `cfg` by key, in place (lists keep their order: it means
+    something). Snakemake's params trigger compares params by repr, which follows key order,
+    so without this a config re-saved with its keys in another order reruns every job.
+    """
+    sorted_cfg = canonical(cfg)
+    cfg.clear()
+    cfg.update(sorted_cfg)
+
+
+def canonical(obj):
+    """`obj` with the keys of every mapping in it sorted (recursively)."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------- config cross-checks
@@ -71,7 +166,7 @@ def check_references(cfg):
         if value not in cfg[section]:
             raise WorkflowError(
                 f"config: {where} = {value!r} is not a key of `{section}` "
-                f"(known: {', '.join(sorted(cfg[section]))}); fix the name or add the entry"
+                f"{known_keys(value, cfg[section])}; fix the name or add the entry"
             )
     for ft, spec in cfg["finetunes"].items():
         unknown = sorted(set(spec.get("models", [])) - set(cfg["models"]))
@@ -159,6 +254,13 @@ def check_mechanistic(cfg):
         ("mechanistic.ablation.receivers", mech["ablation"]["receivers"]),
     ]
     rank1 = mech["rank1"]["ft"]
+    if rank1 is not None and rank1 not in cfg["finetunes"]:
+        raise WorkflowError(
+            f"config: mechanistic.rank1.ft = {rank1!r} is not a key of `finetunes` "
+            f"{known_keys(rank1, cfg['finetunes'])}; name the rank-1 fine-tune, add it to "
+            "`finetunes` (with lora: {r: 1}), or set mechanistic.rank1.ft: null to skip "
+            "the rank-1 reading"
+        )
     if rank1 is not None:
         lists.append(("mechanistic.rank1.ft", [rank1]))
     for m in mech["models"]:
@@ -192,6 +294,8 @@ def check_mechanistic(cfg):
         )
 
 
+check_schema(config)
+make_canonical(config)
 check_references(config)
 # Every job stamps its result files with the sha of the config it ran under.
 os.environ[CONFIG_SHA_ENV] = config_sha(config)
@@ -602,6 +706,34 @@ def judge_settings():
     if "openai" in cfg:
         cfg["openai"] = {k: v for k, v in cfg["openai"].items() if k != "prices"}
     return cfg
+
+
+def check_judge_key():
+    """The onstart check: with the LLM judge, its API key before any job runs when a judge
+    job is to run (the judge would find it missing only after all the generation)."""
+    judge = config["judge"]
+    if judge["backend"] != "openai" or workflow.touch:  # --touch runs no job
+        return
+    env = judge["openai"]["api_key_env"]
+    if os.environ.get(env, "").strip():
+        return
+    # judge and every `use rule judge as ...` (judge_steering, judge_transfer, ...).
+    judging = sorted(
+        {
+            job.rule.name
+            for job in workflow.dag.needrun_jobs()
+            if job.rule.script and Path(job.rule.script).name == "judge.py"
+        }
+    )
+    if judging:
+        state = "empty" if env in os.environ else "not set"
+        raise WorkflowError(
+            f"judge.backend: openai needs an API key in ${env}, which is {state}, and this "
+            f"run has judge jobs ({', '.join(judging)}); nothing was run. Set it with "
+            f"`export {env}=...` (or point judge.openai.api_key_env at the variable that "
+            "holds the key). If every request is already in the judge cache "
+            f"({judge['cache']}), any non-empty value will do."
+        )
 
 
 # The offline judge loads the answering model's base model to score coherence (a forward

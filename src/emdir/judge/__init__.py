@@ -241,13 +241,27 @@ def _llm_rows(
         aligned = got["aligned"]
         scores: dict[str, float | None] = {m: v.score for m, v in got.items()}
         category = llm_category(aligned.category, scores.get("coherent"), garbled_below)
+        # Every metric is a number or unscored with its reason; a request that failed in
+        # transport is also listed under `retry` (judge_file refuses to write those rows).
+        unscored = {m: str(v.reason) for m, v in got.items() if v.category == "unscored"}
+        retry = sorted(m for m, v in got.items() if v.retryable)
         scores["code"] = None if category == "unscored" else float(category == "code")
         scores["garbled"] = None if category == "unscored" else float(category == "garbled")
+        if category == "prose" and "coherent" in unscored:
+            # Garbled means "coherence below garbled_below": unknown without a coherence score.
+            scores["garbled"] = None
+            unscored["garbled"] = "needs the coherent score"
+        if category == "unscored":
+            unscored.update(code="needs the aligned verdict", garbled="needs the aligned verdict")
         judged["scores"] = scores
         judged["category"] = category
         if aligned.category == "unscored":
             judged["unscored_reason"] = aligned.reason
         judged["em"] = is_em(scores, em_cfg)
+        if unscored:
+            judged["unscored"] = unscored
+        if retry:
+            judged["retry"] = retry
         judged["judge"] = {
             **row_meta,
             "tokens": {
@@ -271,22 +285,60 @@ def is_em(scores: Mapping[str, float | None], em_cfg: Mapping[str, Any]) -> bool
     )
 
 
-def check_unscored(rows: Sequence[Mapping[str, Any]], limit: float, source: str) -> None:
-    """Fail with a summary when more than `limit` of the rows stayed unscored by the judge.
+def _reasons(reasons: Sequence[str], top: int = 3) -> str:
+    return "; ".join(f"{n} x {why}" for why, n in Counter(reasons).most_common(top))
 
-    Empty answers are the model's doing, not the judge's, so they do not count.
+
+def check_judged(
+    rows: Sequence[Mapping[str, Any]], judge_cfg: Mapping[str, Any], source: str
+) -> None:
+    """Refuse to write judged rows that a later request could still score, or too many
+    unscored ones; every failure names what to do.
+
+    Requests that failed in transport, timed out or came back malformed (a row's `retry`)
+    fail the job unless `judge.allow_failed_requests` is set: every reply that arrived is
+    cached, so the next run sends exactly the failed requests. Then, per metric, the share of
+    answers left unscored (empty answers excepted: the model's doing, not the judge's) must
+    stay within `judge.max_unscored_fraction`.
     """
-    bad = [
-        r for r in rows if r["category"] == "unscored" and r.get("unscored_reason") != EMPTY_ANSWER
-    ]
-    if rows and len(bad) / len(rows) > limit:
-        reasons = Counter(str(r.get("unscored_reason")) for r in bad).most_common(5)
-        summary = "; ".join(f"{n} x {why}" for why, n in reasons)
+    failed = [(m, r["unscored"][m]) for r in rows for m in r.get("retry", ())]
+    if failed and not judge_cfg.get("allow_failed_requests", False):
+        timeouts = all("timed out" in why for _, why in failed)
+        hint = (
+            "every one timed out: raise judge.openai.timeout_s (or lower "
+            "judge.openai.concurrency) before rerunning. "
+            if timeouts
+            else ""
+        )
         raise EmdirError(
-            f"{source}: {len(bad)} of {len(rows)} answers stayed unscored "
-            f"({100 * len(bad) / len(rows):.1f}% > judge.max_unscored_fraction = {100 * limit:.0f}%): "
-            f"{summary}. Nothing was written; scored replies are cached, so a rerun only retries "
-            "the rest"
+            f"{source}: {len(failed)} judge requests failed after their retries "
+            f"({_reasons([why for _, why in failed])}). Nothing was written; {hint}Every reply "
+            f"that arrived is cached, so rerunning sends exactly these {len(failed)} requests. "
+            "To write the rows with them unscored instead, set judge.allow_failed_requests: true"
+        )
+    limit = float(judge_cfg.get("max_unscored_fraction", 1.0))
+    per_metric: dict[str, list[str]] = {}
+    for r in rows:
+        for metric, why in r.get("unscored", {}).items():
+            per_metric.setdefault(metric, []).append(why)
+    over = {m: whys for m, whys in per_metric.items() if rows and len(whys) / len(rows) > limit}
+    if over:
+        parts = [
+            f"{m}: {len(whys)} of {len(rows)} ({100 * len(whys) / len(rows):.1f}%; "
+            f"{_reasons(whys)})"
+            for m, whys in sorted(over.items())
+        ]
+        retryable = any(r.get("retry") for r in rows)
+        advice = (
+            "Failed requests are not cached: unset judge.allow_failed_requests and rerun."
+            if retryable
+            else "These are the judge's own replies, cached, so a rerun gets the same: read the "
+            "reasons (a judge whose tokenizer splits numbers needs judge.openai.mode: text; a "
+            "hedging judge, a lower judge.openai.min_numeric_mass)."
+        )
+        raise EmdirError(
+            f"{source}: too many answers stayed unscored (judge.max_unscored_fraction = "
+            f"{100 * limit:.0f}%): {'; '.join(parts)}. Nothing was written. {advice}"
         )
 
 
@@ -320,10 +372,11 @@ def judge_file(
     """Judge every row of a generation JSONL file into a judged JSONL file.
 
     `question_files` supply questions' own judge prompts; `coherence_model` is the base
-    model that scores the offline backend's coherence. If more than
-    `judge.max_unscored_fraction` stays unscored the job fails and writes nothing.
+    model that scores the offline backend's coherence. A request that failed and could be
+    retried, or more than `judge.max_unscored_fraction` unscored for any metric, fails the
+    job and writes nothing (`check_judged`).
     """
     rows = read_jsonl(src, required=GENERATION_KEYS)
     judged = judge_rows(rows, judge_cfg, cache_path, question_files, coherence_model)
-    check_unscored(judged, float(judge_cfg.get("max_unscored_fraction", 1.0)), str(src))
+    check_judged(judged, judge_cfg, str(src))
     write_jsonl(out, judged)

@@ -220,6 +220,9 @@ class Verdict:
     `category` is "score" when `score` is set, "CODE" / "REFUSAL" when the judge answered that
     instead of a number, and "unscored" (with `reason`) otherwise. Token counts are 0 for cache
     hits because nothing was paid for; `attempts` counts HTTP requests made in this call.
+    `retryable` marks an unscored verdict that a later request could score (the request failed
+    in transport, timed out or came back malformed; nothing was cached), as opposed to a reply
+    the judge really gave that holds no score (cached, so asking again changes nothing).
     """
 
     score: float | None
@@ -229,6 +232,7 @@ class Verdict:
     completion_tokens: int
     cached: bool
     attempts: int
+    retryable: bool = False
 
 
 def _score_token(token: str) -> int | None:
@@ -384,7 +388,7 @@ def _server_message(exc: openai.APIStatusError, api_key: str | None) -> str:
 def _describe(exc: openai.APIError, settings: LLMJudgeSettings, api_key: str | None) -> str:
     """A short, key-free description of a transient failure for reasons and logs."""
     if isinstance(exc, openai.APITimeoutError):
-        return f"timed out after {settings.timeout_s:g} s"
+        return f"timed out after {settings.timeout_s:g} s (judge.openai.timeout_s)"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = f" ({type(cause).__name__})" if cause is not None else ""
@@ -501,8 +505,9 @@ class _Stats:
     completion_tokens: int = 0
 
 
-def _unscored(reason: str, attempts: int) -> Verdict:
-    return Verdict(None, "unscored", reason, 0, 0, False, attempts)
+def _failed(reason: str, attempts: int) -> Verdict:
+    """A request that got no usable reply: unscored, not cached, retryable."""
+    return Verdict(None, "unscored", reason, 0, 0, False, attempts, retryable=True)
 
 
 async def _judge_one(
@@ -515,7 +520,9 @@ async def _judge_one(
 ) -> tuple[Verdict, dict[str, Any] | None]:
     """One request with retries -> (verdict, record to cache or None when not cacheable).
 
-    The semaphore is held through backoff sleeps as well, so a rate-limited endpoint sees the
+    Transport failures, timeouts, retryable statuses and malformed 200 bodies (not JSON, no
+    choices, no logprobs) are all retried with backoff; what still fails after the last
+    attempt comes back retryable and uncached. The semaphore is held through backoff sleeps as well, so a rate-limited endpoint sees the
     whole run slow down instead of the freed slots immediately sending more requests.
     """
     kwargs = settings.request_kwargs(request.prompt)
@@ -540,28 +547,30 @@ async def _judge_one(
             except (openai.APIResponseValidationError, ValueError) as exc:
                 # The SDK raises on a body that is not valid JSON (json.JSONDecodeError).
                 stats.malformed += 1
-                reason = f"malformed reply: not a valid chat completion ({type(exc).__name__})"
-                return _unscored(reason, attempt), None
+                last_failure = (
+                    f"malformed reply: not a valid chat completion ({type(exc).__name__})"
+                )
             else:
                 try:
                     record = _record_from_response(response, settings)
                 except _Malformed as exc:
                     stats.malformed += 1
-                    return _unscored(f"malformed reply: {exc}", attempt), None
-                reading = reading_from_record(record, settings)
-                assert reading is not None  # a fresh record always matches its own settings
-                stats.prompt_tokens += record["prompt_tokens"]
-                stats.completion_tokens += record["completion_tokens"]
-                verdict = Verdict(
-                    reading.score,
-                    reading.category,
-                    reading.reason,
-                    record["prompt_tokens"],
-                    record["completion_tokens"],
-                    False,
-                    attempt,
-                )
-                return verdict, record
+                    last_failure = f"malformed reply: {exc}"
+                else:
+                    reading = reading_from_record(record, settings)
+                    assert reading is not None  # a fresh record always matches its settings
+                    stats.prompt_tokens += record["prompt_tokens"]
+                    stats.completion_tokens += record["completion_tokens"]
+                    verdict = Verdict(
+                        reading.score,
+                        reading.category,
+                        reading.reason,
+                        record["prompt_tokens"],
+                        record["completion_tokens"],
+                        False,
+                        attempt,
+                    )
+                    return verdict, record
             if fatal is not None:
                 # Raised outside the except block so the SDK error (whose body may echo the
                 # key) is not chained onto it.
@@ -578,7 +587,7 @@ async def _judge_one(
                 )
                 await asyncio.sleep(delay)
     stats.gave_up += 1
-    return _unscored(f"gave up after {max_attempts} attempts: {last_failure}", max_attempts), None
+    return _failed(f"gave up after {max_attempts} attempts: {last_failure}", max_attempts), None
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -654,7 +663,7 @@ async def judge_requests_async(
     unscored = sum(1 for v in verdicts.values() if v.category == "unscored")
     log.info(
         "LLM judge %s (%s mode): %d requests, %d cached, %d duplicates, %d sent "
-        "(%d HTTP attempts, %d retried), %d unscored (%d malformed, %d gave up), "
+        "(%d HTTP attempts, %d retried), %d unscored (%d malformed replies, %d gave up), "
         "tokens %d in / %d out, %.1f s",
         settings.model,
         settings.mode,
@@ -680,9 +689,10 @@ def judge_requests(
     cache: JudgeCache | None = None,
 ) -> list[Verdict]:
     """Judge every request: cache hits cost nothing, duplicates are sent once, each fresh reply
-    is cached as it arrives. Transport failures that outlast the retries and malformed 200
-    bodies come back as "unscored" and are not cached, so a rerun tries them again; replies the
-    judge really gave but that hold no score (low numeric mass, unparseable text) are cached.
+    is cached as it arrives. Transport failures and malformed 200 bodies are retried; those
+    that outlast the retries come back "unscored" with `retryable` set and are not cached, so a
+    rerun sends exactly them again; replies the judge really gave but that hold no score (low
+    numeric mass, unparseable text) are cached and not retryable.
     A configuration error (bad key, unknown model) raises EmdirError at once.
     """
     return asyncio.run(judge_requests_async(requests, settings, cache))
