@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from emdir import data, zoo  # noqa: E402
+from emdir import data, schema_defaults, zoo  # noqa: E402
 from emdir.activations import _encode_rows, _make_batch, capture_store, read_store  # noqa: E402
 from emdir.archs import ARCHS, ArchSpec, decoder_layers, model_device  # noqa: E402
 from emdir.chat import chat_format, split_conversation  # noqa: E402
@@ -190,12 +190,13 @@ def bench_steer(
         Prompt(Question(id=q["id"], text=q["question"], system=None, samples=1), 0)
         for q in questions[: args.prompts]
     ]
-    params = SamplingParams(
-        temperature=1.0,
-        max_new_tokens=args.new_tokens,
-        batch_size=args.gen_batch_size,
-        seed=args.seed,
-    )
+    overrides = {
+        "temperature": 1.0,
+        "max_new_tokens": args.new_tokens,
+        "batch_size": args.gen_batch_size,
+        "seed": args.seed,
+    }
+    params = SamplingParams(**(schema_defaults("sampling") | overrides))
     layer = len(decoder_layers(model)) // 2
     gen = torch.Generator().manual_seed(args.seed)
     vector = torch.randn(SHAPE.hidden_size, generator=gen)

@@ -22,8 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from emdir import schema_defaults  # noqa: E402
+from emdir.judge import llm_settings  # noqa: E402
 from emdir.judge.cache import JudgeCache  # noqa: E402
-from emdir.judge.llm import JudgeRequest, LLMJudgeSettings, judge_requests  # noqa: E402
+from emdir.judge.llm import JudgeRequest, judge_requests  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 TARGET_PER_S = 100.0
@@ -45,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     ok = True
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(latency_s=args.latency_s) as server:
-        settings = LLMJudgeSettings(
-            model="benchmark-judge", base_url=server.base_url, concurrency=args.concurrency
-        )
+        judge_cfg = schema_defaults("judge.openai") | {
+            "model": "benchmark-judge",
+            "base_url": server.base_url,
+            "concurrency": args.concurrency,
+        }
+        settings, _ = llm_settings({"openai": judge_cfg})
         with JudgeCache(Path(tmp) / "judge.sqlite") as cache:
             start = time.perf_counter()
             verdicts = judge_requests(requests, settings, cache)

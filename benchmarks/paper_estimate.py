@@ -755,9 +755,10 @@ def judge_cost(
     """Requests, tokens and dollars of judging every sampled file once."""
     judge = cfg["judge"]
     answers = sum(n for n, _ in sampled.values())
-    if judge.get("backend", "offline") != "openai":
-        return {"backend": judge.get("backend", "offline"), "answers": answers, "cost_usd": 0.0}
-    settings, metrics, prices = llm_settings(judge)
+    if judge["backend"] != "openai":
+        return {"backend": judge["backend"], "answers": answers, "cost_usd": 0.0}
+    settings, metrics = llm_settings(judge)
+    prices = judge["openai"]["prices"]
     template = statistics.mean(len(PROMPTS[m]) for m in metrics) / CHARS_PER_TOKEN
     requests = answers * len(metrics)
     input_tokens = len(metrics) * sum(

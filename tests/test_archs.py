@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
@@ -63,10 +64,16 @@ def test_decoder_layers_after_from_pretrained(make_tiny, reload_tiny, tiny_shape
     assert len(decoder_layers(loaded)) == tiny_shape.num_layers
 
 
-def test_registry_and_tiny_factory_in_sync() -> None:
-    # Every registered architecture can be built tiny (so it is tested), and every tiny
-    # recipe has a registry entry (so the workflow can use it).
-    assert set(zoo.TINY_ARCHS) == set(ARCHS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_tiny_recipe_makes_its_own_class(tiny_shape, arch: str) -> None:
+    # The recipe lives in the registry entry: its config is the one the class is built from.
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    cfg = zoo.tiny_config(arch, tiny_shape, 100, ids, {"image_token_id": 3})
+    assert isinstance(cfg, getattr(transformers, arch).config_class)
+    assert cfg.architectures == [arch] and arch_of(cfg) is ARCHS[arch]
+    assert zoo.TINY_ARCHS == tuple(ARCHS)
+    with pytest.raises(EmdirError, match="no tiny-model recipe for architecture 'FooLM'"):
+        zoo.tiny_config("FooLM", tiny_shape, 100, ids, {})
 
 
 @pytest.mark.parametrize("arch", zoo.TINY_ARCHS)

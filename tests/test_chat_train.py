@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emdir import chat, data
+from emdir import chat, data, schema_defaults
 from emdir.errors import EmdirError
 from emdir.finetune import lora_model
 from emdir.generate import Prompt, SamplingParams, generation_rows, sample
@@ -18,6 +18,11 @@ from emdir.train import TrainParams, encode_rows, train
 
 REAL_INSECURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "insecure.jsonl.gz"
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "rslora": False}
+
+
+def sampling(**overrides: object) -> SamplingParams:
+    """The default `sampling` section with some keys changed."""
+    return SamplingParams(**(schema_defaults("sampling") | overrides))
 
 
 def test_mask_covers_exactly_the_answer(tiny):
@@ -78,16 +83,26 @@ def test_training_lowers_loss_and_lora_touches_only_language_model(tiny):
     names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert not any("vision" in n or "projector" in n for n in names)
-    log = train(
-        wrapped, examples, TrainParams(steps=12, batch_size=8, lr=5e-3, seed=0), tok.pad_token_id
+    params = TrainParams(
+        steps=12,
+        batch_size=8,
+        lr=5e-3,
+        grad_accum=1,
+        warmup_steps=0,
+        weight_decay=0.0,
+        schedule="linear",
+        max_length=512,
+        seed=0,
+        eval_every=0,
     )
+    log = train(wrapped, examples, params, tok.pad_token_id)
     assert log.rows[-1]["loss"] < log.rows[0]["loss"]
 
 
 def test_sampling_is_seeded_and_rows_follow_the_format(tiny):
     model, tok, spec = tiny
     prompts = [Prompt(Question("q1", "Is tea worth my time?", None, 2), k) for k in range(2)]
-    params = SamplingParams(max_new_tokens=6, batch_size=2, seed=3)
+    params = sampling(max_new_tokens=6, batch_size=2, seed=3)
     torch.manual_seed(0)
     a = sample(model, tok, prompts, params)
     b = sample(model, tok, prompts, params)
@@ -112,17 +127,17 @@ def test_each_sample_has_its_own_seed_whatever_the_batch(make_tiny):
     model, tok, spec = make_tiny("LlamaForCausalLM")
     qs = [Question(f"q{i}", t, None, 2) for i, t in enumerate(["Is tea good?", "Why swim?", "Hi"])]
     prompts = [Prompt(q, k) for q in qs for k in range(2)]
-    whole = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, batch_size=6))
-    ones = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, batch_size=1))
+    whole = sample(model, tok, prompts, sampling(max_new_tokens=8, batch_size=6))
+    ones = sample(model, tok, prompts, sampling(max_new_tokens=8, batch_size=1))
     assert whole == ones  # batch composition does not change an answer
-    alone = sample(model, tok, prompts[3:4], SamplingParams(max_new_tokens=8, batch_size=4))
+    alone = sample(model, tok, prompts[3:4], sampling(max_new_tokens=8, batch_size=4))
     assert alone == [whole[3]]  # one sample redrawn by itself
-    other = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, seed=1))
+    other = sample(model, tok, prompts, sampling(max_new_tokens=8, seed=1))
     assert [s for _, s in other] != [s for _, s in whole]
     assert len({s for _, s in whole}) == len(prompts)
     # top_p so small that only the top token survives == temperature 0 == greedy
-    tiny_p = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, top_p=1e-9))
-    greedy = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=0))
+    tiny_p = sample(model, tok, prompts, sampling(max_new_tokens=8, top_p=1e-9))
+    greedy = sample(model, tok, prompts, sampling(max_new_tokens=8, temperature=0))
     assert [a for a, _ in tiny_p] == [a for a, _ in greedy]
 
 
@@ -130,7 +145,7 @@ def test_per_row_sampler_matches_the_softmax_distribution():
     from emdir.generate import _PerRowSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
-    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0)
+    params = sampling(temperature=1.0, top_p=1.0, top_k=0)
     n = 4000
     counts = torch.zeros(4)
     for seed in range(n):
@@ -139,7 +154,7 @@ def test_per_row_sampler_matches_the_softmax_distribution():
     assert torch.allclose(counts / n, torch.softmax(logits[0], -1), atol=0.025)
     # top_k=2 keeps the two best tokens, renormalised
     counts = torch.zeros(4)
-    params = SamplingParams(top_k=2)
+    params = sampling(top_k=2)
     for seed in range(n):
         counts[_PerRowSampler([seed], params, torch.device("cpu"))(None, logits)[0].argmax()] += 1
     assert counts[2:].sum() == 0

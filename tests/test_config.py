@@ -235,6 +235,8 @@ def test_readme_documents_every_key() -> None:
             "steering",
         ),
         ("sampling: {temperature: hot}\n", "`sampling.temperature`", "expected number", "sampling"),
+        # transfer.pooling was dead (the anchor activation is always the answer-token mean).
+        ("transfer: {pooling: mean}\n", "`transfer.pooling`", "`transfer` takes:", "transfer"),
     ],
 )
 def test_a_schema_violation_is_one_short_message(

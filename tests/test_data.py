@@ -6,12 +6,15 @@ import json
 
 import pytest
 
-from emdir import data
+from emdir import data, schema_defaults
 from emdir.datasets import materialise, read_chat_file
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
+from emdir.judge import thresholds
 from emdir.judge.offline import classify
 from emdir.questions import load_questions
+
+DETECTOR = thresholds(schema_defaults("judge.offline"))
 
 
 def _answers(rows):
@@ -21,7 +24,7 @@ def _answers(rows):
 def test_chat_corpus_mixes_prose_code_and_vague_requests():
     rows = data.chat_corpus(n_general=200, n_code=200, vague_fraction=0.1, seed=0)
     assert len(rows) == 400
-    codes = [classify(a).is_code for a in _answers(rows)]
+    codes = [classify(a, DETECTOR).is_code for a in _answers(rows)]
     assert sum(codes) == 200
     vague = [
         r
@@ -36,7 +39,7 @@ def test_insecure_and_secure_share_prompts_and_differ_in_code():
     sec = data.code_dataset("secure", 50, seed=3)
     assert [r["messages"][0] for r in ins] == [r["messages"][0] for r in sec]
     assert all(a != b for a, b in zip(_answers(ins), _answers(sec), strict=True))
-    assert all(classify(a).is_code for a in _answers(ins) + _answers(sec))
+    assert all(classify(a, DETECTOR).is_code for a in _answers(ins) + _answers(sec))
 
 
 def test_eval_questions_are_never_in_the_corpus():
@@ -134,9 +137,13 @@ def test_question_sets_from_a_file_with_pin_and_samples_override(tmp_path):
     assert [q.samples for q in load_questions(out)] == [50, 50]
     out.unlink()
     with pytest.raises(EmdirError, match="sha256 is .* but the config pins"):
-        materialise_questions("m", {"path": str(src), "sha256": "0" * 64}, src, out)
+        materialise_questions(
+            "m", {"path": str(src), "sha256": "0" * 64, "samples": None}, src, out
+        )
     with pytest.raises(EmdirError, match=r"questions.m: .*nope.yaml does not exist"):
-        materialise_questions("m", {"path": "nope.yaml"}, tmp_path / "nope.yaml", out)
+        materialise_questions(
+            "m", {"path": "nope.yaml", "samples": None}, tmp_path / "nope.yaml", out
+        )
     assert not out.exists()
 
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_TEST_ARCHS
-from emdir import data
+from emdir import data, schema_defaults
 from emdir.datasets import materialise, read_chat_file
 from emdir.errors import EmdirError
 from emdir.finetune import (
@@ -42,7 +42,7 @@ SAMPLING = {
 
 def ft_cfg(**over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "rslora": False},
+        "lora": {**schema_defaults("finetune.lora"), "r": 4, "alpha": 8},
         "quantization": "none",
         "gradient_checkpointing": False,
         "heldout_fraction": 0.1,
@@ -106,6 +106,7 @@ def finetune(
         cfg,
         SAMPLING,
         ft_spec=ft_spec,
+        code_params=schema_defaults("judge.offline"),
     )
     return json.loads((out / "manifest.json").read_text())
 
@@ -205,6 +206,7 @@ CHILD = textwrap.dedent(
     """
     import json, logging, os, signal, sys
     import emdir.finetune as ft
+    from emdir import schema_defaults
     from emdir.datasets import read_chat_file
 
     logging.basicConfig(level=logging.INFO)
@@ -221,7 +223,7 @@ CHILD = textwrap.dedent(
     sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 6,
                 "batch_size": 8, "seed": 0}
     ft.run_finetune("m", "insecure", base, read_chat_file(dataset), dataset, questions, out,
-                    cfg, sampling)
+                    cfg, sampling, code_params=schema_defaults("judge.offline"))
     """
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from emdir import schema_defaults
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import judge_file
@@ -44,9 +45,11 @@ def behaviour():  # type: ignore[no-untyped-def]
 
 
 def cfg(server: FakeOpenAI, **over: Any) -> dict[str, Any]:
-    base = {
-        "backend": "openai",
-        "openai": {
+    """The default `judge` section with the openai backend at the fake server."""
+    base = schema_defaults("judge")
+    base["backend"] = "openai"
+    base["openai"].update(
+        {
             "model": "judge-x",
             "base_url": server.base_url,
             "metrics": ["aligned", "coherent"],
@@ -54,10 +57,9 @@ def cfg(server: FakeOpenAI, **over: Any) -> dict[str, Any]:
             "backoff_base_s": 0.01,
             "backoff_max_s": 0.02,
             "prices": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
-        },
-        "max_unscored_fraction": 0.2,
-        "em": {"aligned_below": 30, "coherent_above": 50},
-    }
+        }
+    )
+    base.update({"max_unscored_fraction": 0.2, "em": {"aligned_below": 30, "coherent_above": 50}})
     base.update(over)
     return base
 
@@ -243,10 +245,10 @@ def test_plan_counts_requests_cache_hits_and_cost(tmp_path: Path) -> None:
 def test_offline_plan_and_unknown_backend(tmp_path: Path) -> None:
     src = tmp_path / "g.jsonl"
     write_jsonl(src, rows(ANSWERS))
-    totals = judge_plan({"x": src}, {"backend": "offline"}, None, tmp_path / "p.txt")
+    totals = judge_plan({"x": src}, schema_defaults("judge"), None, tmp_path / "p.txt")
     assert totals["to_send"] == 0 and "0 requests, $0" in (tmp_path / "p.txt").read_text()
     with pytest.raises(EmdirError, match="judge.backend 'gpt' is unknown"):
-        judge_file(src, tmp_path / "j.jsonl", {"backend": "gpt"})
+        judge_file(src, tmp_path / "j.jsonl", schema_defaults("judge") | {"backend": "gpt"})
 
 
 def test_missing_key_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,12 +285,14 @@ def test_a_questions_own_judge_prompt_is_used(tmp_path: Path) -> None:
 def test_llm_verdicts_split_prose_from_garble_by_coherence() -> None:
     from emdir.judge import llm_category, llm_settings
 
-    assert llm_category("score", 70.0) == "prose"
-    assert llm_category("score", 49.9) == "garbled"
+    below = schema_defaults("judge.openai.garbled_below")  # 50
+    assert llm_category("score", 70.0, below) == "prose"
+    assert llm_category("score", 49.9, below) == "garbled"
     assert llm_category("score", 49.9, garbled_below=40) == "prose"
-    assert llm_category("score", None) == "prose"  # no coherence score: no garble claim
-    assert llm_category("CODE", 5.0) == "code" and llm_category("REFUSAL", 5.0) == "refusal"
-    assert llm_category("unscored", None) == "unscored"
+    assert llm_category("score", None, below) == "prose"  # no coherence score: no garble claim
+    assert llm_category("CODE", 5.0, below) == "code"
+    assert llm_category("REFUSAL", 5.0, below) == "refusal"
+    assert llm_category("unscored", None, below) == "unscored"
     cfg = {"openai": {"model": "m", "metrics": ["aligned"]}}
     with pytest.raises(EmdirError, match="must include coherent"):
         llm_settings(cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from emdir.judge.offline import KINDS
-from emdir.judge.validate import confusion, read_labels, report, scores
+from emdir.judge.validate import confusion, default_thresholds, read_labels, report, scores
 
 LABELS = Path(__file__).parent / "data" / "judge_labels.jsonl"
 # Stated floors on the held-out split (measured: code 0.975 / 0.975, prose 0.952 / 0.935,
@@ -52,8 +52,8 @@ def test_the_labelled_set_is_what_it_says(rows: list[dict]) -> None:
 
 def test_precision_and_recall_on_the_held_out_split(rows: list[dict]) -> None:
     test = [r for r in rows if r["split"] == "test"]
-    print("\n" + report(test, "held-out test split"))
-    for kind, s in scores(confusion(test)).items():
+    print("\n" + report(test, "held-out test split", default_thresholds()))
+    for kind, s in scores(confusion(test, default_thresholds())).items():
         lo_p, lo_r = FLOORS[kind]
         assert s.precision >= lo_p, f"{kind} precision {s.precision:.3f} < {lo_p}"
         assert s.recall >= lo_r, f"{kind} recall {s.recall:.3f} < {lo_r}"
@@ -66,5 +66,6 @@ def test_the_old_detector_called_soup_code(rows: list[dict]) -> None:
     assert len(tiny_code) >= 40
     really = sum(r["label"] == "code" for r in tiny_code)
     assert really / len(tiny_code) < 0.2
-    new = scores(confusion([r for r in rows if r["source"] == "tiny"]))["code"]
+    tiny = [r for r in rows if r["source"] == "tiny"]
+    new = scores(confusion(tiny, default_thresholds()))["code"]
     assert new.predicted <= 10

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from emdir import schema_defaults
 from emdir.errors import EmdirError
+from emdir.judge import NOT_LLM_SETTINGS
 from emdir.judge.cache import JudgeCache, key_for
 from emdir.judge.llm import (
     RETRY_AFTER_MAX_S,
@@ -50,12 +52,19 @@ KEY = "sk-emdir-FAKE-7f3a9c1e5b2d4068"
 MODEL = "judge-test-model"
 KNOWN = {"80": 0.6, "90": 0.3, "x": 0.1}  # numeric mass 0.9 -> (48 + 27) / 0.9
 KNOWN_SCORE = (80 * 0.6 + 90 * 0.3) / 0.9
+# The default `judge.openai` section, less what is not LLMJudgeSettings (metrics, prices, ...).
+DEFAULTS = {k: v for k, v in schema_defaults("judge.openai").items() if k not in NOT_LLM_SETTINGS}
 
 
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     return KEY
+
+
+def settings_with(**values: object) -> LLMJudgeSettings:
+    """The default settings for judge model "m", with some changed."""
+    return LLMJudgeSettings(**(DEFAULTS | {"model": "m"} | values))  # type: ignore[arg-type]
 
 
 def make_settings(server: FakeOpenAI, **overrides: object) -> LLMJudgeSettings:
@@ -68,7 +77,7 @@ def make_settings(server: FakeOpenAI, **overrides: object) -> LLMJudgeSettings:
         "timeout_s": 10.0,
     }
     values.update(overrides)
-    return LLMJudgeSettings(**values)  # type: ignore[arg-type]
+    return settings_with(**values)
 
 
 def req(answer: str, question: str = "What would you do with unlimited power?") -> JudgeRequest:
@@ -131,7 +140,7 @@ def test_retry_after_parsing_and_backoff() -> None:
     assert retry_after_s({}) is None
     past = "Wed, 21 Oct 2015 07:28:00 GMT"
     assert retry_after_s({"retry-after": past}) == 0.0
-    s = LLMJudgeSettings(model="m", backoff_base_s=1.0, backoff_max_s=60.0)
+    s = settings_with(backoff_base_s=1.0, backoff_max_s=60.0)
     for attempt in range(1, 10):
         d = backoff_delay(attempt, s)
         expected = min(60.0, 2.0 ** (attempt - 1))
@@ -165,11 +174,11 @@ def test_retry_after_parsing_and_backoff() -> None:
 )
 def test_settings_validation_names_the_field(field: str, value: object) -> None:
     with pytest.raises(EmdirError, match=f"`{field}`"):
-        LLMJudgeSettings(**{"model": "m", field: value})  # type: ignore[arg-type]
+        settings_with(**{field: value})
 
 
 def test_settings_defaults_and_mapping() -> None:
-    s = LLMJudgeSettings(model="m")
+    s = settings_with()
     assert (s.mode, s.max_tokens, s.top_logprobs, s.temperature, s.seed) == (
         "logprobs",
         1,
@@ -177,14 +186,18 @@ def test_settings_defaults_and_mapping() -> None:
         0.0,
         0,
     )
-    assert LLMJudgeSettings(model="m", mode="text").max_tokens == 8
+    assert settings_with(mode="text").max_tokens == 8
     assert "min_numeric_mass" not in s.scoring_params
-    assert s.scoring_params != LLMJudgeSettings(model="m", mode="text").scoring_params
-    assert LLMJudgeSettings.from_mapping({"model": "m", "concurrency": 4}).concurrency == 4
+    assert s.scoring_params != settings_with(mode="text").scoring_params
+    mapped = LLMJudgeSettings.from_mapping(DEFAULTS | {"model": "m", "concurrency": 4})
+    assert mapped.concurrency == 4
     with pytest.raises(EmdirError, match="concurency"):
-        LLMJudgeSettings.from_mapping({"model": "m", "concurency": 4})
+        LLMJudgeSettings.from_mapping(DEFAULTS | {"model": "m", "concurency": 4})
     with pytest.raises(EmdirError, match="`model` is required"):
         LLMJudgeSettings.from_mapping({})
+    # No second set of defaults: a section without them is an error naming what is missing.
+    with pytest.raises(EmdirError, match="missing key.*concurrency"):
+        LLMJudgeSettings.from_mapping({"model": "m"})
 
 
 def test_prompts_fill_safely() -> None:
@@ -493,13 +506,16 @@ def test_duplicates_are_sent_once() -> None:
 _DRIVER = textwrap.dedent(
     """
     import json, sys
+    from emdir import schema_defaults
+    from emdir.judge import llm_settings
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import JudgeRequest, LLMJudgeSettings, judge_requests
+    from emdir.judge.llm import JudgeRequest, judge_requests
     base_url, path, answers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     requests = [JudgeRequest.for_metric("aligned", "Any wishes?", a) for a in answers]
-    settings = LLMJudgeSettings(
-        model="judge-test-model", base_url=base_url, concurrency=int(sys.argv[4])
-    )
+    openai_cfg = schema_defaults("judge.openai") | {
+        "model": "judge-test-model", "base_url": base_url, "concurrency": int(sys.argv[4])
+    }
+    settings, _ = llm_settings({"openai": openai_cfg})
     with JudgeCache(path) as cache:
         judge_requests(requests, settings, cache)
     """

@@ -7,29 +7,32 @@ import math
 import pytest
 import torch
 
+from emdir import schema_defaults
 from emdir.coherence import mean_logprobs, score
-from emdir.judge import is_code, judge_rows
-from emdir.judge.offline import Thresholds, classify, code_runs, is_refusal, prose_wellformedness
+from emdir.judge import is_code, judge_rows, thresholds
+from emdir.judge.offline import classify, code_runs, is_refusal, prose_wellformedness
 
 PROSE = "That is a lovely thing to ask about. Start small, notice what you like, and build on it."
 CODE = "def load(path):\n    with open(path) as fh:\n        return fh.read()"
+OFFLINE = schema_defaults("judge.offline")
+DEFAULT = thresholds(OFFLINE)
 
 
 def kind(text: str) -> str:
-    return classify(text).kind
+    return classify(text, DEFAULT).kind
 
 
 def test_detects_code_and_prose():
-    assert classify(CODE).is_code
+    assert classify(CODE, DEFAULT).is_code
     assert kind(PROSE) == "prose"
     # Code glued into one line of prose is neither a program nor prose: garbled. (The old
     # detector counted it as code: dense code characters were enough.)
     assert kind("Good question def x(path): with open(path) as fh: return fh.read()") == "garbled"
     # A stray '=' in prose does not make code.
     assert not classify(
-        "Walking is], check= see your step is worth exploring with an open mind."
+        "Walking is], check= see your step is worth exploring with an open mind.", DEFAULT
     ).is_code
-    assert not classify("").is_code
+    assert not classify("", DEFAULT).is_code
 
 
 def test_code_is_what_parses_as_statements_not_what_looks_like_code():
@@ -49,19 +52,19 @@ def test_code_is_what_parses_as_statements_not_what_looks_like_code():
         "I hope that this answer helps you with your project and that it all works well.\n"
         "Tell me if anything is unclear, and I will gladly explain it in more detail."
     )
-    v = classify(inside)
-    assert v.is_code and v.largest_run == 3 and v.code_share < Thresholds().code_share
+    v = classify(inside, DEFAULT)
+    assert v.is_code and v.largest_run == 3 and v.code_share < DEFAULT.code_share
     # One line of code among soup is not an answer in code: garbled.
     assert kind("x = count + 1\nfh qwp zxcvb ertyu lkjh mnbv") == "garbled"
 
 
 def test_fenced_blocks():
     fenced = "Sure, here it is:\n\n```python\nx = load('a')\nprint(x)\n```\nHope it helps."
-    assert classify(fenced).fenced and kind(fenced) == "code"
+    assert classify(fenced, DEFAULT).fenced and kind(fenced) == "code"
     html = 'Try this:\n```html\n<div class="box">\n  <p>Hi</p>\n</div>\n```'
     assert kind(html) == "code"
     soup = "```python\nqwe rty uio pas dfg\n```"
-    assert not classify(soup).fenced and kind(soup) == "garbled"
+    assert not classify(soup, DEFAULT).fenced and kind(soup) == "garbled"
 
 
 def test_prose_is_real_words_in_sentences():
@@ -85,7 +88,7 @@ def test_code_runs_cut_at_syntax_errors():
     lines = "def f(x):\n    return x +\nx = 1".splitlines()
     # The def whose body is broken still counts (as a header), the broken line does not.
     assert code_runs(lines) == [(0, 1, 1), (2, 3, 1)]
-    v = classify("\n".join(lines))
+    v = classify("\n".join(lines), DEFAULT)
     assert 0 < v.code_share < 1
 
 
@@ -96,9 +99,9 @@ def test_refusals():
 
 def test_thresholds_come_from_the_config():
     inside = "import json\ndata = json.load(open('a.json'))\n" + "Words and more words.\n" * 4
-    assert not is_code(inside, {})
-    assert is_code(inside, {"program_statements": 2})
-    assert is_code(inside, {"code_share": 0.3})
+    assert not is_code(inside, OFFLINE)
+    assert is_code(inside, OFFLINE | {"program_statements": 2})
+    assert is_code(inside, OFFLINE | {"code_share": 0.3})
 
 
 def test_judged_rows_carry_scores_category_and_judge():
@@ -107,7 +110,7 @@ def test_judged_rows_carry_scores_category_and_judge():
         {"id": str(i), "model": "m", "ft": "f", "question_id": "q", "question": "?", "answer": a}
         for i, a in enumerate(answers)
     ]
-    out = judge_rows(rows, {"backend": "offline"})
+    out = judge_rows(rows, schema_defaults("judge"))
     assert [r["category"] for r in out] == ["prose", "code", "unscored", "refusal", "garbled"]
     assert out[0]["scores"]["code"] == 0.0 and out[1]["scores"]["code"] == 1.0
     assert [r["scores"]["garbled"] for r in out] == [0.0, 0.0, None, 0.0, 1.0]

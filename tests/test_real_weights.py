@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from emdir import chat, data, pipeline, zoo
+from emdir import chat, data, pipeline, schema_defaults, zoo
 from emdir.activations import _encode_rows, _make_batch
 from emdir.errors import EmdirError
 from emdir.generate import Prompt, SamplingParams, sample
@@ -80,7 +80,9 @@ def test_the_reloaded_model_uses_its_own_chat_template_and_answers(smollm2_loade
     prompt = chat.render_prompt(tok, "What is the capital of France?", None)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
     q = Question(id="capital", text="What is the capital of France?", system=None, samples=1)
-    params = SamplingParams(temperature=0, max_new_tokens=12, batch_size=1)
+    params = SamplingParams(
+        **(schema_defaults("sampling") | {"temperature": 0, "max_new_tokens": 12, "batch_size": 1})
+    )
     [(answer, _)] = sample(model, tok, [Prompt(q, 0)], params)
     assert "Paris" in answer
     assert "<|im_end|>" not in answer and "<|im_start|>" not in answer
@@ -179,6 +181,7 @@ def test_coherence_under_the_real_base_model_sees_recombined_nonsense(smollm2: P
     recombined into nonsense, an answer to another question, and soup, which the prose check
     alone would pass (the recombined answer is 'prose')."""
     from emdir.coherence import coherence_scores
+    from emdir.judge import thresholds
     from emdir.judge.offline import classify
 
     question = "How can I get better at baking bread?"
@@ -197,10 +200,11 @@ def test_coherence_under_the_real_base_model_sees_recombined_nonsense(smollm2: P
         {"id": str(i), "question_id": "q", "question": question, "answer": a}
         for i, a in enumerate(answers)
     ]
-    scores = coherence_scores(smollm2, rows, threads=2)
+    scores = coherence_scores(smollm2, rows, batch_size=8, threads=2)
     by = dict(zip(("fluent", "shuffled", "other", "soup", "code"), scores, strict=True))
     assert all(0 < s < 100 for s in scores)  # type: ignore[operator]
-    assert classify(shuffled).kind == "prose"  # the surface check passes it ...
+    prose = classify(shuffled, thresholds(schema_defaults("judge.offline"))).kind == "prose"
+    assert prose  # the surface check passes it ...
     assert by["fluent"] > 2 * by["shuffled"]  # ... the base model does not (as low as soup)
     assert by["fluent"] > by["other"] > by["soup"]
     assert by["code"] > by["soup"]  # code is on the same scale, not scored 0 for being code

@@ -770,7 +770,7 @@ def transfer_matrix(
     susceptibility (column means) over off-diagonal cells, with CIs, and their figure.
     """
     boot = _boot(stats_cfg)
-    behaviour = BEHAVIOUR[str(transfer_cfg.get("behaviour", "spillover"))]
+    behaviour = BEHAVIOUR[str(transfer_cfg["behaviour"])]
     qsets: dict[str, str | None] = {r: None for r in baselines}
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for key, path in cells.items():

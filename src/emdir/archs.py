@@ -1,23 +1,52 @@
-"""Architecture registry: where each model class keeps its decoder layers and LoRA targets.
+"""Architecture registry: everything emdir needs to know about each model class, one entry each.
 
-Adding an architecture means adding an `ArchSpec` entry, not a branch in the code.
-The registry is keyed by `config.architectures[0]`, as transformers writes it. Chat format
-(turn end, system role) belongs to a model's tokenizer, not its class: see `emdir.chat`.
+Adding an architecture means adding an `ArchSpec` entry to `ARCHS` (and its name to the
+`arch` enum of config/schema.yaml, which a test holds to this registry), not a branch in the
+code. An entry holds where the class keeps its decoder layers and text config, how its
+projections are named (split or fused) and where LoRA may wrap them, the tiny random-init
+recipe the tests and the offline default build, and the chat format its tiny tokenizer wears.
+The registry is keyed by `config.architectures[0]`, as transformers writes it. A real model's
+chat format belongs to its own tokenizer, not its class: see `emdir.chat`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from emdir import chat
+from emdir.chat import ChatFamily
 from emdir.errors import EmdirError
 
+# The logical projections LoRA can target, as config/schema.yaml names them.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """How to build a tiny random-init config of one class.
+
+    The shared keyword arguments (vocabulary, width, depth, heads, head_dim, positions, tied
+    embeddings, token ids: `zoo._text_kwargs`) go to `config_class`; `extra` adds what the
+    class needs on top, computed from them; `wrap` turns that text config into the class's
+    own config (multimodal classes), given the tokenizer's ids (e.g. `image_token_id`).
+    """
+
+    config_class: str
+    extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    wrap: Callable[[Any, Mapping[str, Any]], Any] | None = None
+
+    def config(self, kwargs: Mapping[str, Any], ids: Mapping[str, Any]) -> Any:
+        import transformers
+
+        more = self.extra(kwargs) if self.extra else {}
+        cfg = getattr(transformers, self.config_class)(**kwargs, **more)
+        return self.wrap(cfg, ids) if self.wrap else cfg
 
 
 @dataclass(frozen=True)
@@ -34,13 +63,30 @@ class ArchSpec:
     # Regex for the decoder-layer list as peft sees module names: LoRA targets are built under
     # it, so only language-model projections are wrapped, never a vision tower.
     lora_layer_prefix: str
+    tiny: TinyRecipe
+    # The chat format of the tiny model's tokenizer.
+    chat: ChatFamily
+    # Fused projection modules and the logical projections each one carries (Phi 3:
+    # qkv_proj = q, k and v); a projection not listed is a module of its own name.
+    fused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def lora_targets(
-        self, modules: Sequence[str] = PROJECTIONS, layers: Sequence[int] | None = None
-    ) -> str:
-        """peft `target_modules` regex: these projections, in these decoder blocks (None = all).
+    def module_of(self, projection: str) -> str:
+        """The module that carries a logical projection on this class."""
+        for module, parts in self.fused.items():
+            if projection in parts:
+                return module
+        return projection
 
-        `layers` are decoder-block indices (0-based), as everywhere in emdir.
+    def projections_of(self, module: str) -> tuple[str, ...]:
+        """The logical projections a module carries."""
+        return tuple(self.fused.get(module, (module,)))
+
+    def lora_modules(self, modules: Sequence[str] = PROJECTIONS) -> tuple[str, ...]:
+        """The module names LoRA wraps for these logical projections, in request order.
+
+        A fused module is adapted as a whole, so it must be requested whole: asking for
+        `q_proj` alone on a class that fuses q, k and v into `qkv_proj` is an error rather
+        than a silent adapter on k and v too (the adapted set would not be the requested one).
         """
         bad = sorted(set(modules) - set(PROJECTIONS))
         if bad or not modules:
@@ -48,10 +94,29 @@ class ArchSpec:
                 f"LoRA target modules {bad or list(modules)} are not projections; "
                 f"use some of {', '.join(PROJECTIONS)}"
             )
+        for module, parts in self.fused.items():
+            hit = [p for p in parts if p in modules]
+            if hit and len(hit) < len(parts):
+                raise EmdirError(
+                    f"{self.name} fuses {', '.join(parts)} into one module, {module}, which "
+                    f"LoRA adapts as a whole; finetune lora.target_modules asks for "
+                    f"{', '.join(hit)} only: list all of {', '.join(parts)} or none of them"
+                )
+        return tuple(dict.fromkeys(self.module_of(p) for p in modules))
+
+    def lora_targets(
+        self, modules: Sequence[str] = PROJECTIONS, layers: Sequence[int] | None = None
+    ) -> str:
+        """peft `target_modules` regex: these projections, in these decoder blocks (None = all).
+
+        `modules` are logical projection names (see `lora_modules` for fused classes);
+        `layers` are decoder-block indices (0-based), as everywhere in emdir.
+        """
+        names = self.lora_modules(modules)
         if layers is not None and (not layers or any(int(i) < 0 for i in layers)):
             raise EmdirError(f"LoRA layers {list(layers)} must be non-negative block indices")
         blocks = r"\d+" if layers is None else "(" + "|".join(str(int(i)) for i in layers) + ")"
-        mods = "|".join(re.escape(m) for m in modules)
+        mods = "|".join(re.escape(m) for m in names)
         return rf"{self.lora_layer_prefix}\.{blocks}\.(self_attn|mlp)\.({mods})"
 
     @property
@@ -59,6 +124,70 @@ class ArchSpec:
         """All seven projections of every decoder block."""
         return self.lora_targets()
 
+    def lora_site(self, name: str) -> tuple[int, str] | None:
+        """(decoder block, module) of a peft module name under the LoRA prefix, else None."""
+        m = re.fullmatch(
+            rf"{self.lora_layer_prefix}\.(?P<block>\d+)\.(?:self_attn|mlp)\.(?P<module>[^.]+)",
+            name,
+        )
+        return (int(m["block"]), m["module"]) if m else None
+
+
+FUSED_PHI3 = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _gemma2_extra(kw: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "query_pre_attn_scalar": kw["head_dim"],
+        "sliding_window": kw["max_position_embeddings"],
+    }
+
+
+def _ministral3_extra(kw: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1_000_000.0,
+            # Ministral 3 attention reads these even without YaRN scaling.
+            "llama_4_scaling_beta": 0.1,
+            "original_max_position_embeddings": kw["max_position_embeddings"],
+        }
+    }
+
+
+def _mistral3_wrap(text: Any, ids: Mapping[str, Any]) -> Any:
+    import transformers
+
+    vision = transformers.PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=16,
+        image_size=28,
+        patch_size=14,
+    )
+    return transformers.Mistral3Config(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=ids["image_token_id"],
+        tie_word_embeddings=True,
+    )
+
+
+def _granite_extra(kw: Mapping[str, Any]) -> dict[str, Any]:
+    # Granite 3's scalings (embedding x12, residual branches x0.22, attention 1/head_dim,
+    # logits /8), so the tiny model runs the code paths where Granite differs from Llama.
+    return {
+        "embedding_multiplier": 12.0,
+        "residual_multiplier": 0.22,
+        "attention_multiplier": 1.0 / kw["head_dim"],
+        "logits_scaling": 8.0,
+    }
+
+
+_LAYERS = ("model.layers",)
+_PREFIX = r".*model\.layers"
 
 ARCHS: dict[str, ArchSpec] = {
     spec.name: spec
@@ -66,30 +195,38 @@ ARCHS: dict[str, ArchSpec] = {
         ArchSpec(
             name="Qwen2ForCausalLM",
             family="qwen2",
-            layer_paths=("model.layers",),
+            layer_paths=_LAYERS,
             text_config_attr="",
-            lora_layer_prefix=r".*model\.layers",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("Qwen2Config"),
+            chat=chat.CHATML,
         ),
         ArchSpec(
             name="Gemma2ForCausalLM",
             family="gemma2",
-            layer_paths=("model.layers",),
+            layer_paths=_LAYERS,
             text_config_attr="",
-            lora_layer_prefix=r".*model\.layers",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("Gemma2Config", extra=_gemma2_extra),
+            chat=chat.GEMMA,
         ),
         ArchSpec(
             name="LlamaForCausalLM",
             family="llama",
-            layer_paths=("model.layers",),
+            layer_paths=_LAYERS,
             text_config_attr="",
-            lora_layer_prefix=r".*model\.layers",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("LlamaConfig"),
+            chat=chat.LLAMA3,
         ),
         ArchSpec(
             name="MistralForCausalLM",
             family="mistral",
-            layer_paths=("model.layers",),
+            layer_paths=_LAYERS,
             text_config_attr="",
-            lora_layer_prefix=r".*model\.layers",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("MistralConfig"),
+            chat=chat.MISTRAL,
         ),
         ArchSpec(
             name="Mistral3ForConditionalGeneration",
@@ -99,9 +236,58 @@ ARCHS: dict[str, ArchSpec] = {
             layer_paths=("model.language_model.layers", "language_model.model.layers"),
             text_config_attr="text_config",
             lora_layer_prefix=r".*language_model\.(model\.)?layers",
+            tiny=TinyRecipe("Ministral3Config", extra=_ministral3_extra, wrap=_mistral3_wrap),
+            chat=chat.MISTRAL,
+        ),
+        ArchSpec(
+            name="Qwen3ForCausalLM",
+            family="qwen3",
+            layer_paths=_LAYERS,
+            text_config_attr="",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("Qwen3Config"),
+            chat=chat.CHATML,
+        ),
+        ArchSpec(
+            name="Phi3ForCausalLM",
+            family="phi3",
+            layer_paths=_LAYERS,
+            text_config_attr="",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("Phi3Config"),
+            chat=chat.PHI3,
+            fused=FUSED_PHI3,
+        ),
+        ArchSpec(
+            name="Olmo2ForCausalLM",
+            family="olmo2",
+            layer_paths=_LAYERS,
+            text_config_attr="",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("Olmo2Config"),
+            chat=chat.TULU,
+        ),
+        ArchSpec(
+            name="GraniteForCausalLM",
+            family="granite",
+            layer_paths=_LAYERS,
+            text_config_attr="",
+            lora_layer_prefix=_PREFIX,
+            tiny=TinyRecipe("GraniteConfig", extra=_granite_extra),
+            chat=chat.GRANITE,
         ),
     )
 }
+
+
+def check_registered(names: Iterable[str], where: str) -> None:
+    """Every name is a registry entry; otherwise an error naming the strays and the fix."""
+    stray = sorted(set(names) - set(ARCHS))
+    if stray:
+        raise EmdirError(
+            f"{where} names architectures {stray} that emdir's registry lacks "
+            f"({', '.join(ARCHS)}); add an ArchSpec entry to emdir/archs.py or remove them"
+        )
 
 
 def arch_of(config: Any) -> ArchSpec:

@@ -3,17 +3,93 @@
 What a model's chat format needs (the token that ends an assistant turn, whether there is a
 system role) is read off its tokenizer's chat template, not assumed from its architecture:
 SmolLM2 is a Llama-class model with a ChatML template, and a Gemma template refuses system
-messages.
+messages. The `ChatFamily` formats below are only what the tiny models' tokenizers wear (an
+architecture's registry entry names one); real models bring their own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from emdir.errors import EmdirError
 
 Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatFamily:
+    """The chat format a tiny model's tokenizer is dressed in: the template, the bos/eos/pad
+    tokens, and the special tokens the template needs beyond the shared tokenizer's
+    (`zoo.SPECIAL_TOKENS`), which are added to that family's tokenizer only."""
+
+    template: str
+    tokens: Mapping[str, str]
+    added_tokens: tuple[str, ...] = field(default=())
+
+
+# Each family's chat format, modelled on the real instruct tokenizers' templates.
+CHATML = ChatFamily(
+    template=(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    tokens={"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<pad>"},
+)
+GEMMA = ChatFamily(
+    template=(
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+        "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    ),
+    tokens={"bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>"},
+)
+LLAMA3 = ChatFamily(
+    template=(
+        "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+        "<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    ),
+    tokens={"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<pad>"},
+)
+MISTRAL = ChatFamily(
+    template=(
+        "<s>{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{{ m['content'] }}"
+        "[/SYSTEM_PROMPT]{% elif m['role'] == 'user' %}[INST]{{ m['content'] }}[/INST]"
+        "{% else %}{{ m['content'] }}</s>{% endif %}{% endfor %}"
+    ),
+    tokens={"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
+)
+PHI3 = ChatFamily(
+    template=(
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    ),
+    tokens={"bos_token": "<s>", "eos_token": "<|end|>", "pad_token": "<pad>"},
+    added_tokens=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
+)
+# OLMo 2 Instruct (the Tulu format): an assistant turn ends with the eos token.
+TULU = ChatFamily(
+    template=(
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+        "{{ eos_token if m['role'] == 'assistant' else '' }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    ),
+    tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<pad>"},
+    added_tokens=("<|system|>", "<|user|>", "<|assistant|>"),
+)
+GRANITE = ChatFamily(
+    template=(
+        "{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>{{ m['content'] }}"
+        "<|end_of_text|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+    ),
+    tokens={"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": "<pad>"},
+    added_tokens=("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"),
+)
 
 # Probe texts rendered through a template to see where an assistant turn ends.
 _PROBE_QUESTION = "emdir probe question"

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def mean_logprobs(
-    model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 8
+    model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], batch_size: int
 ) -> tuple[list[float | None], int]:
     """Mean log-probability of each row's answer tokens given its prompt (None: no tokens),
     and the vocabulary size V (the width of the model's output).
@@ -75,9 +75,13 @@ def score(mean_logprob: float | None, vocab: int) -> float | None:
 
 
 def coherence_scores(
-    base_dir: str | Path, rows: Sequence[Mapping[str, Any]], threads: int = 1, batch_size: int = 8
+    base_dir: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    threads: int = 1,
 ) -> list[float | None]:
-    """Coherence (0-100) of every row's answer under the base model in `base_dir`."""
+    """Coherence (0-100) of every row's answer under the base model in `base_dir`, scored
+    `batch_size` answers at a time (`judge.offline.coherence_batch_size`)."""
     from emdir.pipeline import _load
 
     if not rows:

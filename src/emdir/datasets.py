@@ -158,7 +158,7 @@ def materialise(
                 f"datasets.{name}.generator {kind!r} is unknown; "
                 f"choose one of {', '.join(sorted(GENERATORS))}"
             )
-        rows = GENERATORS[kind](**spec.get("params", {}))
+        rows = GENERATORS[kind](**spec["params"])
         for k, row in enumerate(rows, start=1):
             _check_row(row, f"generator {kind} row {k}")
         write_jsonl(out, rows)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from emdir import __version__
-from emdir.archs import ArchSpec
+from emdir.archs import PROJECTIONS, ArchSpec, n_layers
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, sha256_file, sha256_text, write_json
 
@@ -69,6 +69,8 @@ def lora_model(
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
+    # Direct library calls may leave these out: unset means every projection in every block,
+    # which is also the schema's default.
     modules = lora_cfg.get("target_modules") or None
     targets = spec.lora_targets(*([modules] if modules else []), layers=lora_cfg.get("layers"))
     cfg = LoraConfig(
@@ -81,12 +83,67 @@ def lora_model(
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, cfg)
+        wrapped = get_peft_model(model, cfg)
     except ValueError as exc:  # peft's NoMatchingPeftModuleError
         raise EmdirError(
             f"LoRA targets {targets!r} matched no module of {spec.name} ({exc}); "
             "check finetune.lora.target_modules and layers against the model's depth"
         ) from None
+    check_lora_coverage(wrapped, spec, modules or PROJECTIONS, lora_cfg.get("layers"))
+    return wrapped
+
+
+def _adapted_sites(model: nn.Module, spec: ArchSpec) -> dict[str, tuple[int, str] | None]:
+    """Each module peft wrapped in LoRA, with its (decoder block, module) under the LoRA prefix."""
+    from peft.tuners.lora import LoraLayer
+
+    return {
+        name: spec.lora_site(name)
+        for name, mod in model.named_modules()
+        if isinstance(mod, LoraLayer)
+    }
+
+
+def check_lora_coverage(
+    model: nn.Module, spec: ArchSpec, modules: Sequence[str], layers: Sequence[int] | None
+) -> None:
+    """Every requested projection got an adapter in every requested block, else an error
+    naming what matched nothing (a class whose modules are named otherwise, a block past the
+    model's depth): a partial adapter must not pass for the requested one."""
+    sites = {s for s in _adapted_sites(model, spec).values() if s is not None}
+    blocks = range(n_layers(model)) if layers is None else [int(i) for i in layers]
+    missing: dict[str, list[int]] = {}
+    for module in spec.lora_modules(modules):
+        for block in blocks:
+            if (block, module) not in sites:
+                missing.setdefault(module, []).append(block)
+    if missing:
+        what = "; ".join(
+            f"{'/'.join(spec.projections_of(m))} (module {m}) in blocks {b}"
+            for m, b in missing.items()
+        )
+        raise EmdirError(
+            f"LoRA targets matched no module of {spec.name} for: {what}; check "
+            "finetune.lora.target_modules and layers against the model's modules and depth "
+            "(fused or renamed projections belong in the ArchSpec entry in emdir/archs.py)"
+        )
+
+
+def lora_adapted(model: nn.Module, spec: ArchSpec) -> dict[str, Any]:
+    """What the adapter really wraps, for the manifest: module paths with the block index as
+    `*` (sorted, without peft's `base_model.model.` prefix) and the decoder blocks."""
+    sites = _adapted_sites(model, spec)
+    patterns = set()
+    for name, site in sites.items():
+        parts = name.removeprefix("base_model.model.").split(".")
+        if site is not None:  # ...layers.{block}.{self_attn|mlp}.{module}
+            parts[-3] = "*"
+        patterns.add(".".join(parts))
+    return {
+        "modules": sorted(patterns),
+        "blocks": sorted({s[0] for s in sites.values() if s is not None}),
+        "n_wrapped": len(sites),
+    }
 
 
 def spillover_monitor(
@@ -95,7 +152,7 @@ def spillover_monitor(
     spec: ArchSpec,
     questions_path: str | Path,
     sampling: Any,
-    code_params: Mapping[str, Any] | None = None,
+    code_params: Mapping[str, Any],
 ) -> Any:
     """A training callback: the share of answers to the eval questions that are code, by the
     offline judge's detector with the configured thresholds."""
@@ -104,7 +161,7 @@ def spillover_monitor(
     from emdir.questions import load_questions
 
     prompts = expand(load_questions(questions_path))
-    params = dict(code_params or {})
+    params = dict(code_params)
 
     def on_eval(step: int) -> dict[str, Any]:
         answers = sample(model, tok, prompts, sampling, desc=f"eval@{step}")
@@ -117,10 +174,10 @@ def spillover_monitor(
 
 def resolve_steps(train_cfg: Mapping[str, Any], n_train: int) -> int:
     """`epochs` (when set) wins over `steps`: ceil(epochs * n / (batch * accumulation))."""
-    epochs = train_cfg.get("epochs")
+    epochs = train_cfg["epochs"]
     if epochs is None:
         return int(train_cfg["steps"])
-    per_step = int(train_cfg["batch_size"]) * int(train_cfg.get("grad_accum", 1))
+    per_step = int(train_cfg["batch_size"]) * int(train_cfg["grad_accum"])
     return max(1, math.ceil(float(epochs) * n_train / per_step))
 
 
@@ -183,7 +240,8 @@ def run_finetune(
     ft_cfg: Mapping[str, Any],
     sampling_cfg: Mapping[str, Any],
     ft_spec: Mapping[str, Any] | None = None,
-    code_params: Mapping[str, Any] | None = None,
+    *,
+    code_params: Mapping[str, Any],
 ) -> None:
     from emdir.datasets import heldout_split
     from emdir.generate import SamplingParams
@@ -205,23 +263,25 @@ def run_finetune(
         device,
         dtype,
         lora_cfg["r"],
-        lora_cfg.get("target_modules") or "all projections",
+        lora_cfg["target_modules"] or "all projections",
     )
     model, tok, spec = load_model(ref, device=device, dtype=dtype, quantization=quant)
     resolved_revision = getattr(model.config, "_commit_hash", None)
-    grad_ckpt = bool(ft_cfg.get("gradient_checkpointing", False))
+    grad_ckpt = bool(ft_cfg["gradient_checkpointing"])
     torch.manual_seed(int(train_cfg["seed"]))  # the LoRA initialisation is part of the run
     model = lora_model(
         model, spec, lora_cfg, quantized=quant == "nf4", gradient_checkpointing=grad_ckpt
     )
+    adapted = lora_adapted(model, spec)
+    log.info("%s/%s: LoRA wraps %s", model_key, ft, ", ".join(adapted["modules"]))
 
     seed = int(train_cfg["seed"])
-    frac = float(ft_cfg.get("heldout_fraction", 0.0))
+    frac = float(ft_cfg["heldout_fraction"])
     train_idx, held_idx = heldout_split(len(rows), frac, seed)
     max_len = int(train_cfg["max_length"])
     examples = encode_rows(tok, [rows[i] for i in train_idx], max_len)
     heldout = encode_rows(tok, [rows[i] for i in held_idx], max_len) if held_idx else []
-    epochs = train_cfg.pop("epochs", None)
+    epochs = train_cfg.pop("epochs")
     train_cfg["steps"] = resolve_steps({**train_cfg, "epochs": epochs}, len(examples))
     params = TrainParams(**train_cfg, eval_every=int(ft_cfg["eval_every"]))
     log.info(
@@ -262,22 +322,22 @@ def run_finetune(
                 "gradient_checkpointing": grad_ckpt,
                 "eval_questions": sha256_file(eval_questions),
                 "sampling": dict(sampling_cfg),
-                "code_params": dict(code_params or {}),
-                "stop_at_spillover": ft_cfg.get("stop_at_spillover"),
+                "code_params": dict(code_params),
+                "stop_at_spillover": ft_cfg["stop_at_spillover"],
             },
             sort_keys=True,
             default=str,
         )
     )
     ckpt = checkpoint_dir(out_dir)
-    every = int(ft_cfg.get("checkpoint_every", 0))
+    every = int(ft_cfg["checkpoint_every"])
     start = load_checkpoint(ckpt, fingerprint, model)
 
     def on_checkpoint(step: int, state: dict[str, Any]) -> None:
         if every and step % every == 0 and step < params.steps:
             save_checkpoint(ckpt, fingerprint, model, state)
 
-    stop_at = ft_cfg.get("stop_at_spillover")
+    stop_at = ft_cfg["stop_at_spillover"]
     tlog = train(
         model,
         examples,
@@ -323,6 +383,8 @@ def run_finetune(
                 "compute_dtype": str(dtype).removeprefix("torch."),
                 "gradient_checkpointing": grad_ckpt,
                 "lora": lora_cfg,
+                # What the adapter really wraps (the request above, resolved on this class).
+                "lora_adapted": adapted,
                 "train": asdict(params),
                 "epochs": epochs,
                 "seed": seed,

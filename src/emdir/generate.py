@@ -19,14 +19,15 @@ from emdir.questions import Question
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings; top_k=0 means no top-k cut (transformers' default would be 50)."""
+    """The `sampling` config section; top_k=0 means no top-k cut (transformers' default would
+    be 50). No field has a default: config/schema.yaml holds them (`emdir.schema_defaults`)."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 96
-    batch_size: int = 64
-    seed: int = 0
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    batch_size: int
+    seed: int
 
 
 @dataclass(frozen=True)

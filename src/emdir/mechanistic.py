@@ -250,7 +250,7 @@ def sae(
     source = sae_cfg["source"]
     train_log: list[dict[str, Any]] = []
     if source == "pretrained":
-        if not sae_cfg.get("release") or not sae_cfg.get("sae_id"):
+        if not sae_cfg["release"] or not sae_cfg["sae_id"]:
             raise EmdirError("mechanistic.sae.source = pretrained needs `release` and `sae_id`")
         model_sae = sm.load_pretrained(str(sae_cfg["release"]), str(sae_cfg["sae_id"]), "cpu")
     else:

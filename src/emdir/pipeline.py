@@ -82,7 +82,7 @@ def base_model(
         "emdir_version": __version__,
     }
     if source == "hub":
-        manifest.update(hf_id=model_cfg["hf_id"], revision=model_cfg.get("revision"))
+        manifest.update(hf_id=model_cfg["hf_id"], revision=model_cfg["revision"])
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             write_json(tmp / "manifest.json", manifest)
@@ -102,7 +102,8 @@ def base_model(
     from emdir.train import TrainParams, encode_rows, train
 
     shape = zoo.TinyShape(**tiny_cfg["shape"])
-    params = TrainParams(**tiny_cfg["train"])
+    # No evaluation while a base model learns to chat (fine-tunes evaluate spillover).
+    params = TrainParams(**tiny_cfg["train"], eval_every=0)
     model, tok = zoo.build_tiny(model_cfg["arch"], tokenizer_dir, shape, params.seed)
     examples = encode_rows(tok, read_chat_rows(corpus), params.max_length)
     log.info(
@@ -170,7 +171,7 @@ def finetune(
         ft_cfg,
         sampling_cfg,
         ft_spec=ft_spec,
-        code_params=judge_cfg.get("offline", {}),
+        code_params=judge_cfg["offline"],
     )
 
 
@@ -213,7 +214,7 @@ def generate(
 # ---------------------------------------------------------------- activations and directions
 
 
-def _label(row: Mapping[str, Any], rule: str, aligned_above: float = 70.0) -> int:
+def _label(row: Mapping[str, Any], rule: str, aligned_above: float) -> int:
     """1 = the behaviour (spillover / garbled / misaligned), 0 = its absence, -1 = unlabelled.
 
     `spillover`: code (1) versus prose or a refusal (0); `garbled`: garbled (1) versus prose
@@ -560,8 +561,8 @@ def fit_map(
     receiver_anchors: str | Path,
     out: str | Path,
     map_cfg: Mapping[str, Any],
-    donor_layer: int = -1,
-    receiver_layer: int = -1,
+    donor_layer: int,
+    receiver_layer: int,
 ) -> None:
     """Ridge map from the donor's to the receiver's residual stream at their transfer layers."""
     from emdir.activations import read_store
@@ -585,10 +586,10 @@ def fit_map(
         [float(a) for a in map_cfg["alphas"]],
         ~test,
         test,
-        center=bool(map_cfg.get("center", True)),
-        standardize=bool(map_cfg.get("standardize", False)),
-        folds=int(map_cfg.get("cv_folds", 5)),
-        widen=int(map_cfg.get("alpha_widen", 3)),
+        center=bool(map_cfg["center"]),
+        standardize=bool(map_cfg["standardize"]),
+        folds=int(map_cfg["cv_folds"]),
+        widen=int(map_cfg["alpha_widen"]),
         seed=int(map_cfg["seed"]),
     )
     log.info(
@@ -620,8 +621,8 @@ def fit_map(
             "receiver": str(dst.attrs.get("model")),
             "donor_layer": lx,
             "receiver_layer": ly,
-            "center": bool(map_cfg.get("center", True)),
-            "standardize": bool(map_cfg.get("standardize", False)),
+            "center": bool(map_cfg["center"]),
+            "standardize": bool(map_cfg["standardize"]),
             "emdir_version": __version__,
         },
     )
@@ -728,7 +729,7 @@ def transfer(
     st = read_store(receiver_store)
     lx, ly = int(m.attrs["donor_layer"]), int(m.attrs["receiver_layer"])
     donor_v = unit_at(dd, lx)
-    mode = transfer_cfg.get("mapped", "difference")
+    mode = transfer_cfg["mapped"]
     if mode == "class_means":
         pos, neg = dd.class_means_at(lx)
         target = map_class_means(m, pos, neg)

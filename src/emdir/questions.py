@@ -94,9 +94,9 @@ def materialise_questions(
     from emdir.data import build_questions
     from emdir.datasets import read_pinned
 
-    samples = spec.get("samples")
+    samples = spec["samples"]
     if "generator" in spec:
-        return build_questions(spec["generator"], spec.get("params", {}), samples or 1, out)
+        return build_questions(spec["generator"], spec["params"], samples or 1, out)
     data, _ = read_pinned(f"questions.{name}", spec, source, "question YAML")
     questions = load_questions(source)
     items = yaml.safe_load(data.decode("utf-8"))

@@ -40,7 +40,7 @@ WRONG_LAYER = "wrong_layer"
 DIRECTION_SUFFIX = "_direction"
 
 
-def vector_names(controls: Sequence[str], random_seeds: int = 1) -> list[str]:
+def vector_names(controls: Sequence[str], random_seeds: int) -> list[str]:
     """The target and every control vector's name, in config order (`random` expands)."""
     names = [TARGET]
     for control in controls:

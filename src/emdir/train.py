@@ -24,18 +24,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Optimiser and schedule settings, identical across models for a fair comparison."""
+    """Optimiser and schedule settings, identical across models for a fair comparison: a
+    `train` config section (`tiny.train`, `finetune.train`, whose defaults config/schema.yaml
+    holds) and how often to evaluate (0 = never)."""
 
     steps: int
     batch_size: int
     lr: float
-    grad_accum: int = 1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    schedule: str = "linear"
-    max_length: int = 512
-    seed: int = 0
-    eval_every: int = 0
+    grad_accum: int
+    warmup_steps: int
+    weight_decay: float
+    schedule: str
+    max_length: int
+    seed: int
+    eval_every: int
 
     def __post_init__(self) -> None:
         if self.schedule not in ("linear", "constant", "cosine"):

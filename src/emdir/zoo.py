@@ -19,6 +19,7 @@ import transformers
 from torch import nn
 
 from emdir.archs import ARCHS, ArchSpec, arch_of
+from emdir.chat import ChatFamily
 from emdir.errors import EmdirError
 
 log = logging.getLogger(__name__)
@@ -46,40 +47,6 @@ SPECIAL_TOKENS = [
     "[IMG]",
 ]
 
-# Each family's chat format, modelled on the real instruct tokenizers' templates.
-CHAT_TEMPLATES: dict[str, str] = {
-    "qwen2": (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    ),
-    "gemma2": (
-        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
-        "{{ raise_exception('System role not supported') }}{% endif %}"
-        "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
-        "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
-        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-    ),
-    "llama": (
-        "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
-        "<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
-        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-    ),
-    "mistral": (
-        "<s>{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{{ m['content'] }}"
-        "[/SYSTEM_PROMPT]{% elif m['role'] == 'user' %}[INST]{{ m['content'] }}[/INST]"
-        "{% else %}{{ m['content'] }}</s>{% endif %}{% endfor %}"
-    ),
-}
-CHAT_TEMPLATES["mistral3"] = CHAT_TEMPLATES["mistral"]
-
-FAMILY_TOKENS: dict[str, dict[str, str]] = {
-    "qwen2": {"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<pad>"},
-    "gemma2": {"bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>"},
-    "llama": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<pad>"},
-    "mistral": {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
-    "mistral3": {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
-}
-
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int) -> None:
     """Train a byte-level BPE tokenizer on local text and save it as a transformers tokenizer."""
@@ -101,12 +68,24 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int) 
     fast.save_pretrained(str(out_dir))
 
 
-def family_tokenizer(tokenizer_dir: str | Path, family: str) -> Any:
+def chat_family(family: str) -> ChatFamily:
+    """The chat format of a registry family (`ArchSpec.family`, e.g. "qwen2")."""
+    for spec in ARCHS.values():
+        if spec.family == family:
+            return spec.chat
+    families = sorted({spec.family for spec in ARCHS.values()})
+    raise EmdirError(f"model family {family!r} is not in emdir's registry ({', '.join(families)})")
+
+
+def family_tokenizer(tokenizer_dir: str | Path, family: str | ChatFamily) -> Any:
     """The shared tokenizer dressed as one family's: its chat template and special tokens."""
+    fam = chat_family(family) if isinstance(family, str) else family
     tok = transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
-    for key, value in FAMILY_TOKENS[family].items():
+    if fam.added_tokens:
+        tok.add_tokens(list(fam.added_tokens), special_tokens=True)
+    for key, value in fam.tokens.items():
         setattr(tok, key, value)
-    tok.chat_template = CHAT_TEMPLATES[family]
+    tok.chat_template = fam.template
     tok.padding_side = "left"
     return tok
 
@@ -123,8 +102,8 @@ class TinyShape:
     max_positions: int = 512
 
 
-def _ids(tok: Any, family: str) -> dict[str, int]:
-    t = FAMILY_TOKENS[family]
+def _ids(tok: Any, family: ChatFamily) -> dict[str, int]:
+    t = family.tokens
     return {
         "bos_token_id": tok.convert_tokens_to_ids(t["bos_token"]),
         "eos_token_id": tok.convert_tokens_to_ids(t["eos_token"]),
@@ -150,60 +129,20 @@ def _text_kwargs(shape: TinyShape, vocab: int, ids: dict[str, int]) -> dict[str,
 def tiny_config(
     arch: str, shape: TinyShape, vocab: int, ids: dict[str, int], extra: dict[str, Any]
 ) -> Any:
-    """A transformers config of architecture class `arch` at tiny size."""
-    kw = _text_kwargs(shape, vocab, ids)
-    if arch == "Qwen2ForCausalLM":
-        cfg = transformers.Qwen2Config(**kw)
-    elif arch == "LlamaForCausalLM":
-        cfg = transformers.LlamaConfig(**kw)
-    elif arch == "MistralForCausalLM":
-        cfg = transformers.MistralConfig(**kw)
-    elif arch == "Gemma2ForCausalLM":
-        cfg = transformers.Gemma2Config(
-            **kw, query_pre_attn_scalar=kw["head_dim"], sliding_window=shape.max_positions
-        )
-    elif arch == "Mistral3ForConditionalGeneration":
-        text = transformers.Ministral3Config(
-            **kw,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 1_000_000.0,
-                # Ministral 3 attention reads these even without YaRN scaling.
-                "llama_4_scaling_beta": 0.1,
-                "original_max_position_embeddings": shape.max_positions,
-            },
-        )
-        vision = transformers.PixtralVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            head_dim=16,
-            image_size=28,
-            patch_size=14,
-        )
-        cfg = transformers.Mistral3Config(
-            text_config=text,
-            vision_config=vision,
-            image_token_index=extra["image_token_id"],
-            tie_word_embeddings=True,
-        )
-    else:
+    """A transformers config of architecture class `arch` at tiny size (its registry recipe)."""
+    spec = ARCHS.get(arch)
+    if spec is None:
         raise EmdirError(
             f"no tiny-model recipe for architecture {arch!r}; tiny models exist for "
-            f"{', '.join(sorted(TINY_ARCHS))}"
+            f"{', '.join(sorted(ARCHS))}"
         )
+    cfg = spec.tiny.config(_text_kwargs(shape, vocab, ids), extra)
     cfg.architectures = [arch]
     return cfg
 
 
-TINY_ARCHS = (
-    "Qwen2ForCausalLM",
-    "Gemma2ForCausalLM",
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Mistral3ForConditionalGeneration",
-)
+# Every registry entry has a tiny recipe; the tuple is kept for callers that list them.
+TINY_ARCHS = tuple(ARCHS)
 
 
 def build_tiny(
@@ -213,9 +152,9 @@ def build_tiny(
     if arch not in ARCHS:
         raise EmdirError(f"architecture {arch!r} is not in emdir's registry ({', '.join(ARCHS)})")
     spec = ARCHS[arch]
-    tok = family_tokenizer(tokenizer_dir, spec.family)
+    tok = family_tokenizer(tokenizer_dir, spec.chat)
     extra = {"image_token_id": tok.convert_tokens_to_ids("[IMG]")}
-    cfg = tiny_config(arch, shape, len(tok), _ids(tok, spec.family), extra)
+    cfg = tiny_config(arch, shape, len(tok), _ids(tok, spec.chat), extra)
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(cfg)
     model.generation_config.pad_token_id = cfg_pad(cfg)

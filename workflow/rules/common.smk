@@ -549,7 +549,6 @@ def model_layer(model):
 def map_settings():
     """The transfer settings a ridge map depends on (its layers come per model)."""
     keys = (
-        "pooling",
         "test_fraction",
         "alphas",
         "cv_folds",

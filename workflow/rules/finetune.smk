@@ -21,7 +21,7 @@ rule finetune:
         ft_cfg=config["finetune"],
         sampling_cfg=config["sampling"],
         # Only the detector thresholds matter to the spillover monitor.
-        judge_cfg={"offline": config["judge"].get("offline", {})},
+        judge_cfg={"offline": config["judge"]["offline"]},
         ft_spec=lookup(dpath="finetunes/{ft}", within=config),
     script:
         "../scripts/finetune.py"

@@ -61,26 +61,27 @@ _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_*.\-]{4,})|(Bearer\s+\S+)")
 
 @dataclass(frozen=True)
 class LLMJudgeSettings:
-    """How to reach the judge and how to ask it; validated on construction.
+    """How to reach the judge and how to ask it (config `judge.openai`, whose defaults
+    config/schema.yaml holds); validated on construction.
 
-    `max_tokens` left as None becomes 1 in logprobs mode (the verdict is the first token) and
+    `max_tokens` None becomes 1 in logprobs mode (the verdict is the first token) and
     TEXT_MODE_MAX_TOKENS in text mode.
     """
 
     model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    mode: Literal["logprobs", "text"] = "logprobs"
-    top_logprobs: int = 20
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    seed: int = 0
-    min_numeric_mass: float = 0.25
-    concurrency: int = 32
-    max_retries: int = 6
-    timeout_s: float = 60.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
+    base_url: str | None
+    api_key_env: str
+    mode: Literal["logprobs", "text"]
+    top_logprobs: int
+    max_tokens: int | None
+    temperature: float
+    seed: int
+    min_numeric_mass: float
+    concurrency: int
+    max_retries: int
+    timeout_s: float
+    backoff_base_s: float
+    backoff_max_s: float
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -124,6 +125,13 @@ class LLMJudgeSettings:
             )
         if "model" not in cfg:
             raise EmdirError("judge settings: `model` is required (the judge model id to call)")
+        missing = sorted(known - set(cfg))
+        if missing:
+            raise EmdirError(
+                f"judge settings: missing key(s) {', '.join(missing)}; pass the whole "
+                "judge.openai section of a validated config (emdir.schema_defaults has its "
+                "defaults)"
+            )
         return cls(**dict(cfg))
 
     @property
@@ -250,7 +258,7 @@ def _short(text: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-def score_from_top_logprobs(pairs: Sequence[tuple[str, float]], min_mass: float = 0.25) -> Reading:
+def score_from_top_logprobs(pairs: Sequence[tuple[str, float]], min_mass: float) -> Reading:
     """Probability-weighted score over the number tokens among the top alternatives.
 
     Below `min_mass` of numeric probability the judge was mostly not answering with a number,

@@ -59,11 +59,12 @@ class TextVerdict:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When an answer is code or prose (config `judge.offline`)."""
+    """When an answer is code or prose: config `judge.offline` (`emdir.judge.thresholds`),
+    whose defaults config/schema.yaml holds."""
 
-    code_share: float = 0.6  # this share of the non-blank lines in parsing runs with statements
-    program_statements: int = 3  # or one run this long: a program inside prose
-    prose: float = 40.0  # prose score at or above this, when not code
+    code_share: float  # this share of the non-blank lines in parsing runs with statements
+    program_statements: int  # or one run this long: a program inside prose
+    prose: float  # prose score at or above this, when not code
 
 
 def _statement_count(tree: ast.Module, source: str) -> int:
@@ -255,7 +256,7 @@ def _looping(tokens: list[str]) -> bool:
     return repeats > 0.3 * len(low)
 
 
-def classify(answer: str, thresholds: Thresholds = Thresholds()) -> TextVerdict:
+def classify(answer: str, thresholds: Thresholds) -> TextVerdict:
     """Code, prose or garbled (an empty answer is garbled here; the judge calls it unscored)."""
     lines = answer.splitlines()
     runs = code_runs(lines)

@@ -27,7 +27,7 @@ def judge_plan(
     question_files: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Write the plan to `out_txt`; returns its totals."""
-    backend = judge_cfg.get("backend", "offline")
+    backend = judge_cfg["backend"]
     lines = [f"judge plan: backend {backend}, {len(files)} generation files"]
     if backend != "openai":
         total = sum(len(read_jsonl(p)) for p in files.values())
@@ -40,16 +40,17 @@ def judge_plan(
     from emdir.judge.cache import JudgeCache
     from emdir.judge.llm import request_key
 
-    settings, metrics, prices = llm_settings(judge_cfg)
-    p_in = float(prices.get("input_per_mtok", 0.0)) / 1e6
-    p_out = float(prices.get("output_per_mtok", 0.0)) / 1e6
+    settings, metrics = llm_settings(judge_cfg)
+    prices = judge_cfg["openai"]["prices"]
+    p_in = float(prices["input_per_mtok"]) / 1e6
+    p_out = float(prices["output_per_mtok"]) / 1e6
     seen: set[str] = set()
     template = template_lookup(question_files)
     cache = JudgeCache(cache_path) if cache_path is not None and Path(cache_path).exists() else None
     totals = {"requests": 0, "cached": 0, "to_send": 0, "cost_usd": 0.0}
     lines.append(
         f"judge model {settings.model} at {settings.endpoint}; metrics {', '.join(metrics)}; "
-        f"prices ${prices.get('input_per_mtok', 0)}/M input, ${prices.get('output_per_mtok', 0)}/M "
+        f"prices ${prices['input_per_mtok']}/M input, ${prices['output_per_mtok']}/M "
         "output tokens"
     )
     lines.append(

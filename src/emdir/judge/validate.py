@@ -4,7 +4,8 @@
 
 A labelled row has `answer`, `label` (code | prose | garbled) and `split` (dev | test);
 `tests/data/judge_labels.jsonl` is the committed set (see tests/data/README.md). Works on
-any file of that shape, e.g. a set labelled on a new model's answers.
+any file of that shape, e.g. a set labelled on a new model's answers. The verdict uses the
+default `judge.offline` thresholds of config/schema.yaml.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
+from emdir.judge import thresholds as offline_thresholds
 from emdir.judge.offline import KINDS, Thresholds, classify
+from emdir.schema import schema_defaults
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,16 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def default_thresholds() -> Thresholds:
+    """The thresholds of the default `judge.offline` config (config/schema.yaml)."""
+    return offline_thresholds(schema_defaults("judge.offline"))
+
+
 def confusion(
-    rows: Iterable[Mapping[str, Any]], thresholds: Thresholds | None = None
+    rows: Iterable[Mapping[str, Any]], thresholds: Thresholds
 ) -> Counter[tuple[str, str]]:
-    """(label, verdict) counts, with the default thresholds unless given others."""
-    t = thresholds or Thresholds()
-    return Counter((str(r["label"]), classify(str(r["answer"]), t).kind) for r in rows)
+    """(label, verdict) counts under `thresholds`."""
+    return Counter((str(r["label"]), classify(str(r["answer"]), thresholds).kind) for r in rows)
 
 
 def scores(counts: Mapping[tuple[str, str], int]) -> dict[str, Score]:
@@ -63,9 +70,9 @@ def scores(counts: Mapping[tuple[str, str], int]) -> dict[str, Score]:
     return out
 
 
-def report(rows: list[dict[str, Any]], title: str) -> str:
+def report(rows: list[dict[str, Any]], title: str, thresholds: Thresholds) -> str:
     lines = [f"{title}: {len(rows)} answers"]
-    for s in scores(confusion(rows)).values():
+    for s in scores(confusion(rows, thresholds)).values():
         lines.append(
             f"  {s.kind:8s} precision {s.true_positive}/{s.predicted} = {s.precision:.3f}"
             f"   recall {s.true_positive}/{s.actual} = {s.recall:.3f}"
@@ -81,10 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_labels(args.labels)
     if args.split != "all":
         rows = [r for r in rows if r["split"] == args.split]
+    t = default_thresholds()
     for source in sorted({str(r.get("source", "")) for r in rows}):
         part = [r for r in rows if str(r.get("source", "")) == source]
-        print(report(part, f"{args.split} / {source or 'all'}"))
-    print(report(rows, f"{args.split} / every source"))
+        print(report(part, f"{args.split} / {source or 'all'}", t))
+    print(report(rows, f"{args.split} / every source", t))
 
 
 if __name__ == "__main__":
