@@ -381,6 +381,20 @@ def directions(
 # ---------------------------------------------------------------- steering
 
 
+def _pieces(
+    outs: Mapping[str, str | Path],
+    files: Sequence[str | Path | None],
+    arrays: Mapping[str, np.ndarray],
+    settings: Mapping[str, Any],
+) -> Any:
+    """Where a steering or transfer job keeps its finished passes, so that a killed job
+    resumes at the first unfinished one (`emdir.resume`): `.pieces/` beside its outputs."""
+    from emdir.resume import Pieces, fingerprint
+
+    folder = Path(next(iter(outs.values()))).parent / ".pieces"
+    return Pieces(folder, fingerprint(files, arrays, settings))
+
+
 def _steered_rows(
     model: Any,
     tok: Any,
@@ -463,27 +477,37 @@ def steering(
     )
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
+    pieces = _pieces(
+        outs,
+        [base_dir, adapter_dir, questions],
+        {f"{name}@{layer}": v for name, by_site in vectors.items() for layer, v in by_site.items()},
+        {
+            "model": model_key,
+            "ft": ft,
+            "steering": steer_cfg,
+            "sampling": sampling_cfg,
+            "scales": scales,
+            "threads": threads,
+        },
+    )
     for name, path in outs.items():
         rows: list[dict[str, Any]] = []
         for coef in steer_cfg["coefficients"]:
             ivs = sm.interventions(
                 name, vectors[name], scales, steer_cfg["op"], coef, steer_cfg["positions"]
             )
-            rows += _steered_rows(
-                model,
-                tok,
-                spec,
-                prompts,
-                ivs,
-                sampling_cfg,
-                model_key,
-                ft,
-                desc=f"{model_key}/{ft} {name} x{coef}",
+            desc = f"{model_key}/{ft} {name} x{coef}"
+            rows += pieces.rows(
+                f"{name} x{coef}",
+                lambda ivs=ivs, desc=desc: _steered_rows(
+                    model, tok, spec, prompts, ivs, sampling_cfg, model_key, ft, desc=desc
+                ),
             )
         for row in rows:
             row["question_set"] = Path(questions).stem
             row["direction_ft"] = str(d.attrs.get("ft", ""))
         write_jsonl(path, rows)
+    pieces.finish()
 
 
 # ---------------------------------------------------------------- transfer
@@ -671,6 +695,21 @@ def _steer_receiver(
     coefficient = transfer_coefficient(transfer_cfg, read_strength)
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
+    pieces = _pieces(
+        outs,
+        [base_dir, adapter_dir, questions],
+        {name: vectors[name] for name in outs},
+        {
+            "receiver": receiver,
+            "layer": layer,
+            "scale": scale,
+            "coefficient": coefficient,
+            "transfer": transfer_cfg,
+            "sampling": sampling_cfg,
+            "threads": threads,
+            "extra": extra,
+        },
+    )
     for name, path in outs.items():
         iv = Intervention(
             layer=layer,
@@ -681,21 +720,26 @@ def _steer_receiver(
             positions="all",
             name=name,
         )
-        rows = _steered_rows(
-            model,
-            tok,
-            spec,
-            prompts,
-            [iv],
-            sampling_cfg,
-            receiver,
-            str(transfer_cfg["ft"]),
-            desc=f"{extra.get('donor', '')}->{receiver} {name}",
+        desc = f"{extra.get('donor', '')}->{receiver} {name}"
+        rows = pieces.rows(
+            name,
+            lambda iv=iv, desc=desc: _steered_rows(
+                model,
+                tok,
+                spec,
+                prompts,
+                [iv],
+                sampling_cfg,
+                receiver,
+                str(transfer_cfg["ft"]),
+                desc=desc,
+            ),
         )
         for row in rows:
             row.update(extra)
             row["question_set"] = Path(questions).stem
         write_jsonl(path, rows)
+    pieces.finish()
 
 
 def transfer(
