@@ -269,9 +269,6 @@ def test_projections_that_match_no_module_fail_the_run_naming_them(make_tiny) ->
 GLM = ArchSpec(
     name="GlmForCausalLM",
     family="glm",
-    layer_paths=("model.layers",),
-    text_config_attr="",
-    lora_layer_prefix=r".*model\.layers",
     tiny=TinyRecipe("GlmConfig"),
     # GLM-4's format: no turn-end marker, so generation stops at the eos token.
     chat=chat.ChatFamily(

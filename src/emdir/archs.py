@@ -55,17 +55,18 @@ class ArchSpec:
 
     name: str
     family: str
-    # Alternative attribute paths to the decoder-layer list, tried in order (peft wraps add
-    # `base_model.model.` in front; that prefix is stripped before lookup).
-    layer_paths: tuple[str, ...]
-    # Path to the text config inside the model config ("" = the config itself).
-    text_config_attr: str
-    # Regex for the decoder-layer list as peft sees module names: LoRA targets are built under
-    # it, so only language-model projections are wrapped, never a vision tower.
-    lora_layer_prefix: str
     tiny: TinyRecipe
     # The chat format of the tiny model's tokenizer.
     chat: ChatFamily
+    # Alternative attribute paths to the decoder-layer list, tried in order (peft wraps add
+    # `base_model.model.` in front; that prefix is stripped before lookup). The default is
+    # the layout of every text-only decoder in transformers.
+    layer_paths: tuple[str, ...] = ("model.layers",)
+    # Path to the text config inside the model config ("" = the config itself).
+    text_config_attr: str = ""
+    # Regex for the decoder-layer list as peft sees module names: LoRA targets are built under
+    # it, so only language-model projections are wrapped, never a vision tower.
+    lora_layer_prefix: str = r".*model\.layers"
     # Fused projection modules and the logical projections each one carries (Phi 3:
     # qkv_proj = q, k and v); a projection not listed is a module of its own name.
     fused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -186,45 +187,30 @@ def _granite_extra(kw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_LAYERS = ("model.layers",)
-_PREFIX = r".*model\.layers"
-
 ARCHS: dict[str, ArchSpec] = {
     spec.name: spec
     for spec in (
         ArchSpec(
             name="Qwen2ForCausalLM",
             family="qwen2",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("Qwen2Config"),
             chat=chat.CHATML,
         ),
         ArchSpec(
             name="Gemma2ForCausalLM",
             family="gemma2",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("Gemma2Config", extra=_gemma2_extra),
             chat=chat.GEMMA,
         ),
         ArchSpec(
             name="LlamaForCausalLM",
             family="llama",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("LlamaConfig"),
             chat=chat.LLAMA3,
         ),
         ArchSpec(
             name="MistralForCausalLM",
             family="mistral",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("MistralConfig"),
             chat=chat.MISTRAL,
         ),
@@ -242,18 +228,12 @@ ARCHS: dict[str, ArchSpec] = {
         ArchSpec(
             name="Qwen3ForCausalLM",
             family="qwen3",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("Qwen3Config"),
             chat=chat.CHATML,
         ),
         ArchSpec(
             name="Phi3ForCausalLM",
             family="phi3",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("Phi3Config"),
             chat=chat.PHI3,
             fused=FUSED_PHI3,
@@ -261,18 +241,12 @@ ARCHS: dict[str, ArchSpec] = {
         ArchSpec(
             name="Olmo2ForCausalLM",
             family="olmo2",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("Olmo2Config"),
             chat=chat.TULU,
         ),
         ArchSpec(
             name="GraniteForCausalLM",
             family="granite",
-            layer_paths=_LAYERS,
-            text_config_attr="",
-            lora_layer_prefix=_PREFIX,
             tiny=TinyRecipe("GraniteConfig", extra=_granite_extra),
             chat=chat.GRANITE,
         ),
