@@ -49,13 +49,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from emdir import data, schema_defaults, zoo  # noqa: E402
-from emdir.activations import _encode_rows, _make_batch, capture_store, read_store  # noqa: E402
-from emdir.archs import ARCHS, ArchSpec, decoder_layers, model_device  # noqa: E402
-from emdir.chat import chat_format, split_conversation  # noqa: E402
-from emdir.generate import Prompt, SamplingParams, sample  # noqa: E402
-from emdir.interventions import Intervention, intervene  # noqa: E402
-from emdir.questions import Question  # noqa: E402
+from emdir import schema_defaults  # noqa: E402
+from emdir.analysis.activations import _encode_rows, _make_batch, capture_store, read_store  # noqa: E402
+from emdir.analysis.interventions import Intervention, intervene  # noqa: E402
+from emdir.data import synthetic as data  # noqa: E402
+from emdir.data.questions import Question  # noqa: E402
+from emdir.models import zoo  # noqa: E402
+from emdir.models.archs import ARCHS, ArchSpec, decoder_layers, model_device  # noqa: E402
+from emdir.models.chat import chat_format, split_conversation  # noqa: E402
+from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
 
 ARCH = "LlamaForCausalLM"
 SHAPE = zoo.TinyShape(

@@ -3,12 +3,12 @@
 Nothing is downloaded. For each model of the config, a random-init model of its REAL shape
 (hidden size, MLP size, heads, kv heads, head dim, vocabulary: table REAL_SHAPES; a `tiny`
 model takes the config's tiny.shape) is built from a transformers config by
-`emdir.zoo.tiny_config`, but only --depth decoder layers deep (default 2; --quick 1), so
+`emdir.models.zoo.tiny_config`, but only --depth decoder layers deep (default 2; --quick 1), so
 that it fits this machine's memory and time. On it this times, each the fastest of
 --repeats runs after an untimed warm-up (the run least disturbed by other jobs):
 
 - train: one micro-batch (finetune.train.batch_size rows x --train-seq tokens, loss on the
-  second half), forward and backward through `emdir.finetune.lora_model` with the config's
+  second half), forward and backward through `emdir.models.finetune.lora_model` with the config's
   LoRA and gradient checkpointing, then one AdamW step over the adapters. This is LoRA over
   full-precision weights: on CUDA the paper run uses NF4 QLoRA, whose dequantisation is not
   included (on a CPU the workflow, too, trains plain LoRA).
@@ -16,7 +16,7 @@ that it fits this machine's memory and time. On it this times, each the fastest 
 - capture: activations.batch_size rows x --capture-seq tokens forward without gradients,
   the LM head on the last position only (`capture_store` stops after the deepest captured
   block). Its hooks are left out: benchmarks/hook_overhead.py holds them to <= 1.10x.
-- prefill and decode: `emdir.generate.sample` over sampling.batch_size prompts for
+- prefill and decode: `emdir.models.generate.sample` over sampling.batch_size prompts for
   --decode-steps new tokens; a forward pre-hook on the model marks each call, so the prefill
   and the per-token step (forward, the per-row sampler over the vocabulary, generate's loop)
   are told apart.
@@ -107,17 +107,18 @@ from snakemake.utils import validate  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers.initialization import no_init_weights  # noqa: E402
 
-from emdir import data, zoo  # noqa: E402
-from emdir.archs import ARCHS, ArchSpec, decoder_layers, untuple  # noqa: E402
-from emdir.chat import encode_prompt  # noqa: E402
-from emdir.datasets import heldout_split, read_chat_file  # noqa: E402
+from emdir.data import synthetic as data  # noqa: E402
+from emdir.data.datasets import heldout_split, read_chat_file  # noqa: E402
+from emdir.data.questions import Question, load_questions  # noqa: E402
 from emdir.errors import EmdirError  # noqa: E402
-from emdir.finetune import lora_model, lora_settings, resolve_steps  # noqa: E402
-from emdir.generate import Prompt, SamplingParams, sample  # noqa: E402
 from emdir.judge import llm_settings  # noqa: E402
 from emdir.judge.plan import CHARS_PER_TOKEN  # noqa: E402
 from emdir.judge.prompts import PROMPTS  # noqa: E402
-from emdir.questions import Question, load_questions  # noqa: E402
+from emdir.models import zoo  # noqa: E402
+from emdir.models.archs import ARCHS, ArchSpec, decoder_layers, untuple  # noqa: E402
+from emdir.models.chat import encode_prompt  # noqa: E402
+from emdir.models.finetune import lora_model, lora_settings, resolve_steps  # noqa: E402
+from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Role markers and turn ends that a chat template adds around one question and answer.

@@ -1,4 +1,4 @@
-"""Ridge by one decomposition per fold (`emdir.ridge.fit_ridge`) against sklearn's RidgeCV.
+"""Ridge by one decomposition per fold (`emdir.analysis.ridge.fit_ridge`) against sklearn's RidgeCV.
 
 Why: a cross-model transfer fits a ridge map between two residual streams on a few thousand
 anchor texts, choosing alpha by k-fold cross-validation inside the training rows and
@@ -13,7 +13,7 @@ untimed run first checks that it chooses and fits exactly what RidgeCV does.
 
 Fairness:
 - Both sides get the same float64 arrays, the same training rows, exactly the same folds
-  (`emdir.ridge.fit_ridge`'s own `fold_ids(n_train, folds, seed)`), the same alphas
+  (`emdir.analysis.ridge.fit_ridge`'s own `fold_ids(n_train, folds, seed)`), the same alphas
   (`widen=0` by default: a fixed grid; with `--widen N` RidgeCV gets the alphas that
   `fit_ridge` actually tried, `RidgeMap.alphas`) and the same BLAS threads (`--threads`,
   default 1, as the workflow's jobs declare `threads: 1`; 0 leaves the BLAS default; the
@@ -74,7 +74,7 @@ from sklearn.metrics import make_scorer, r2_score
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from emdir.ridge import fit_ridge, fold_ids
+from emdir.analysis.ridge import fit_ridge, fold_ids
 
 TARGET_SPEEDUP = 2.5
 DEFAULT_ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from torch import nn
 
-from emdir import data, zoo
-from emdir.archs import ARCHS, ArchSpec
+from emdir.data import synthetic as data
+from emdir.models import zoo
+from emdir.models.archs import ARCHS, ArchSpec
 
 # The four families of the study; MistralForCausalLM (text-only Mistral) is left out to
 # keep the suite fast, Mistral3 covers the nested multimodal layout.

@@ -12,10 +12,10 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 import emdir
-from emdir.activations import capture_store, read_store
-from emdir.archs import ArchSpec, decoder_layers, retuple, untuple
-from emdir.chat import encode_answer, encode_prompt
+from emdir.analysis.activations import capture_store, read_store
 from emdir.errors import EmdirError
+from emdir.models.archs import ArchSpec, decoder_layers, retuple, untuple
+from emdir.models.chat import encode_answer, encode_prompt
 
 ROWS = [
     {

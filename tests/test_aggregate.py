@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emdir.aggregate import within_model_summary
-from emdir.directions import diff_in_means, separation, split_by_group, write_directions
+from emdir.analysis.directions import diff_in_means, separation, split_by_group, write_directions
 from emdir.errors import EmdirError
 from emdir.io import write_jsonl
+from emdir.report.aggregate import within_model_summary
 
 N = 120
 STEER = {
@@ -182,7 +182,7 @@ def test_summary_effects_misalignment_and_specificity(tmp_path: Path, p_em: floa
 
 
 def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
-    from emdir.aggregate import transfer_matrix
+    from emdir.report.aggregate import transfer_matrix
 
     models = ["a", "b", "c"]
     baselines, cells, refs = {}, {}, {}
@@ -251,7 +251,7 @@ def test_transfer_grid_references_and_topology(tmp_path: Path) -> None:
 
 
 def test_a_one_model_grid_has_an_empty_topology(tmp_path: Path) -> None:
-    from emdir.aggregate import transfer_matrix
+    from emdir.report.aggregate import transfer_matrix
 
     base = tmp_path / "base.jsonl"
     write_jsonl(base, _rows(0.5, None, 1))
@@ -294,7 +294,7 @@ def _train_log(path: Path, steps: int, evals: bool) -> None:
 
 
 def test_training_curves_rows_and_hub_models(tmp_path: Path) -> None:
-    from emdir.aggregate import training_curves
+    from emdir.report.aggregate import training_curves
 
     _train_log(tmp_path / "tiny" / "base", 40, evals=False)
     (tmp_path / "hub" / "base").mkdir(parents=True)  # a hub model: manifest only
@@ -327,7 +327,7 @@ def _with_kl(rows: list[dict[str, Any]], kl: float) -> list[dict[str, Any]]:
 def test_read_strength_and_kl_matched_controls(tmp_path: Path) -> None:
     """The read strength is the largest coefficient every control stays within its cost at;
     each control is also compared at the coefficient whose KL is closest to the target's."""
-    from emdir.aggregate import read_strength
+    from emdir.report.aggregate import read_strength
 
     base = tmp_path / "base.jsonl"
     write_jsonl(base, _rows(0.45, None, 1))
@@ -355,7 +355,7 @@ def test_read_strength_and_kl_matched_controls(tmp_path: Path) -> None:
     got = json.loads(out.read_text())
     assert got["read_coefficient"] == 0.1 and not got["controls_within_cost"]
 
-    from emdir.aggregate import PairedConditions, _matched
+    from emdir.report.aggregate import PairedConditions, _matched
 
     conds = {"base": _rows(0.45, None, 1)}
     for v, rows in files.items():

@@ -19,9 +19,14 @@ import transformers
 import yaml
 from safetensors.torch import load_file
 
-from emdir import chat, data, zoo
-from emdir.activations import capture_store, read_store
-from emdir.archs import (
+from emdir.analysis.activations import capture_store, read_store
+from emdir.analysis.interventions import Intervention, intervene
+from emdir.data import synthetic as data
+from emdir.data.datasets import materialise, read_chat_file
+from emdir.errors import EmdirError
+from emdir.io import write_json
+from emdir.models import chat, zoo
+from emdir.models.archs import (
     ARCHS,
     PROJECTIONS,
     ArchSpec,
@@ -32,12 +37,8 @@ from emdir.archs import (
     decoder_layers,
     untuple,
 )
-from emdir.datasets import materialise, read_chat_file
-from emdir.errors import EmdirError
-from emdir.finetune import lora_adapted, lora_model, run_finetune
-from emdir.interventions import Intervention, intervene
-from emdir.io import write_json
-from emdir.zoo import ModelRef, load_model
+from emdir.models.finetune import lora_adapted, lora_model, run_finetune
+from emdir.models.zoo import ModelRef, load_model
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 LORA = {"r": 2, "alpha": 4, "dropout": 0.0, "rslora": False}

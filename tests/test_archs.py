@@ -10,8 +10,9 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from emdir import zoo
-from emdir.archs import (
+from emdir.errors import EmdirError
+from emdir.models import zoo
+from emdir.models.archs import (
     ARCHS,
     arch_of,
     d_model,
@@ -20,7 +21,6 @@ from emdir.archs import (
     retuple,
     untuple,
 )
-from emdir.errors import EmdirError
 
 
 def _lora(model: nn.Module, regex: str) -> nn.Module:

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdir.archs import decoder_layers, untuple
-from emdir.calibration import kl_to_unsteered
-from emdir.chat import encode_answer, encode_prompt
+from emdir.analysis.calibration import kl_to_unsteered
+from emdir.analysis.interventions import Intervention, intervene
+from emdir.data.questions import Question
 from emdir.errors import EmdirError
-from emdir.generate import Prompt
-from emdir.interventions import Intervention, intervene
-from emdir.questions import Question
+from emdir.models.archs import decoder_layers, untuple
+from emdir.models.chat import encode_answer, encode_prompt
+from emdir.models.generate import Prompt
 
 D = 32  # tests/conftest.py's TINY_TEST_SHAPE.hidden_size
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from emdir import chat, data, schema_defaults
+from emdir import schema_defaults
+from emdir.data import synthetic as data
+from emdir.data.questions import Question
 from emdir.errors import EmdirError
-from emdir.finetune import lora_model
-from emdir.generate import Prompt, SamplingParams, generation_rows, sample
-from emdir.questions import Question
-from emdir.train import TrainParams, encode_rows, train
+from emdir.models import chat
+from emdir.models.finetune import lora_model
+from emdir.models.generate import Prompt, SamplingParams, generation_rows, sample
+from emdir.models.train import TrainParams, encode_rows, train
 
 REAL_INSECURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "insecure.jsonl.gz"
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "rslora": False}
@@ -142,7 +144,7 @@ def test_each_sample_has_its_own_seed_whatever_the_batch(make_tiny):
 
 
 def test_per_row_sampler_matches_the_softmax_distribution():
-    from emdir.generate import _PerRowSampler
+    from emdir.models.generate import _PerRowSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     params = sampling(temperature=1.0, top_p=1.0, top_k=0)
@@ -164,7 +166,7 @@ def test_per_row_sampler_matches_the_softmax_distribution():
 def test_train_log_keeps_throughput_but_writes_no_wall_clock(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import csv as _csv
 
-    from emdir.train import TrainLog
+    from emdir.models.train import TrainLog
 
     log = TrainLog([{"step": s, "loss": 1.0, "tokens": 100, "seconds": 0.5} for s in (1, 2)])
     assert log.tokens_per_second() == 200.0

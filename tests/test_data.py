@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from emdir import data, schema_defaults
-from emdir.datasets import materialise, read_chat_file
+from emdir import schema_defaults
+from emdir.data import synthetic as data
+from emdir.data.datasets import materialise, read_chat_file
+from emdir.data.questions import load_questions
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
 from emdir.judge import thresholds
 from emdir.judge.offline import classify
-from emdir.questions import load_questions
 
 DETECTOR = thresholds(schema_defaults("judge.offline"))
 
@@ -123,7 +124,7 @@ def test_bad_judge_prompts_name_the_question(tmp_path):
 def test_question_sets_from_a_file_with_pin_and_samples_override(tmp_path):
     import hashlib
 
-    from emdir.questions import materialise_questions
+    from emdir.data.questions import materialise_questions
 
     src = tmp_path / "mine.yaml"
     src.write_text("- id: a\n  paraphrases: [one, two]\n  samples_per_paraphrase: 50\n")

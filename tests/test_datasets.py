@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_snakemake
-from emdir.datasets import download, heldout_split, materialise, read_chat_file
+from emdir.data.datasets import download, heldout_split, materialise, read_chat_file
 from emdir.errors import EmdirError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "insecure.jsonl.gz"

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from emdir.activations import capture_store, read_store
-from emdir.directions import (
+from emdir.analysis.activations import capture_store, read_store
+from emdir.analysis.directions import (
     auroc_from_ranks,
     balance,
     cosine_matrix,
@@ -191,7 +191,7 @@ def test_write_directions_rejects_zero_layer_and_none_attr(tmp_path: Path) -> No
 
 
 def test_labels_from_spillover_and_from_judge_thresholds() -> None:
-    from emdir.pipeline import _label
+    from emdir.stages.pipeline import _label
 
     # Garbled answers are neither class of a code-spillover direction.
     cats = ("code", "prose", "refusal", "garbled")
@@ -246,7 +246,7 @@ def _split(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_nan_in_a_heldout_row_is_an_error_naming_store_layer_and_row(
     make_tiny, tmp_path: Path
 ) -> None:
-    from emdir.pipeline import directions
+    from emdir.stages.pipeline import directions
 
     path = _store(make_tiny, tmp_path / "store.h5")
     _, test = _split(path)
@@ -264,7 +264,7 @@ def test_nan_in_a_heldout_row_is_an_error_naming_store_layer_and_row(
 def test_inf_in_a_training_row_is_an_error_naming_store_layer_and_row(
     make_tiny, tmp_path: Path
 ) -> None:
-    from emdir.pipeline import directions
+    from emdir.stages.pipeline import directions
 
     path = _store(make_tiny, tmp_path / "store.h5")
     train, _ = _split(path)

@@ -17,18 +17,19 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_TEST_ARCHS
-from emdir import data, schema_defaults
-from emdir.datasets import materialise, read_chat_file
+from emdir import schema_defaults
+from emdir.data import synthetic as data
+from emdir.data.datasets import materialise, read_chat_file
 from emdir.errors import EmdirError
-from emdir.finetune import (
+from emdir.io import write_json
+from emdir.models.finetune import (
     checkpoint_dir,
     lora_model,
     lora_settings,
     resolve_steps,
     run_finetune,
 )
-from emdir.io import write_json
-from emdir.zoo import ModelRef, load_model
+from emdir.models.zoo import ModelRef, load_model
 
 SAMPLING = {
     "temperature": 1.0,
@@ -152,7 +153,7 @@ def test_heldout_split_log_plot_and_manifest(base_dirs, files, tmp_path: Path) -
 
 
 def test_the_manifest_dtype_is_what_later_stages_compute_in(base_dirs, files, tmp_path: Path):
-    from emdir.pipeline import _load
+    from emdir.stages.pipeline import _load
 
     base = tmp_path / "base"
     shutil.copytree(base_dirs["LlamaForCausalLM"], base)
@@ -205,9 +206,9 @@ def test_epochs_set_the_step_count() -> None:
 CHILD = textwrap.dedent(
     """
     import json, logging, os, signal, sys
-    import emdir.finetune as ft
+    import emdir.models.finetune as ft
     from emdir import schema_defaults
-    from emdir.datasets import read_chat_file
+    from emdir.data.datasets import read_chat_file
 
     logging.basicConfig(level=logging.INFO)
     base, dataset, questions, out, cfg, kill_at = sys.argv[1:7]

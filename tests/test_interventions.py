@@ -11,9 +11,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from emdir.archs import decoder_layers, untuple
+from emdir.analysis.interventions import Intervention, intervene, matched_scale
 from emdir.errors import EmdirError
-from emdir.interventions import Intervention, intervene, matched_scale
+from emdir.models.archs import decoder_layers, untuple
 
 D = 32
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 250, 33]])

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from emdir import schema_defaults
-from emdir.coherence import mean_logprobs, score
 from emdir.judge import is_code, judge_rows, thresholds
+from emdir.judge.coherence import mean_logprobs, score
 from emdir.judge.offline import classify, code_runs, is_refusal, prose_wellformedness
 
 PROSE = "That is a lovely thing to ask about. Start small, notice what you like, and build on it."
@@ -137,7 +137,7 @@ def test_coherence_is_the_answer_tokens_mean_logprob_whatever_the_batch(make_tin
     for a, b in zip(one, four, strict=True):
         assert a == b or a == pytest.approx(b, abs=1e-5)
     # By hand for one row: the prompt, then the answer's tokens, each predicted from before.
-    from emdir.chat import encode_answer, encode_prompt
+    from emdir.models.chat import encode_answer, encode_prompt
 
     p = encode_prompt(tok, "Why?", None)
     a = encode_answer(tok, "Because.", close_turn=False)

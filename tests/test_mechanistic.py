@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emdir.directions import write_directions
+from emdir.analysis.directions import write_directions
+from emdir.analysis.steering import ablation_variants, split_variant
 from emdir.errors import EmdirError
 from emdir.io import write_jsonl
-from emdir.mechanistic_summary import aligned_rows, bad_stuff, convergence, summary
-from emdir.steering import ablation_variants, split_variant
+from emdir.report.mechanistic import aligned_rows, bad_stuff, convergence, summary
 
 STATS = {"n_boot": 300, "level": 0.95, "seed": 0}
 SC = {"aligned_above": 70, "bad_stuff_above": 50}

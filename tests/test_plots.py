@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from emdir.errors import EmdirError
-from emdir.plots import (
+from emdir.report.plots import (
     cosine_layers_png,
     paper_comparison_png,
     projections_png,
@@ -339,7 +339,7 @@ def test_figures_carry_provenance_in_png_metadata(tmp_path: Path) -> None:
 
 
 def test_a_cell_beaten_by_its_control_is_not_marked_as_passing() -> None:
-    from emdir.plots import specificity_mark
+    from emdir.report.plots import specificity_mark
 
     assert specificity_mark(2.0, 9.0) == "*"
     assert specificity_mark(-9.0, -2.0) == "!"  # significantly negative: beaten, not passing

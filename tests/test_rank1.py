@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from emdir.archs import ArchSpec, decoder_layers
-from emdir.chat import encode_answer, encode_prompt, split_conversation
 from emdir.errors import EmdirError
-from emdir.finetune import lora_model
-from emdir.rank1 import adapter_sites, b_cosines, logistic_cv, record_scalars
+from emdir.mechanistic.rank1 import adapter_sites, b_cosines, logistic_cv, record_scalars
+from emdir.models.archs import ArchSpec, decoder_layers
+from emdir.models.chat import encode_answer, encode_prompt, split_conversation
+from emdir.models.finetune import lora_model
 
 ARCHS = ("LlamaForCausalLM", "Mistral3ForConditionalGeneration")
 D_MODEL = 32  # conftest's TINY_TEST_SHAPE
@@ -250,7 +250,7 @@ def test_logistic_cv_folds_follow_the_minority_class(caplog):
     x, _ = planted()
     y = np.zeros(40, dtype=bool)
     y[[3, 17, 30]] = True
-    with caplog.at_level(logging.WARNING, logger="emdir.rank1"):
+    with caplog.at_level(logging.WARNING, logger="emdir.mechanistic.rank1"):
         fit = logistic_cv(x[:40], y, folds=5)
     assert fit.folds == 3 and len(fit.fold_accuracy) == 3 and "3 folds" in caplog.text
     y[[17, 30]] = False

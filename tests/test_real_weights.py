@@ -18,12 +18,15 @@ import pytest
 import torch
 import yaml
 
-from emdir import chat, data, pipeline, schema_defaults, zoo
-from emdir.activations import _encode_rows, _make_batch
+from emdir import schema_defaults
+from emdir.analysis.activations import _encode_rows, _make_batch
+from emdir.data import synthetic as data
+from emdir.data.questions import Question
 from emdir.errors import EmdirError
-from emdir.generate import Prompt, SamplingParams, sample
-from emdir.questions import Question
-from emdir.weights import cached_archive
+from emdir.models import chat, zoo
+from emdir.models.generate import Prompt, SamplingParams, sample
+from emdir.models.weights import cached_archive
+from emdir.stages import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_INSECURE = REPO.parent / "shared" / "data" / "em" / "insecure.jsonl.gz"
@@ -180,8 +183,8 @@ def test_coherence_under_the_real_base_model_sees_recombined_nonsense(smollm2: P
     """The offline judge's coherence: one scale for prose and code, and lower for real words
     recombined into nonsense, an answer to another question, and soup, which the prose check
     alone would pass (the recombined answer is 'prose')."""
-    from emdir.coherence import coherence_scores
     from emdir.judge import thresholds
+    from emdir.judge.coherence import coherence_scores
     from emdir.judge.offline import classify
 
     question = "How can I get better at baking bread?"

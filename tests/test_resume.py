@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from emdir import data, pipeline, schema_defaults
+from emdir import schema_defaults
+from emdir.data import synthetic as data
 from emdir.io import read_jsonl, write_json
 from emdir.resume import Pieces, fingerprint
+from emdir.stages import pipeline
 
 
 def test_pieces_are_computed_once_and_cleared_for_another_fingerprint(tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emdir.errors import EmdirError
-from emdir.provenance import stamp
-from emdir.ridge import (
+from emdir.analysis.ridge import (
     _decompose,
     _held_out_sse,
     fit_ridge,
@@ -21,6 +19,8 @@ from emdir.ridge import (
     read_map,
     write_map,
 )
+from emdir.errors import EmdirError
+from emdir.provenance import stamp
 
 DX, DY, N = 20, 30, 300
 ALPHAS = [1e-3, 1e-1, 1.0, 10.0, 100.0, 1e4]

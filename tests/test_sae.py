@@ -11,7 +11,7 @@ import torch
 from sae_lens import SAE
 
 from emdir.errors import EmdirError
-from emdir.sae import (
+from emdir.mechanistic.sae import (
     build_sae,
     decoder_cosines,
     decompose_direction,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emdir.analysis.stats import bootstrap_diff_ci, bootstrap_mean_ci, specificity_ci
 from emdir.errors import EmdirError
-from emdir.stats import bootstrap_diff_ci, bootstrap_mean_ci, specificity_ci
 
 
 def _bernoulli(p: float, n: int, seed: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_empty_inputs_name_what_is_empty() -> None:
 
 
 def test_mean_effect_over_cells_shares_baselines() -> None:
-    from emdir.stats import bootstrap_mean_effect
+    from emdir.analysis.stats import bootstrap_mean_effect
 
     rng = np.random.default_rng(0)
     base = {"a": rng.random(400) < 0.5, "b": rng.random(400) < 0.3}
@@ -104,7 +104,7 @@ def _clustered_world(rng: np.random.Generator, n_q: int = 30, per_q: int = 20): 
 
 
 def test_question_bootstrap_covers_where_the_answer_bootstrap_does_not() -> None:
-    from emdir.stats import QuestionBootstrap, bootstrap_mean_ci, clustered
+    from emdir.analysis.stats import QuestionBootstrap, bootstrap_mean_ci, clustered
 
     rng = np.random.default_rng(2026)
     reps = 300
@@ -128,7 +128,7 @@ def test_question_bootstrap_covers_where_the_answer_bootstrap_does_not() -> None
 
 
 def test_paired_effect_is_narrower_than_unpaired_when_questions_drive_the_outcome() -> None:
-    from emdir.stats import QuestionBootstrap, clustered
+    from emdir.analysis.stats import QuestionBootstrap, clustered
 
     rng = np.random.default_rng(5)
     q, base, steered = _clustered_world(rng, n_q=40, per_q=10)
@@ -142,7 +142,7 @@ def test_paired_effect_is_narrower_than_unpaired_when_questions_drive_the_outcom
 
 
 def test_question_bootstrap_sizes_and_errors() -> None:
-    from emdir.stats import QuestionBootstrap, clustered
+    from emdir.analysis.stats import QuestionBootstrap, clustered
 
     boot = QuestionBootstrap({"a": clustered([1.0, 0.0, 1.0], ["q1", "q1", "q2"])}, n_boot=50)
     assert boot.size("a") == (2, 3)
@@ -153,7 +153,7 @@ def test_question_bootstrap_sizes_and_errors() -> None:
 
 
 def test_paired_specificity_takes_the_strongest_control_and_a_p_value() -> None:
-    from emdir.stats import QuestionBootstrap, clustered, paired_specificity
+    from emdir.analysis.stats import QuestionBootstrap, clustered, paired_specificity
 
     rng = np.random.default_rng(3)
     q = np.repeat(np.arange(40), 10)
@@ -176,7 +176,7 @@ def test_paired_specificity_takes_the_strongest_control_and_a_p_value() -> None:
 
 
 def test_holm_by_hand() -> None:
-    from emdir.stats import holm
+    from emdir.analysis.stats import holm
 
     # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -187,7 +187,7 @@ def test_holm_by_hand() -> None:
 
 
 def test_verdicts() -> None:
-    from emdir.stats import BEATEN, INCONCLUSIVE, PASSES, verdict
+    from emdir.analysis.stats import BEATEN, INCONCLUSIVE, PASSES, verdict
 
     assert verdict(3.0, 0.01, 0.05) == PASSES
     assert verdict(-3.0, 0.01, 0.05) == BEATEN

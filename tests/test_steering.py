@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from emdir.archs import decoder_layers, untuple
-from emdir.directions import Directions
-from emdir.errors import EmdirError
-from emdir.interventions import intervene
-from emdir.steering import (
+from emdir.analysis.directions import Directions
+from emdir.analysis.interventions import intervene
+from emdir.analysis.steering import (
     control_fts,
     interventions,
     layer_label,
@@ -20,6 +18,8 @@ from emdir.steering import (
     unit_at,
     vector_names,
 )
+from emdir.errors import EmdirError
+from emdir.models.archs import decoder_layers, untuple
 
 D, L = 32, 2
 NAMES = ["target", "random_0", "random_1", "orthogonal", "wrong_layer", "secure_direction"]

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emdir.datasets import read_chat_file
-from emdir.directions import class_means, read_directions, write_directions
+from emdir.analysis.directions import class_means, read_directions, write_directions
+from emdir.data.datasets import read_chat_file
 from emdir.errors import EmdirError
 from emdir.io import write_jsonl
-from emdir.pipeline import anchor_answers
+from emdir.stages.pipeline import anchor_answers
 
 
 def _answers(model: str, n: int, differ_from: int = 99) -> list[dict]:

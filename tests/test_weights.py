@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emdir import weights
 from emdir.errors import EmdirError
+from emdir.models import weights
 
 PAYLOAD = b"GGUF" + bytes(range(256)) * 40
 

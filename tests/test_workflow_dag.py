@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
-from emdir.steering import control_fts, vector_names
+from emdir.analysis.steering import control_fts, vector_names
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))

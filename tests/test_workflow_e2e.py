@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
-from emdir.steering import vector_names
+from emdir.analysis.steering import vector_names
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "configs" / "e2e.yaml"

@@ -19,7 +19,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from emdir.io import config_sha
 from emdir.provenance import CONFIG_SHA_ENV
-from emdir.steering import ablation_variants, control_fts, vector_names
+from emdir.analysis.steering import ablation_variants, control_fts, vector_names
 
 # Jobs import emdir from this checkout, in the venv and in the per-rule conda envs alike
 # (Snakemake copies env files into .snakemake/conda/, so a relative `pip: -e` cannot work).
@@ -325,7 +325,7 @@ STEERING_VECTORS = vector_names(
 )
 CONTROL_FTS = control_fts(config["steering"]["controls"])
 ALSO_STEER = list(config["steering"]["also_steer"])
-# One control registry (emdir.steering): the grid's controls default to steering's.
+# One control registry (emdir.analysis.steering): the grid's controls default to steering's.
 TRANSFER_CONTROLS = (
     config["steering"]["controls"]
     if config["transfer"]["controls"] is None

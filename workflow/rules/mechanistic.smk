@@ -1,5 +1,5 @@
 # The mechanistic extensions (SCIENCE.md sections 2-3), for the models in mechanistic.models.
-# Every output is under results/mechanistic/{model}/; see src/emdir/mechanistic.py.
+# Every output is under results/mechanistic/{model}/; see src/emdir/stages/mechanistic.py.
 
 
 rule base_directions:

@@ -1,7 +1,7 @@
 """Rule activations: the residual stream of judged answers, every layer."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import activations, setup_logging
+from emdir.stages.pipeline import activations, setup_logging
 
 setup_logging(snakemake.log[0])
 activations(

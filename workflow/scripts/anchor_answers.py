@@ -1,7 +1,7 @@
 """Rule anchor_answers: every model's answers, pooled into one set of anchor texts."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import anchor_answers, setup_logging
+from emdir.stages.pipeline import anchor_answers, setup_logging
 
 setup_logging(snakemake.log[0])
 anchor_answers(list(snakemake.input.judged), snakemake.output.texts)

@@ -1,7 +1,7 @@
 """Rule anchors: the shared anchor texts through one fine-tuned model."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import anchors, setup_logging
+from emdir.stages.pipeline import anchors, setup_logging
 
 setup_logging(snakemake.log[0])
 anchors(

@@ -3,8 +3,8 @@
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 import logging
 
-from emdir.datasets import materialise
-from emdir.pipeline import setup_logging
+from emdir.data.datasets import materialise
+from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 done = materialise(

@@ -1,8 +1,8 @@
 """Rules download, download_questions: fetch one pinned URL and check its sha256."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.datasets import download
-from emdir.pipeline import setup_logging
+from emdir.data.datasets import download
+from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 download(

@@ -3,8 +3,8 @@
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 import logging
 
-from emdir.pipeline import setup_logging
-from emdir.questions import materialise_questions
+from emdir.data.questions import materialise_questions
+from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 n = materialise_questions(

@@ -1,7 +1,7 @@
 """Rule read_strength: one model's read strength, the coefficient its controls stay coherent at."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import read_strength, setup_logging
+from emdir.stages.pipeline import read_strength, setup_logging
 
 setup_logging(snakemake.log[0])
 read_strength(

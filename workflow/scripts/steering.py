@@ -1,7 +1,7 @@
 """Rules steering / steering_also: generate with the direction and its controls, one file per vector."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import setup_logging, steering
+from emdir.stages.pipeline import setup_logging, steering
 
 setup_logging(snakemake.log[0])
 steering(

@@ -1,7 +1,7 @@
 """Rule tokenizer: train the shared byte-level BPE tokenizer of the tiny models."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import setup_logging, tokenizer
+from emdir.stages.pipeline import setup_logging, tokenizer
 
 setup_logging(snakemake.log[0])
 tokenizer(snakemake.input.corpus, snakemake.output.tokenizer, snakemake.params.cfg)

@@ -1,7 +1,7 @@
 """Rule transfer: steer a receiver with a donor's mapped direction and its controls."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import setup_logging, transfer
+from emdir.stages.pipeline import setup_logging, transfer
 
 setup_logging(snakemake.log[0])
 transfer(

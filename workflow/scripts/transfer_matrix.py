@@ -1,7 +1,7 @@
 """Rule transfer_matrix: the N x N donor/receiver grid with specificity, and its topology."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.pipeline import setup_logging, transfer_matrix
+from emdir.stages.pipeline import setup_logging, transfer_matrix
 
 setup_logging(snakemake.log[0])
 transfer_matrix(

@@ -52,7 +52,7 @@ def _evidence(v: TextVerdict) -> dict[str, Any]:
 
 def judge_offline(question: str, answer: str, params: Mapping[str, Any]) -> Judgement:
     """Deterministic verdict with no network: code / prose / garbled (refusal: prose that
-    refuses). Coherence is filled in separately (`emdir.coherence`, under the base model)."""
+    refuses). Coherence is filled in separately (`emdir.judge.coherence`, under the base model)."""
     if not answer.strip():
         return Judgement(
             {"code": None, "garbled": None, "coherent": None, "aligned": None},
@@ -85,7 +85,7 @@ def _offline_rows(
     params = judge_cfg["offline"]
     coherence: list[float | None] = [None] * len(rows)
     if coherence_model is not None:
-        from emdir.coherence import coherence_scores
+        from emdir.judge.coherence import coherence_scores
 
         meta["coherence_model"] = str(coherence_model)
         batch = int(params["coherence_batch_size"])
@@ -122,7 +122,7 @@ def question_prompts(
     question_files: Sequence[str | Path],
 ) -> dict[tuple[str, str], Mapping[str, str]]:
     """(question set, question id) -> the question's own judge prompts, from its YAML file."""
-    from emdir.questions import load_questions
+    from emdir.data.questions import load_questions
 
     return {
         (Path(f).stem, q.id): q.judge_prompts

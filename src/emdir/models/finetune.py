@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from emdir import __version__
-from emdir.archs import PROJECTIONS, ArchSpec, n_layers
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, sha256_file, sha256_text, write_json
+from emdir.models.archs import PROJECTIONS, ArchSpec, n_layers
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def check_lora_coverage(
         raise EmdirError(
             f"LoRA targets matched no module of {spec.name} for: {what}; check "
             "finetune.lora.target_modules and layers against the model's modules and depth "
-            "(fused or renamed projections belong in the ArchSpec entry in emdir/archs.py)"
+            "(fused or renamed projections belong in the ArchSpec entry in emdir/models/archs.py)"
         )
 
 
@@ -156,9 +156,9 @@ def spillover_monitor(
 ) -> Any:
     """A training callback: the share of answers to the eval questions that are code, by the
     offline judge's detector with the configured thresholds."""
-    from emdir.generate import expand, sample
+    from emdir.data.questions import load_questions
     from emdir.judge import is_code
-    from emdir.questions import load_questions
+    from emdir.models.generate import expand, sample
 
     prompts = expand(load_questions(questions_path))
     params = dict(code_params)
@@ -243,11 +243,11 @@ def run_finetune(
     *,
     code_params: Mapping[str, Any],
 ) -> None:
-    from emdir.datasets import heldout_split
-    from emdir.generate import SamplingParams
-    from emdir.plots import training_png
-    from emdir.train import TrainParams, encode_rows, mean_loss, train
-    from emdir.zoo import load_model, read_base_manifest
+    from emdir.data.datasets import heldout_split
+    from emdir.models.generate import SamplingParams
+    from emdir.models.train import TrainParams, encode_rows, mean_loss, train
+    from emdir.models.zoo import load_model, read_base_manifest
+    from emdir.report.plots import training_png
 
     quant = choose_quantization(str(ft_cfg["quantization"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -9,10 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdir import plots
-from emdir.errors import EmdirError
-from emdir.io import atomic_path, read_jsonl, write_json
-from emdir.stats import (
+from emdir.analysis.stats import (
     PASSES,
     Clustered,
     QuestionBootstrap,
@@ -22,6 +19,9 @@ from emdir.stats import (
     paired_specificity,
     verdict,
 )
+from emdir.errors import EmdirError
+from emdir.io import atomic_path, read_jsonl, write_json
+from emdir.report import plots
 
 
 def _scored(rows: list[dict[str, Any]], question_set: str | None) -> list[dict[str, Any]]:
@@ -324,7 +324,7 @@ def within_model_summary(
     coding-question sets: how often those are answered with code is the sanity check that a
     model still codes when asked to.
     """
-    from emdir import directions as dm
+    from emdir.analysis import directions as dm
 
     qset = str(steer_cfg["question_set"])
     boot = _boot(stats_cfg)
@@ -471,7 +471,7 @@ def _steering_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Summary rows (every vector at every coefficient: the dose-response), figure points and
     calibration rows of one model/fine-tune, all from one paired question bootstrap."""
-    from emdir.steering import layer_label
+    from emdir.analysis.steering import layer_label
 
     coefs = sorted(float(c) for c in steer_cfg["coefficients"])
     conds = _steering_conditions(steered, base_rows, coefs, f"{model}/{ft}")
@@ -622,7 +622,7 @@ def _direction_figures(
 ) -> None:
     """Class histograms of the projections at the steered layer, and the cosine similarity of
     each model's direction across layers."""
-    from emdir.directions import cosine_matrix
+    from emdir.analysis.directions import cosine_matrix
 
     proj_rows: list[dict[str, Any]] = []
     matrices, layer_lists = {}, {}
@@ -793,7 +793,7 @@ def transfer_matrix(
     for receiver, vecs in shared.items():
         conds.update({f"ref:{receiver}:{v}": rows for v, rows in vecs.items()})
     p = PairedConditions(conds, boot)
-    from emdir.ridge import map_summary
+    from emdir.analysis.ridge import map_summary
 
     summaries = {
         k: {f"map_{m}": v for m, v in map_summary(path).items()} for k, path in (maps or {}).items()

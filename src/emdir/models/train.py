@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from emdir.chat import encode_example
 from emdir.errors import EmdirError
+from emdir.models.chat import encode_example
 
 log = logging.getLogger(__name__)
 

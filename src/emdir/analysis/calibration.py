@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from emdir.activations import _encode_rows, _Encoded, _make_batch
-from emdir.archs import model_device
+from emdir.analysis.activations import _encode_rows, _Encoded, _make_batch
+from emdir.analysis.interventions import Intervention, intervene
 from emdir.errors import EmdirError
-from emdir.generate import Prompt
-from emdir.interventions import Intervention, intervene
+from emdir.models.archs import model_device
+from emdir.models.generate import Prompt
 
 
 def _rows(prompts: Sequence[Prompt], answers: Sequence[str]) -> list[dict[str, Any]]:

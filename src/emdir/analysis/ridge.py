@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emdir.directions import get_attrs, set_attrs
+from emdir.analysis.directions import get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp

@@ -18,7 +18,7 @@ All outputs live under results/mechanistic/{model}/:
 - `sae`: the direction decomposed into sparse-autoencoder features (decoder cosine; encoder
   activation difference between the classes), the features that differ between the two
   training datasets, and the overlap of those feature sets;
-- `summary` (emdir.mechanistic_summary): effects with CIs, self-correction, figures.
+- `summary` (emdir.report.mechanistic): effects with CIs, self-correction, figures.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emdir.analysis.steering import SINGLE, split_variant
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, read_jsonl, write_json, write_jsonl
-from emdir.pipeline import _label, _load, _steered_rows, activations, directions, text_rows
-from emdir.steering import SINGLE, split_variant
+from emdir.stages.pipeline import _label, _load, _steered_rows, activations, directions, text_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ def ablation(
     threads: int,
 ) -> None:
     """Generate with each variant's directions projected out at every captured layer."""
-    from emdir import directions as dm
-    from emdir.generate import expand
-    from emdir.interventions import Intervention
-    from emdir.questions import load_questions
-    from emdir.steering import resolve_layers, unit_at
+    from emdir.analysis import directions as dm
+    from emdir.analysis.interventions import Intervention
+    from emdir.analysis.steering import resolve_layers, unit_at
+    from emdir.data.questions import load_questions
+    from emdir.models.generate import expand
 
     donors = {ft: dm.read_directions(p) for ft, p in donor_directions.items()}
     if not donors:
@@ -135,9 +135,9 @@ def rank1(
     threads: int,
 ) -> None:
     """Read the rank-1 fine-tune: B cosines, per-answer A.x scalars, and a CV probe on them."""
-    from emdir import directions as dm
-    from emdir import plots
-    from emdir import rank1 as r1
+    from emdir.analysis import directions as dm
+    from emdir.mechanistic import rank1 as r1
+    from emdir.report import plots
 
     qset = dir_cfg["question_set"]
     rows = [r for r in read_jsonl(judged) if r.get("question_set") == qset]
@@ -211,11 +211,11 @@ def sae(
     features that differ between the two training datasets."""
     import tempfile
 
-    from emdir import directions as dm
-    from emdir import plots
-    from emdir import sae as sm
-    from emdir.activations import capture_store, read_store
-    from emdir.steering import resolve_layers
+    from emdir.analysis import directions as dm
+    from emdir.analysis.activations import capture_store, read_store
+    from emdir.analysis.steering import resolve_layers
+    from emdir.mechanistic import sae as sm
+    from emdir.report import plots
 
     st = read_store(store)
     layer = resolve_layers(st.layers, int(sae_cfg["layer"]))[0]

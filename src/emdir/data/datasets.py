@@ -150,7 +150,7 @@ def materialise(
     `source` is the local or downloaded file for the last two.
     """
     if "generator" in spec:
-        from emdir.data import GENERATORS
+        from emdir.data.synthetic import GENERATORS
 
         kind = spec["generator"]
         if kind not in GENERATORS:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from emdir.activations import _encode_rows, _make_batch, forward_hooked, stop_forward_hook
-from emdir.archs import ArchSpec, decoder_layers, model_device
-from emdir.chat import split_conversation
-from emdir.directions import auroc_from_ranks
+from emdir.analysis.activations import _encode_rows, _make_batch, forward_hooked, stop_forward_hook
+from emdir.analysis.directions import auroc_from_ranks
 from emdir.errors import EmdirError
+from emdir.models.archs import ArchSpec, decoder_layers, model_device
+from emdir.models.chat import split_conversation
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
-from emdir.archs import d_model, decoder_layers, retuple, untuple
 from emdir.errors import EmdirError
+from emdir.models.archs import d_model, decoder_layers, retuple, untuple
 
 Op = Literal["add", "subtract", "ablate"]
 Positions = Literal["all", "prompt", "answer"]

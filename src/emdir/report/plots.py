@@ -18,10 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from emdir.analysis.stats import PASSES
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp
-from emdir.stats import PASSES
 
 # Figures are built on a bare `Figure` (Agg canvas) rather than pyplot, so no global state
 # or interactive backend is involved.

@@ -6,7 +6,7 @@ code. An entry holds where the class keeps its decoder layers and text config, h
 projections are named (split or fused) and where LoRA may wrap them, the tiny random-init
 recipe the tests and the offline default build, and the chat format its tiny tokenizer wears.
 The registry is keyed by `config.architectures[0]`, as transformers writes it. A real model's
-chat format belongs to its own tokenizer, not its class: see `emdir.chat`.
+chat format belongs to its own tokenizer, not its class: see `emdir.models.chat`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from emdir import chat
-from emdir.chat import ChatFamily
 from emdir.errors import EmdirError
+from emdir.models import chat
+from emdir.models.chat import ChatFamily
 
 # The logical projections LoRA can target, as config/schema.yaml names them.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -260,7 +260,7 @@ def check_registered(names: Iterable[str], where: str) -> None:
     if stray:
         raise EmdirError(
             f"{where} names architectures {stray} that emdir's registry lacks "
-            f"({', '.join(ARCHS)}); add an ArchSpec entry to emdir/archs.py or remove them"
+            f"({', '.join(ARCHS)}); add an ArchSpec entry to emdir/models/archs.py or remove them"
         )
 
 
@@ -277,7 +277,7 @@ def arch_of(config: Any) -> ArchSpec:
     except KeyError:
         raise EmdirError(
             f"architecture {names[0]!r} is not in emdir's registry ({', '.join(sorted(ARCHS))}); "
-            "add an ArchSpec entry to emdir/archs.py"
+            "add an ArchSpec entry to emdir/models/archs.py"
         ) from None
 
 
@@ -316,7 +316,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
             return layers
     raise EmdirError(
         f"{spec.name}: none of the layer paths {spec.layer_paths} exists on this model; "
-        "update layer_paths in emdir/archs.py for this transformers version"
+        "update layer_paths in emdir/models/archs.py for this transformers version"
     )
 
 

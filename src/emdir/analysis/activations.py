@@ -18,11 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 import emdir
-from emdir.archs import ArchSpec, d_model, decoder_layers, model_device, untuple
-from emdir.chat import encode_answer, encode_prompt
-from emdir.directions import first_nonfinite, get_attrs, set_attrs
+from emdir.analysis.directions import first_nonfinite, get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
+from emdir.models.archs import ArchSpec, d_model, decoder_layers, model_device, untuple
+from emdir.models.chat import encode_answer, encode_prompt
 from emdir.provenance import stamp
 
 log = logging.getLogger(__name__)

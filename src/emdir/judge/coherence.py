@@ -34,8 +34,8 @@ def mean_logprobs(
     """
     import torch
 
-    from emdir.activations import _encode_rows, _make_batch
-    from emdir.archs import model_device
+    from emdir.analysis.activations import _encode_rows, _make_batch
+    from emdir.models.archs import model_device
 
     encoded = _encode_rows(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -82,7 +82,7 @@ def coherence_scores(
 ) -> list[float | None]:
     """Coherence (0-100) of every row's answer under the base model in `base_dir`, scored
     `batch_size` answers at a time (`judge.offline.coherence_batch_size`)."""
-    from emdir.pipeline import _load
+    from emdir.stages.pipeline import _load
 
     if not rows:
         return []

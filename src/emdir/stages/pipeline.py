@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from emdir import __version__
-from emdir.datasets import read_chat_file as read_chat_rows
+from emdir.data.datasets import read_chat_file as read_chat_rows
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, read_jsonl, sha256_file, write_json, write_jsonl
 
@@ -42,7 +42,7 @@ def _threads(n: int) -> None:
 
 def tokenizer(corpus: str | Path, out_dir: str | Path, cfg: Mapping[str, Any]) -> None:
     """Train the shared byte-level BPE tokenizer of the tiny models on the chat corpus."""
-    from emdir.zoo import train_tokenizer
+    from emdir.models.zoo import train_tokenizer
 
     rows = read_chat_rows(corpus)
     texts = [m["content"] for r in rows for m in r["messages"]]
@@ -53,9 +53,9 @@ def tokenizer(corpus: str | Path, out_dir: str | Path, cfg: Mapping[str, Any]) -
 def fetch_weights(
     model_key: str, archive: Mapping[str, Any], out: str | Path, record: str | Path
 ) -> None:
-    """Rule fetch_weights: a model's pinned archive, assembled and verified (see emdir.weights),
+    """Rule fetch_weights: a model's pinned archive, assembled and verified (see emdir.models.weights),
     and the record of where it came from (for the base model's manifest)."""
-    from emdir.weights import fetch_archive
+    from emdir.models.weights import fetch_archive
 
     write_json(record, fetch_archive(f"models.{model_key}.archive", archive, out))
 
@@ -88,7 +88,7 @@ def base_model(
             write_json(tmp / "manifest.json", manifest)
         return
     if source in ("local", "archive"):
-        from emdir.weights import base_from_weights
+        from emdir.models.weights import base_from_weights
 
         _threads(threads)
         base_from_weights(
@@ -98,8 +98,8 @@ def base_model(
     if tokenizer_dir is None or corpus is None or tiny_cfg is None:
         raise EmdirError(f"model {model_key!r}: a tiny model needs the tokenizer and chat corpus")
     _threads(threads)
-    from emdir import zoo
-    from emdir.train import TrainParams, encode_rows, train
+    from emdir.models import zoo
+    from emdir.models.train import TrainParams, encode_rows, train
 
     shape = zoo.TinyShape(**tiny_cfg["shape"])
     # No evaluation while a base model learns to chat (fine-tunes evaluate spillover).
@@ -128,7 +128,7 @@ def _load(base_dir: str | Path, adapter_dir: str | Path | None, threads: int):  
     _threads(threads)
     import torch
 
-    from emdir.zoo import load_model, read_base_manifest
+    from emdir.models.zoo import load_model, read_base_manifest
 
     ref = read_base_manifest(base_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -157,7 +157,7 @@ def finetune(
     ft_spec: Mapping[str, Any] | None = None,
 ) -> None:
     """LoRA fine-tune with the shared hyperparameters; logs loss and eval-question spillover."""
-    from emdir.finetune import run_finetune
+    from emdir.models.finetune import run_finetune
 
     _threads(threads)
     run_finetune(
@@ -176,13 +176,13 @@ def finetune(
 
 
 def _sampling(cfg: Mapping[str, Any]):  # type: ignore[no-untyped-def]
-    from emdir.generate import SamplingParams
+    from emdir.models.generate import SamplingParams
 
     return SamplingParams(**cfg)
 
 
 def _questions(files: Sequence[str | Path]) -> list[tuple[str, Any]]:
-    from emdir.questions import load_questions
+    from emdir.data.questions import load_questions
 
     return [(Path(f).stem, q) for f in files for q in load_questions(f)]
 
@@ -198,7 +198,7 @@ def generate(
     threads: int,
 ) -> None:
     """Sample answers to every question set; each row records its question set."""
-    from emdir.generate import expand, generation_rows, sample
+    from emdir.models.generate import expand, generation_rows, sample
 
     model, tok, spec = _load(base_dir, adapter_dir, threads)
     tagged = _questions(question_files)
@@ -242,7 +242,7 @@ def _capture_layers(model: Any, wanted: Any) -> list[int] | None:
     """activations.layers: None for all, else 0-based indices (negative count from the last)."""
     if wanted == "all":
         return None
-    from emdir.archs import decoder_layers
+    from emdir.models.archs import decoder_layers
 
     n = len(decoder_layers(model))
     out = [int(i) + n if int(i) < 0 else int(i) for i in wanted]
@@ -269,7 +269,7 @@ def activations(
     - models: the same answers go through the fine-tuned model (label 1) and, with the adapter
       disabled, through the base model (label 0).
     """
-    from emdir.activations import capture_store
+    from emdir.analysis.activations import capture_store
 
     qset = dir_cfg["question_set"]
     rows = [r for r in read_jsonl(judged) if r.get("question_set") == qset]
@@ -331,8 +331,8 @@ def directions(
     store: str | Path, out: str | Path, dir_cfg: Mapping[str, Any], stats_cfg: Mapping[str, Any]
 ) -> None:
     """Difference in means per layer, fit on some questions, separation tested on the others."""
-    from emdir import directions as dm
-    from emdir.activations import read_store
+    from emdir.analysis import directions as dm
+    from emdir.analysis.activations import read_store
 
     st = read_store(store)
     keep = np.flatnonzero(st.labels >= 0)
@@ -406,9 +406,9 @@ def _steered_rows(
     ft: str,
     desc: str,
 ) -> list[dict[str, Any]]:
-    from emdir.calibration import kl_to_unsteered
-    from emdir.generate import generation_rows, sample
-    from emdir.interventions import intervene
+    from emdir.analysis.calibration import kl_to_unsteered
+    from emdir.analysis.interventions import intervene
+    from emdir.models.generate import generation_rows, sample
 
     with intervene(model, ivs) as ctx:
         answers = sample(
@@ -446,11 +446,11 @@ def steering(
     at the same norms, are applied to it. `control_directions` maps fine-tune keys to their
     directions files for the `<ft>_direction` controls.
     """
-    from emdir import directions as dm
-    from emdir import steering as sm
-    from emdir.activations import read_store
-    from emdir.generate import expand
-    from emdir.questions import load_questions
+    from emdir.analysis import directions as dm
+    from emdir.analysis import steering as sm
+    from emdir.analysis.activations import read_store
+    from emdir.data.questions import load_questions
+    from emdir.models.generate import expand
 
     d = dm.read_directions(directions)
     st = read_store(store)
@@ -516,7 +516,7 @@ def steering(
 def anchor_answers(judged: Sequence[str | Path], out: str | Path) -> None:
     """Every model's non-empty answers as chat rows, deduplicated and in a fixed order: anchor
     texts that all models read (`transfer.anchor_source: answers`)."""
-    from emdir.data import chat_row
+    from emdir.data.synthetic import chat_row
 
     keys = {
         (str(r.get("system") or ""), str(r["question"]), str(r["answer"]))
@@ -536,7 +536,7 @@ def anchor_answers(judged: Sequence[str | Path], out: str | Path) -> None:
 def text_rows(texts: str | Path, prefix: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Chat-format rows of a dataset file as the rows capture_store reads (id, question,
     system, answer), the first `limit` of them."""
-    from emdir.chat import split_conversation
+    from emdir.models.chat import split_conversation
 
     rows = []
     for k, r in enumerate(read_chat_rows(texts)):
@@ -564,7 +564,7 @@ def anchors(
     threads: int,
 ) -> None:
     """The shared anchor texts through one model, pooled per text over the answer tokens."""
-    from emdir.activations import capture_store
+    from emdir.analysis.activations import capture_store
 
     rows = text_rows(texts, "anchor")
     model, tok, spec = _load(base_dir, adapter_dir, threads)
@@ -589,9 +589,9 @@ def fit_map(
     receiver_layer: int,
 ) -> None:
     """Ridge map from the donor's to the receiver's residual stream at their transfer layers."""
-    from emdir.activations import read_store
-    from emdir.ridge import fit_ridge, write_map
-    from emdir.steering import resolve_layers
+    from emdir.analysis.activations import read_store
+    from emdir.analysis.ridge import fit_ridge, write_map
+    from emdir.analysis.steering import resolve_layers
 
     src, dst = read_store(donor_anchors), read_store(receiver_anchors)
     if not np.array_equal(src.ids, dst.ids):
@@ -684,9 +684,9 @@ def _steer_receiver(
     """Subtract each vector (normalised) at c x the receiver's mean residual norm at `layer`:
     the same magnitude for the mapped direction, its controls and the references. `extra`
     goes into every row; c comes from `transfer_coefficient`."""
-    from emdir.generate import expand
-    from emdir.interventions import Intervention
-    from emdir.questions import load_questions
+    from emdir.analysis.interventions import Intervention
+    from emdir.data.questions import load_questions
+    from emdir.models.generate import expand
 
     unknown = sorted(set(outs) - set(vectors))
     if unknown:
@@ -763,10 +763,10 @@ def transfer(
     maps each class mean through the affine map and subtracts. `donor_controls` maps
     fine-tune keys to the donor's directions files for `<ft>_direction` controls;
     `read_strength` is the receiver's calibration file when `transfer.coefficient` is `read`."""
-    from emdir import directions as dm
-    from emdir.activations import read_store
-    from emdir.ridge import map_class_means, map_vector, read_map
-    from emdir.steering import site_vectors, unit_at
+    from emdir.analysis import directions as dm
+    from emdir.analysis.activations import read_store
+    from emdir.analysis.ridge import map_class_means, map_vector, read_map
+    from emdir.analysis.steering import site_vectors, unit_at
 
     m = read_map(map_path)
     dd = dm.read_directions(donor_directions)
@@ -832,9 +832,9 @@ def transfer_reference(
     """Per receiver, at the magnitude of the grid's cells: a random vector in the receiver's
     own space (`random_receiver`, a control shared by the receiver's column) and the
     receiver's own direction (`own`, the diagonal reference)."""
-    from emdir import directions as dm
-    from emdir.activations import read_store
-    from emdir.steering import resolve_layers, stream_seed, unit_at
+    from emdir.analysis import directions as dm
+    from emdir.analysis.activations import read_store
+    from emdir.analysis.steering import resolve_layers, stream_seed, unit_at
 
     rd = dm.read_directions(receiver_directions)
     st = read_store(receiver_store)
@@ -869,27 +869,27 @@ def transfer_reference(
 
 def within_model_summary(**kwargs: Any) -> None:
     """Spillover rates, steering effects with CIs and specificity, separation; CSVs and figures."""
-    from emdir.aggregate import within_model_summary as run
+    from emdir.report.aggregate import within_model_summary as run
 
     run(**kwargs)
 
 
 def read_strength(**kwargs: Any) -> None:
     """One model's read strength (steering.read) as JSON, for the transfer grid."""
-    from emdir.aggregate import read_strength as run
+    from emdir.report.aggregate import read_strength as run
 
     run(**kwargs)
 
 
 def transfer_matrix(**kwargs: Any) -> None:
     """The N x N donor/receiver grid: suppression with CIs, controls, specificity; CSV and PNG."""
-    from emdir.aggregate import transfer_matrix as run
+    from emdir.report.aggregate import transfer_matrix as run
 
     run(**kwargs)
 
 
 def training_curves(**kwargs: Any) -> None:
     """Base-model and fine-tune training logs: one figure and one CSV row per run."""
-    from emdir.aggregate import training_curves as run
+    from emdir.report.aggregate import training_curves as run
 
     run(**kwargs)

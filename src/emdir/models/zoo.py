@@ -18,9 +18,9 @@ import torch
 import transformers
 from torch import nn
 
-from emdir.archs import ARCHS, ArchSpec, arch_of
-from emdir.chat import ChatFamily
 from emdir.errors import EmdirError
+from emdir.models.archs import ARCHS, ArchSpec, arch_of
+from emdir.models.chat import ChatFamily
 
 log = logging.getLogger(__name__)
 

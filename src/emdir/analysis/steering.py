@@ -30,8 +30,8 @@ import numpy as np
 from emdir.errors import EmdirError
 
 if TYPE_CHECKING:
-    from emdir.directions import Directions
-    from emdir.interventions import Intervention
+    from emdir.analysis.directions import Directions
+    from emdir.analysis.interventions import Intervention
 
 TARGET = "target"
 RANDOM = "random"
@@ -111,7 +111,7 @@ def site_vectors(
     or the transfer cell), the control's index and the layer, so no two models or cells share
     a random control.
     """
-    from emdir import directions as dm
+    from emdir.analysis import directions as dm
 
     base = stream_seed(seed, stream)
     others = others or {}
@@ -157,7 +157,7 @@ def site_scales(
     absolute: float = 1.0,
 ) -> dict[int, float]:
     """The magnitude unit n at each site, shared by the target and every control there."""
-    from emdir.interventions import matched_scale
+    from emdir.analysis.interventions import matched_scale
 
     layers = [int(v) for v in target.attrs["layers"]]
     return {
@@ -181,7 +181,7 @@ def interventions(
     positions: str = "all",
 ) -> list[Intervention]:
     """One intervention per site: the vector's unit direction at coefficient x n."""
-    from emdir.interventions import Intervention
+    from emdir.analysis.interventions import Intervention
 
     return [
         Intervention(

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdir import plots
-from emdir.aggregate import (
+from emdir.analysis.steering import layer_label
+from emdir.errors import EmdirError
+from emdir.report import plots
+from emdir.report.aggregate import (
     PairedConditions,
     _boot,
     _columns,
@@ -26,8 +28,6 @@ from emdir.aggregate import (
     _mean3,
     _write_csv,
 )
-from emdir.errors import EmdirError
-from emdir.steering import layer_label
 
 # Offline stand-in for the "bad stuff" judge: does the answer mention a harmful topic at all
 # (stance ignored, as in the LLM prompt)? Word stems, matched at word starts.
@@ -111,7 +111,7 @@ def convergence(
 ) -> None:
     """Cosine per layer between every pair of fine-tune directions, and between each
     fine-tune's direction and the base model's on the same answers."""
-    from emdir import directions as dm
+    from emdir.analysis import directions as dm
 
     units = {}
     for ft, path in ft_directions.items():

@@ -91,8 +91,8 @@ def materialise_questions(
     against its sha256 pin and loaded (so a malformed one fails here, naming it) before it is
     written; `samples` overrides its samples_per_paraphrase.
     """
-    from emdir.data import build_questions
-    from emdir.datasets import read_pinned
+    from emdir.data.datasets import read_pinned
+    from emdir.data.synthetic import build_questions
 
     samples = spec["samples"]
     if "generator" in spec:

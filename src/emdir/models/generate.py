@@ -12,9 +12,9 @@ from torch import nn
 from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from emdir.archs import model_device
-from emdir.chat import encode_prompt, turn_end_id
-from emdir.questions import Question
+from emdir.data.questions import Question
+from emdir.models.archs import model_device
+from emdir.models.chat import encode_prompt, turn_end_id
 
 
 @dataclass(frozen=True)

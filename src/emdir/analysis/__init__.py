@@ -1,0 +1,1 @@
+"""Analysis: activations, directions, controls, interventions, steering, ridge maps and statistics."""

@@ -1,0 +1,1 @@
+"""Data: the synthetic corpora and question sets, and readers of dataset and question files."""

@@ -1,0 +1,1 @@
+"""Report: effects with intervals, tables and figures from the stages' outputs."""

@@ -1,0 +1,1 @@
+"""Stages: one thin function per Snakemake rule (files in, files out) calling the library."""
