@@ -50,13 +50,14 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from emdir import schema_defaults  # noqa: E402
-from emdir.analysis.activations import _encode_rows, _make_batch, capture_store, read_store  # noqa: E402
+from emdir.analysis.activations import capture_store, read_store  # noqa: E402
 from emdir.analysis.interventions import Intervention, intervene  # noqa: E402
 from emdir.data import synthetic as data  # noqa: E402
 from emdir.data.questions import Question  # noqa: E402
 from emdir.models import zoo  # noqa: E402
 from emdir.models.archs import ARCHS, ArchSpec, decoder_layers, model_device  # noqa: E402
 from emdir.models.chat import chat_format, split_conversation  # noqa: E402
+from emdir.models.encode import encode_rows, make_batch  # noqa: E402
 from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
 
 ARCH = "LlamaForCausalLM"
@@ -158,12 +159,12 @@ def bench_capture(
     @torch.no_grad()
     def bare() -> None:
         # What any forward over these rows costs: the same encoding and batching helpers.
-        encoded = _encode_rows(tok, rows)
+        encoded = encode_rows(tok, rows)
         for start in range(0, len(encoded), args.batch_size):
-            batch = _make_batch(encoded[start : start + args.batch_size], pad, device)
+            batch = make_batch(encoded[start : start + args.batch_size], pad, device)
             model(input_ids=batch.ids, attention_mask=batch.attention, use_cache=False)
 
-    encoded = _encode_rows(tok, rows)
+    encoded = encode_rows(tok, rows)
     lengths = [len(e.ids) for e in encoded]
     print(
         f"capture: {len(rows)} rows, batch {args.batch_size}, tokens/row "

@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from emdir import schema_defaults  # noqa: E402
-from emdir.judge import llm_settings  # noqa: E402
 from emdir.judge.cache import JudgeCache  # noqa: E402
-from emdir.judge.llm import JudgeRequest, judge_requests  # noqa: E402
+from emdir.judge.llm_client import judge_requests  # noqa: E402
+from emdir.judge.llm_replies import JudgeRequest  # noqa: E402
+from emdir.judge.settings import llm_settings  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 TARGET_PER_S = 100.0

@@ -8,7 +8,7 @@ that it fits this machine's memory and time. On it this times, each the fastest 
 --repeats runs after an untimed warm-up (the run least disturbed by other jobs):
 
 - train: one micro-batch (finetune.train.batch_size rows x --train-seq tokens, loss on the
-  second half), forward and backward through `emdir.models.finetune.lora_model` with the config's
+  second half), forward and backward through `emdir.models.lora.lora_model` with the config's
   LoRA and gradient checkpointing, then one AdamW step over the adapters. This is LoRA over
   full-precision weights: on CUDA the paper run uses NF4 QLoRA, whose dequantisation is not
   included (on a CPU the workflow, too, trains plain LoRA).
@@ -111,14 +111,15 @@ from emdir.data import synthetic as data  # noqa: E402
 from emdir.data.datasets import heldout_split, read_chat_file  # noqa: E402
 from emdir.data.questions import Question, load_questions  # noqa: E402
 from emdir.errors import EmdirError  # noqa: E402
-from emdir.judge import llm_settings  # noqa: E402
 from emdir.judge.plan import CHARS_PER_TOKEN  # noqa: E402
 from emdir.judge.prompts import PROMPTS  # noqa: E402
+from emdir.judge.settings import llm_settings  # noqa: E402
 from emdir.models import zoo  # noqa: E402
 from emdir.models.archs import ARCHS, ArchSpec, decoder_layers, untuple  # noqa: E402
 from emdir.models.chat import encode_prompt  # noqa: E402
-from emdir.models.finetune import lora_model, lora_settings, resolve_steps  # noqa: E402
+from emdir.models.finetune import resolve_steps  # noqa: E402
 from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
+from emdir.models.lora import lora_model, lora_settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Role markers and turn ends that a chat template adds around one question and answer.

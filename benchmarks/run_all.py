@@ -14,7 +14,7 @@ Rows of the table:
   "skipped" when scikit-learn is missing (pip install -e '.[bench]').
 - no-op rerun: in a scratch working directory, a complete *fake* run of the default config
   (every output that `snakemake --summary` lists is created empty, then `--touch
-  --forceall` records each job as built with its params, as tests/test_workflow_dag.py
+  --forceall` records each job as built with its params, as tests/workflow/test_workflow_dag.py
   does), after which `snakemake --dry-run` and `snakemake --cores 1` must both say "Nothing
   to be done". Their seconds are printed, with the ratio to a dry-run of the same workflow
   with nothing built (the cost of parsing the Snakefile and building the DAG at all).

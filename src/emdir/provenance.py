@@ -2,7 +2,7 @@
 
 `stamp()` is the flat record stored in every HDF5 result (activation stores, directions,
 maps) and in every figure's PNG metadata; `results/provenance.json` summarises a run. The
-config sha comes from the workflow (common.smk exports EMDIR_CONFIG_SHA to every job).
+config sha comes from the workflow (the Snakefile exports EMDIR_CONFIG_SHA to every job).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,15 @@ class Pieces:
     def finish(self) -> None:
         """The job's outputs are written: the pieces are no longer needed."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def pieces_beside(
+    outs: Mapping[str, str | Path],
+    files: Sequence[str | Path | None],
+    arrays: Mapping[str, np.ndarray],
+    settings: Mapping[str, Any],
+) -> Pieces:
+    """Where a steering or transfer job keeps its finished passes: `.pieces/` beside its
+    outputs, under the fingerprint of `files`, `arrays` and `settings`."""
+    folder = Path(next(iter(outs.values()))).parent / ".pieces"
+    return Pieces(folder, fingerprint(files, arrays, settings))

@@ -1,9 +1,9 @@
 rule activations:
     input:
         unpack(model_inputs),
-        judged="results/judged/{model}/{ft}.jsonl",
+        judged=layout.judged(),
     output:
-        store="results/activations/{model}/{ft}.h5",
+        store=layout.activations(),
     log:
         "logs/activations/{model}/{ft}.log",
     benchmark:

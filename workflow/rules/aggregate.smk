@@ -1,39 +1,45 @@
+from emdir.config import transfer_steer_settings
+
+
+include: "functions/aggregate.smk"
+
+
 rule within_model_summary:
     input:
         generations=values(summary_generations),
         steering=values(summary_steering),
         directions=values(summary_directions),
     output:
-        summary="results/within_model/summary.csv",
-        calibration="results/within_model/calibration.csv",
-        spillover="results/spillover_rates.csv",
+        summary=layout.WITHIN_MODEL["summary"],
+        calibration=layout.WITHIN_MODEL["calibration"],
+        spillover=layout.WITHIN_MODEL["spillover"],
         steering=report(
-            "results/within_model/steering.png",
+            layout.WITHIN_MODEL["steering"],
             caption="../report/steering.rst",
             category="Within-model",
             labels={"figure": "steering"},
         ),
         separation=report(
-            "results/within_model/separation.png",
+            layout.WITHIN_MODEL["separation"],
             caption="../report/separation.rst",
             category="Within-model",
             labels={"figure": "separation"},
         ),
         projections=report(
-            "results/within_model/projections.png",
+            layout.WITHIN_MODEL["projections"],
             caption="../report/projections.rst",
             category="Within-model",
             labels={"figure": "projections"},
         ),
         cosine=report(
-            "results/within_model/cosine_layers.png",
+            layout.WITHIN_MODEL["cosine"],
             caption="../report/cosine_layers.rst",
             category="Within-model",
             labels={"figure": "cosine across layers"},
         ),
-        comparison="results/within_model/paper_comparison.csv",
+        comparison=layout.WITHIN_MODEL["comparison"],
         comparison_png=report(
-            "results/within_model/paper_comparison.png",
+            layout.WITHIN_MODEL["comparison_png"],
             caption="../report/paper_comparison.rst",
             category="Within-model",
             labels={"figure": "paper comparison"},
@@ -54,9 +60,7 @@ rule within_model_summary:
         stats_cfg=config["stats"],
         direction_ft=DIRECTION_FT,
         config_files=CONFIG_FILES,
-        code_sets=[
-            q for q, s in config["questions"].items() if s.get("generator") == "code"
-        ],
+        code_sets=code_question_sets(),
     script:
         "../scripts/within_model_summary.py"
 
@@ -65,10 +69,10 @@ rule within_model_summary:
 # transfer.coefficient is `read`.
 rule read_strength:
     input:
-        baseline=model_baseline,
+        baseline=for_model(layout.judged, DIRECTION_FT),
         steering=values(model_steering),
     output:
-        json="results/calibration/{model}.json",
+        json=layout.read_strength(),
     log:
         "logs/read_strength/{model}.log",
     localrule: True
@@ -91,18 +95,18 @@ rule transfer_matrix:
         cells=values(matrix_cells),
         references=values(matrix_references),
         maps=values(matrix_maps),
-        rates="results/spillover_rates.csv",
+        rates=layout.WITHIN_MODEL["spillover"],
     output:
-        csv="results/transfer_matrix.csv",
+        csv=layout.TRANSFER_MATRIX["csv"],
         png=report(
-            "results/transfer_matrix.png",
+            layout.TRANSFER_MATRIX["png"],
             caption="../report/transfer_matrix.rst",
             category="Transfer",
             labels={"figure": "transfer matrix"},
         ),
-        topology="results/transfer_topology.csv",
+        topology=layout.TRANSFER_MATRIX["topology"],
         asymmetry=report(
-            "results/transfer_asymmetry.png",
+            layout.TRANSFER_MATRIX["asymmetry"],
             caption="../report/transfer_asymmetry.rst",
             category="Transfer",
             labels={"figure": "donor strength and receiver susceptibility"},
@@ -121,7 +125,7 @@ rule transfer_matrix:
         references=matrix_references,
         maps=matrix_maps,
         transfer_cfg={
-            **transfer_steer_settings(),
+            **transfer_steer_settings(config),
             "behaviour": config["steering"]["behaviour"],
         },
         stats_cfg=config["stats"],
@@ -133,7 +137,7 @@ rule provenance:
     input:
         FINAL_OUTPUTS,
     output:
-        json="results/provenance.json",
+        json=layout.PROVENANCE,
     log:
         "logs/provenance.log",
     localrule: True
@@ -153,13 +157,15 @@ rule training_curves:
         bases=values(training_bases),
         adapters=values(training_adapters),
     output:
-        csv="results/training/summary.csv",
+        csv=layout.TRAINING["csv"],
         png=report(
-            "results/training/curves.png",
+            layout.TRAINING["png"],
             caption="../report/training_curves.rst",
             category="Training",
             labels={"figure": "training curves"},
         ),
+        # one figure per fine-tune: <model>/<ft>.png
+        finetunes=directory(layout.TRAINING_FINETUNES),
     log:
         "logs/training_curves.log",
     localrule: True

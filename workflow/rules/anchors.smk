@@ -1,8 +1,11 @@
+include: "functions/anchors.smk"
+
+
 rule anchor_answers:
     input:
-        judged=expand(judged_path("{model}", config["transfer"]["ft"]), model=MODELS),
+        judged=expand(layout.judged(ft=TRANSFER_FT), model=MODELS),
     output:
-        texts="results/anchors/answers.jsonl",
+        texts=layout.ANCHOR_ANSWERS,
     log:
         "logs/anchor_answers.log",
     localrule: True
@@ -19,7 +22,7 @@ rule anchors:
     input:
         unpack(anchor_inputs),
     output:
-        anchors="results/anchors/{model}.h5",
+        anchors=layout.anchors(),
     log:
         "logs/anchors/{model}.log",
     benchmark:

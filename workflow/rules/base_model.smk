@@ -1,8 +1,11 @@
+include: "functions/base_model.smk"
+
+
 rule tokenizer:
     input:
-        corpus=tokenizer_corpus(),
+        corpus=layout.dataset(config["tiny"]["tokenizer"]["corpus"]),
     output:
-        tokenizer=directory("resources/tokenizer"),
+        tokenizer=directory(layout.TOKENIZER),
     log:
         "logs/tokenizer.log",
     conda:
@@ -21,8 +24,8 @@ rule tokenizer:
 # checked against the pinned sha256 where Snakemake runs (compute nodes are often offline).
 rule fetch_weights:
     output:
-        gguf="resources/weights/{model}.gguf",
-        record="resources/weights/{model}.json",
+        gguf=layout.weights(),
+        record=layout.weights_record(),
     log:
         "logs/fetch_weights/{model}.log",
     wildcard_constraints:
@@ -43,7 +46,7 @@ rule base_model:
     input:
         unpack(base_model_inputs),
     output:
-        base=directory("results/models/{model}/base"),
+        base=directory(layout.base_model()),
     log:
         "logs/base_model/{model}.log",
     benchmark:

@@ -1,6 +1,9 @@
+include: "functions/data.smk"
+
+
 rule download:
     output:
-        jsonl="resources/downloads/{dataset}.jsonl",
+        jsonl=layout.download(),
     log:
         "logs/download/{dataset}.log",
     wildcard_constraints:
@@ -14,8 +17,8 @@ rule download:
         runtime=30,
     params:
         url=lookup(dpath="datasets/{dataset}/url", within=config),
-        sha256=lambda wc: config["datasets"][wc.dataset].get("sha256"),
-        key=lambda wc: f"datasets.{wc.dataset}",
+        sha256=lookup(dpath="datasets/{dataset}/sha256", within=config, default=None),
+        key="datasets.{dataset}",
     script:
         "../scripts/download.py"
 
@@ -24,7 +27,7 @@ rule data:
     input:
         unpack(dataset_source),
     output:
-        jsonl="resources/data/{dataset}.jsonl",
+        jsonl=layout.dataset(),
     log:
         "logs/data/{dataset}.log",
     localrule: True
@@ -42,7 +45,7 @@ rule data:
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule download as download_questions with:
     output:
-        yaml="resources/downloads/questions/{qset}.yaml",
+        yaml=layout.questions_download(),
     log:
         "logs/download/questions/{qset}.log",
     wildcard_constraints:
@@ -50,15 +53,15 @@ use rule download as download_questions with:
     localrule: True
     params:
         url=lookup(dpath="questions/{qset}/url", within=config),
-        sha256=lambda wc: config["questions"][wc.qset].get("sha256"),
-        key=lambda wc: f"questions.{wc.qset}",
+        sha256=lookup(dpath="questions/{qset}/sha256", within=config, default=None),
+        key="questions.{qset}",
 
 
 rule questions:
     input:
         unpack(question_source),
     output:
-        yaml="resources/questions/{qset}.yaml",
+        yaml=layout.questions(),
     log:
         "logs/questions/{qset}.log",
     localrule: True

@@ -1,8 +1,8 @@
 rule directions:
     input:
-        store="results/activations/{model}/{ft}.h5",
+        store=layout.activations(),
     output:
-        directions="results/directions/{model}/{ft}.h5",
+        directions=layout.directions(),
     log:
         "logs/directions/{model}/{ft}.log",
     conda:

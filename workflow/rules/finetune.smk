@@ -1,10 +1,13 @@
+include: "functions/finetune.smk"
+
+
 rule finetune:
     input:
-        base="results/models/{model}/base",
+        base=layout.base_model(),
         dataset=ft_dataset,
-        eval_questions=eval_questions(),
+        eval_questions=layout.questions(config["finetune"]["eval_questions"]),
     output:
-        adapter=directory("results/adapters/{model}/{ft}"),
+        adapter=directory(layout.adapter()),
     log:
         "logs/finetune/{model}/{ft}.log",
     benchmark:

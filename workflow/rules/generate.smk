@@ -3,7 +3,7 @@ rule generate:
         unpack(model_inputs),
         questions=evaluation_questions(),
     output:
-        jsonl="results/generations/{model}/{ft}.jsonl",
+        jsonl=layout.generations(),
     log:
         "logs/generate/{model}/{ft}.log",
     benchmark:

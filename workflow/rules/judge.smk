@@ -1,13 +1,18 @@
+from emdir.judge import scoring_config
+
+
+include: "functions/judge.smk"
+
+
 rule judge:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src="results/generations/{model}/{ft}.jsonl",
+        src=layout.generations(),
         # Questions may carry their own judge prompts (Betley's files do).
         questions=evaluation_questions(),
-        # The offline backend scores coherence under the answering model's base model.
     output:
-        judged="results/judged/{model}/{ft}.jsonl",
+        judged=layout.judged(),
     log:
         "logs/judge/{model}/{ft}.log",
     localrule: JUDGE_IS_LOCAL
@@ -18,9 +23,9 @@ rule judge:
         mem_mb=4000,
         runtime=30,
     params:
-        judge_cfg=judge_settings(),
+        judge_cfg=scoring_config(config["judge"]),
         # Not a result-shaping setting: moving the cache must not rerun every judge job.
-        cache=lambda wc: config["judge"]["cache"],
+        cache=judge_cache,
     message:
         f"judge {{input.src}} with the {judge_backend_label()}"
     script:
@@ -32,10 +37,10 @@ use rule judge as judge_steering with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src="results/steering/{model}/{ft}/{vector}.jsonl",
+        src=layout.steering(),
         questions=evaluation_questions(),
     output:
-        judged="results/judged/steering/{model}/{ft}/{vector}.jsonl",
+        judged=layout.judged_copy(layout.steering()),
     log:
         "logs/judge_steering/{model}/{ft}/{vector}.log",
     localrule: JUDGE_IS_LOCAL
@@ -46,10 +51,10 @@ use rule judge as judge_transfer with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src="results/transfer/{donor}__{receiver}/{vector}.jsonl",
+        src=layout.transfer(),
         questions=evaluation_questions(),
     output:
-        judged="results/judged/transfer/{donor}__{receiver}/{vector}.jsonl",
+        judged=layout.judged_copy(layout.transfer()),
     log:
         "logs/judge_transfer/{donor}__{receiver}/{vector}.log",
     localrule: JUDGE_IS_LOCAL
@@ -60,7 +65,7 @@ rule judge_plan:
         values(judge_plan_files),
         questions=evaluation_questions(),
     output:
-        plan="results/judge_plan.txt",
+        plan=layout.JUDGE_PLAN,
     log:
         "logs/judge_plan.log",
     localrule: True
@@ -72,7 +77,7 @@ rule judge_plan:
     params:
         files=judge_plan_files,
         judge_cfg=config["judge"],
-        cache=lambda wc: config["judge"]["cache"],
+        cache=judge_cache,
     script:
         "../scripts/judge_plan.py"
 
@@ -82,10 +87,10 @@ use rule judge as judge_reference with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src="results/transfer_reference/{receiver}/{vector}.jsonl",
+        src=layout.transfer_reference(),
         questions=evaluation_questions(),
     output:
-        judged="results/judged/transfer_reference/{receiver}/{vector}.jsonl",
+        judged=layout.judged_copy(layout.transfer_reference()),
     log:
         "logs/judge_reference/{receiver}/{vector}.log",
     localrule: JUDGE_IS_LOCAL

@@ -1,9 +1,12 @@
+from emdir.config import map_settings
+
+
 rule fit_map:
     input:
-        donor="results/anchors/{donor}.h5",
-        receiver="results/anchors/{receiver}.h5",
+        donor=layout.anchors("{donor}"),
+        receiver=layout.anchors("{receiver}"),
     output:
-        map="results/maps/{donor}__{receiver}.h5",
+        map=layout.ridge_map(),
     log:
         "logs/fit_map/{donor}__{receiver}.log",
     conda:
@@ -13,9 +16,9 @@ rule fit_map:
         mem_mb=2000,
         runtime=15,
     params:
-        map_cfg=map_settings(),
+        map_cfg=map_settings(config),
         # Per model, so changing one model's layer refits only the maps it is part of.
-        donor_layer=lambda wc: model_layer(wc.donor),
-        receiver_layer=lambda wc: model_layer(wc.receiver),
+        donor_layer=donor_layer,
+        receiver_layer=receiver_layer,
     script:
         "../scripts/fit_map.py"

@@ -1,14 +1,19 @@
 # The mechanistic extensions (SCIENCE.md sections 2-3), for the models in mechanistic.models.
 # Every output is under results/mechanistic/{model}/; see src/emdir/stages/mechanistic.py.
 
+from emdir.config import induce_settings
+
+
+include: "functions/mechanistic.smk"
+
 
 rule base_directions:
     input:
-        base="results/models/{model}/base",
-        judged="results/judged/{model}/{ft}.jsonl",
+        base=layout.base_model(),
+        judged=layout.judged(),
     output:
-        store="results/mechanistic/{model}/base_on/{ft}.h5",
-        directions="results/mechanistic/{model}/base_on/{ft}_directions.h5",
+        store=layout.base_on_store(),
+        directions=layout.base_on_directions(),
     log:
         "logs/mechanistic/{model}/base_on_{ft}.log",
     wildcard_constraints:
@@ -33,9 +38,9 @@ rule convergence:
         fts=values(convergence_fts),
         bases=values(convergence_bases),
     output:
-        csv="results/mechanistic/{model}/convergence.csv",
+        csv=layout.CONVERGENCE["csv"],
         png=report(
-            "results/mechanistic/{model}/convergence.png",
+            layout.CONVERGENCE["png"],
             caption="../report/convergence.rst",
             category="Mechanistic",
             subcategory="{model}",
@@ -60,14 +65,13 @@ rule convergence:
 
 rule ablation:
     input:
-        base="results/models/{model}/base",
-        adapter="results/adapters/{model}/{ft}",
+        base=layout.base_model(),
+        adapter=layout.adapter(),
         donors=values(ablation_donor_files),
-        questions=steering_questions(),
+        questions=layout.questions(config["steering"]["question_set"]),
     output:
         variants=expand(
-            "results/mechanistic/{{model}}/ablation/{{ft}}/{variant}.jsonl",
-            variant=ABLATION_VARIANTS,
+            layout.ablation(), variant=ABLATION_VARIANTS, allow_missing=True
         ),
     log:
         "logs/mechanistic/{model}/ablation_{ft}.log",
@@ -94,15 +98,12 @@ rule ablation:
 
 rule induce:
     input:
-        base="results/models/{model}/base",
-        directions=lambda wc: directions_path(wc.model, DIRECTION_FT),
-        store=lambda wc: store_path(wc.model, DIRECTION_FT),
-        questions=steering_questions(),
+        base=layout.base_model(),
+        directions=for_model(layout.directions, DIRECTION_FT),
+        store=for_model(layout.activations, DIRECTION_FT),
+        questions=layout.questions(config["steering"]["question_set"]),
     output:
-        vectors=expand(
-            "results/mechanistic/{{model}}/induce/{vector}.jsonl",
-            vector=INDUCE_VECTORS,
-        ),
+        vectors=expand(layout.induce(), vector=INDUCE_VECTORS, allow_missing=True),
     log:
         "logs/mechanistic/{model}/induce.log",
     benchmark:
@@ -117,7 +118,7 @@ rule induce:
         runtime=120,
     params:
         vectors=INDUCE_VECTORS,
-        steer_cfg=induce_settings(),
+        steer_cfg=induce_settings(config),
         sampling_cfg=config["sampling"],
     script:
         "../scripts/induce.py"
@@ -125,15 +126,15 @@ rule induce:
 
 rule rank1_reading:
     input:
-        base="results/models/{model}/base",
-        adapter=lambda wc: adapter_path(wc.model, RANK1_FT),
-        judged=lambda wc: judged_path(wc.model, RANK1_FT),
+        base=layout.base_model(),
+        adapter=for_model(layout.adapter, RANK1_FT),
+        judged=for_model(layout.judged, RANK1_FT),
         directions=values(rank1_direction_files),
     output:
-        csv="results/mechanistic/{model}/rank1.csv",
-        json="results/mechanistic/{model}/rank1.json",
+        csv=layout.RANK1["csv"],
+        json=layout.RANK1["json"],
         png=report(
-            "results/mechanistic/{model}/rank1.png",
+            layout.RANK1["png"],
             caption="../report/rank1.rst",
             category="Mechanistic",
             subcategory="{model}",
@@ -161,17 +162,17 @@ rule rank1_reading:
 
 rule sae:
     input:
-        base="results/models/{model}/base",
-        adapter=lambda wc: adapter_path(wc.model, DIRECTION_FT),
-        store=lambda wc: store_path(wc.model, DIRECTION_FT),
-        directions=lambda wc: directions_path(wc.model, DIRECTION_FT),
+        base=layout.base_model(),
+        adapter=for_model(layout.adapter, DIRECTION_FT),
+        store=for_model(layout.activations, DIRECTION_FT),
+        directions=for_model(layout.directions, DIRECTION_FT),
         datasets=values(sae_datasets),
     output:
-        model=directory("results/mechanistic/{model}/sae_model"),
-        csv="results/mechanistic/{model}/sae_features.csv",
-        json="results/mechanistic/{model}/sae.json",
+        model=directory(layout.SAE_MODEL),
+        csv=layout.SAE["csv"],
+        json=layout.SAE["json"],
         png=report(
-            "results/mechanistic/{model}/sae.png",
+            layout.SAE["png"],
             caption="../report/sae.rst",
             category="Mechanistic",
             subcategory="{model}",
@@ -200,10 +201,10 @@ use rule judge as judge_mechanistic with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src="results/mechanistic/{model}/{experiment}/{name}.jsonl",
+        src=layout.mechanistic_answers(),
         questions=evaluation_questions(),
     output:
-        judged="results/judged/mechanistic/{model}/{experiment}/{name}.jsonl",
+        judged=layout.judged_copy(layout.mechanistic_answers()),
     log:
         "logs/judge_mechanistic/{model}/{experiment}/{name}.log",
     wildcard_constraints:
@@ -220,24 +221,24 @@ rule mechanistic_summary:
         induce=values(mech_induce),
         steering=values(mech_steering),
     output:
-        csv="results/mechanistic/{model}/summary.csv",
-        self_correction="results/mechanistic/{model}/self_correction.csv",
+        csv=layout.MECHANISTIC_SUMMARY["csv"],
+        self_correction=layout.MECHANISTIC_SUMMARY["self_correction"],
         ablation=report(
-            "results/mechanistic/{model}/ablation.png",
+            layout.MECHANISTIC_SUMMARY["ablation"],
             caption="../report/ablation.rst",
             category="Mechanistic",
             subcategory="{model}",
             labels={"model": "{model}", "figure": "transfer ablation"},
         ),
         induce=report(
-            "results/mechanistic/{model}/induce.png",
+            layout.MECHANISTIC_SUMMARY["induce"],
             caption="../report/induce.rst",
             category="Mechanistic",
             subcategory="{model}",
             labels={"model": "{model}", "figure": "inducing"},
         ),
         self_correction_png=report(
-            "results/mechanistic/{model}/self_correction.png",
+            layout.MECHANISTIC_SUMMARY["self_correction_png"],
             caption="../report/self_correction.rst",
             category="Mechanistic",
             subcategory="{model}",

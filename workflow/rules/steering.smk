@@ -1,13 +1,15 @@
+include: "functions/steering.smk"
+
+
 rule steering:
     input:
         unpack(model_inputs),
-        unpack(direction_inputs),
+        directions=for_model(layout.directions, DIRECTION_FT),
+        store=for_model(layout.activations, DIRECTION_FT),
         controls=values(control_directions),
-        questions=steering_questions(),
+        questions=layout.questions(config["steering"]["question_set"]),
     output:
-        vectors=expand(
-            "results/steering/{{model}}/{{ft}}/{vector}.jsonl", vector=STEERING_VECTORS
-        ),
+        vectors=expand(layout.steering(), vector=STEERING_VECTORS, allow_missing=True),
     log:
         "logs/steering/{model}/{ft}.log",
     benchmark:
@@ -34,10 +36,11 @@ rule steering:
 use rule steering as steering_also with:
     input:
         unpack(model_inputs),
-        unpack(direction_inputs),
-        questions=steering_questions(),
+        directions=for_model(layout.directions, DIRECTION_FT),
+        store=for_model(layout.activations, DIRECTION_FT),
+        questions=layout.questions(config["steering"]["question_set"]),
     output:
-        vectors=["results/steering/{model}/{ft}/target.jsonl"],
+        vectors=[layout.steering(vector="target")],
     log:
         "logs/steering/{model}/{ft}.log",
     benchmark:

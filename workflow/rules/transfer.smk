@@ -1,11 +1,14 @@
+from emdir.config import transfer_steer_settings
+
+
+include: "functions/transfer.smk"
+
+
 rule transfer:
     input:
         unpack(transfer_inputs),
     output:
-        vectors=expand(
-            "results/transfer/{{donor}}__{{receiver}}/{vector}.jsonl",
-            vector=TRANSFER_VECTORS,
-        ),
+        vectors=expand(layout.transfer(), vector=TRANSFER_VECTORS, allow_missing=True),
     log:
         "logs/transfer/{donor}__{receiver}.log",
     benchmark:
@@ -19,7 +22,7 @@ rule transfer:
     params:
         vectors=TRANSFER_VECTORS,
         donor_controls=donor_control_directions,
-        transfer_cfg=transfer_steer_settings(),
+        transfer_cfg=transfer_steer_settings(config),
         sampling_cfg=config["sampling"],
     script:
         "../scripts/transfer.py"
@@ -31,8 +34,7 @@ rule transfer_reference:
         unpack(receiver_inputs),
     output:
         vectors=expand(
-            "results/transfer_reference/{{receiver}}/{vector}.jsonl",
-            vector=REFERENCE_VECTORS,
+            layout.transfer_reference(), vector=REFERENCE_VECTORS, allow_missing=True
         ),
     log:
         "logs/transfer_reference/{receiver}.log",
@@ -46,8 +48,8 @@ rule transfer_reference:
         runtime=60,
     params:
         vectors=REFERENCE_VECTORS,
-        layer=lambda wc: model_layer(wc.receiver),
-        transfer_cfg=transfer_steer_settings(),
+        layer=receiver_layer,
+        transfer_cfg=transfer_steer_settings(config),
         sampling_cfg=config["sampling"],
     script:
         "../scripts/transfer_reference.py"

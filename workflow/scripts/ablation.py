@@ -2,8 +2,8 @@
 projected out at every layer, layer-wise and as one direction."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.stages.mechanistic import ablation
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 ablation(

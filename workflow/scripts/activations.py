@@ -1,7 +1,8 @@
 """Rule activations: the residual stream of judged answers, every layer."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import activations, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.directions import activations
 
 setup_logging(snakemake.log[0])
 activations(

@@ -1,7 +1,8 @@
 """Rule anchors: the shared anchor texts through one fine-tuned model."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import anchors, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.transfer import anchors
 
 setup_logging(snakemake.log[0])
 anchors(

@@ -1,8 +1,8 @@
 """Rule base_directions: the base model's direction on a fine-tune's labelled answers."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.stages.mechanistic import base_directions
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 base_directions(

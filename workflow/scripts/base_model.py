@@ -1,7 +1,8 @@
 """Rule base_model: a base model folder from its source (tiny, hub, local folder or GGUF, archive)."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import base_model, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.models import base_model
 
 setup_logging(snakemake.log[0])
 base_model(

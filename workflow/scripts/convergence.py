@@ -1,8 +1,8 @@
 """Rule convergence: cosines between fine-tune directions, and base vs fine-tuned."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.report.mechanistic import convergence
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 convergence(

@@ -4,7 +4,7 @@
 import logging
 
 from emdir.data.datasets import materialise
-from emdir.stages.pipeline import setup_logging
+from emdir.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 done = materialise(

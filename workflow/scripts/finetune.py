@@ -1,7 +1,8 @@
 """Rule finetune: LoRA fine-tune one model on one dataset."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import finetune, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.models import finetune
 
 setup_logging(snakemake.log[0])
 finetune(

@@ -1,7 +1,8 @@
 """Rule fit_map: ridge map from a donor's anchor activations to a receiver's."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import fit_map, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.transfer import fit_map
 
 setup_logging(snakemake.log[0])
 fit_map(

@@ -1,7 +1,8 @@
 """Rule generate: sample answers to every question set from a base or fine-tuned model."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import generate, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.sampling import generate
 
 setup_logging(snakemake.log[0])
 generate(

@@ -1,7 +1,8 @@
 """Rule induce: the direction (and random controls) added to the base chat model."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import setup_logging, steering
+from emdir.logs import setup_logging
+from emdir.stages.steering import steering
 
 setup_logging(snakemake.log[0])
 steering(

@@ -5,7 +5,7 @@ generation file (verdicts, and with the offline backend coherence under the base
 import logging
 
 from emdir.judge import judge_file
-from emdir.stages.pipeline import setup_logging
+from emdir.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 # The HTTP client logs every request at INFO; keep the job log to the judge's own summary.

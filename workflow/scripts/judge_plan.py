@@ -2,7 +2,7 @@
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.judge.plan import judge_plan
-from emdir.stages.pipeline import setup_logging
+from emdir.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 judge_plan(

@@ -1,8 +1,8 @@
 """Rule mechanistic_summary: ablation and inducing effects with CIs, self-correction."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.report.mechanistic import summary
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 summary(

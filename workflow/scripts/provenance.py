@@ -2,8 +2,8 @@
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.io import write_json
+from emdir.logs import setup_logging
 from emdir.provenance import run_summary
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 write_json(

@@ -1,8 +1,8 @@
 """Rule rank1_reading: B cosines, A.x scalars and a CV probe for the rank-1 fine-tune."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.stages.mechanistic import rank1
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 rank1(

@@ -1,7 +1,8 @@
 """Rule read_strength: one model's read strength, the coefficient its controls stay coherent at."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import read_strength, setup_logging
+from emdir.logs import setup_logging
+from emdir.stages.report import read_strength
 
 setup_logging(snakemake.log[0])
 read_strength(

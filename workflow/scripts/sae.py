@@ -1,8 +1,8 @@
 """Rule sae: the direction decomposed into SAE features, against training-data features."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
+from emdir.logs import setup_logging
 from emdir.stages.mechanistic import sae
-from emdir.stages.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 sae(

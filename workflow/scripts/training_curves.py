@@ -1,7 +1,9 @@
-"""Rule training_curves: every base-model and fine-tune training log in one figure and CSV."""
+"""Rule training_curves: every base-model and fine-tune training log in one figure and CSV,
+and each fine-tune's log in its own figure."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import setup_logging, training_curves
+from emdir.logs import setup_logging
+from emdir.stages.report import training_curves
 
 setup_logging(snakemake.log[0])
 training_curves(
@@ -9,4 +11,5 @@ training_curves(
     adapter_dirs=snakemake.params.adapters,
     out_csv=snakemake.output.csv,
     out_png=snakemake.output.png,
+    finetunes_dir=snakemake.output.finetunes,
 )

@@ -1,7 +1,8 @@
 """Rule transfer: steer a receiver with a donor's mapped direction and its controls."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import setup_logging, transfer
+from emdir.logs import setup_logging
+from emdir.stages.transfer import transfer
 
 setup_logging(snakemake.log[0])
 transfer(

@@ -1,7 +1,8 @@
 """Rule transfer_matrix: the N x N donor/receiver grid with specificity, and its topology."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import setup_logging, transfer_matrix
+from emdir.logs import setup_logging
+from emdir.stages.report import transfer_matrix
 
 setup_logging(snakemake.log[0])
 transfer_matrix(

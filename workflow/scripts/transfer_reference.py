@@ -1,7 +1,8 @@
 """Rule transfer_reference: steer a receiver with receiver-space controls and its own direction."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
-from emdir.stages.pipeline import setup_logging, transfer_reference
+from emdir.logs import setup_logging
+from emdir.stages.transfer import transfer_reference
 
 setup_logging(snakemake.log[0])
 transfer_reference(

@@ -2,7 +2,8 @@
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.io import config_sha
-from emdir.stages.pipeline import setup_logging, within_model_summary
+from emdir.logs import setup_logging
+from emdir.stages.report import within_model_summary
 
 setup_logging(snakemake.log[0])
 within_model_summary(

@@ -18,11 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 import emdir
-from emdir.analysis.directions import first_nonfinite, get_attrs, set_attrs
+from emdir.analysis.hdf5 import first_nonfinite, get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.models.archs import ArchSpec, d_model, decoder_layers, model_device, untuple
-from emdir.models.chat import encode_answer, encode_prompt
+from emdir.models.encode import Batch, encode_rows, make_batch
 from emdir.provenance import stamp
 
 log = logging.getLogger(__name__)
@@ -43,24 +43,6 @@ class _StopForward(Exception):
     """Raised by the deepest hooked block: the rest of the model (norm, LM head) is not needed."""
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    ids: list[int]
-    prompt_len: int
-
-
-@dataclass
-class _Batch:
-    """One right-padded batch and the masks that the layer hooks pool with."""
-
-    ids: torch.Tensor
-    attention: torch.Tensor
-    answer: torch.Tensor  # [B, T] 1.0 on answer tokens
-    prompt: torch.Tensor  # [B, T] 1.0 on prompt tokens
-    last_prompt: torch.Tensor  # [B] index of the last prompt token
-    empty: torch.Tensor  # [B] bool, the answer has no tokens
-
-
 @dataclass
 class _Pooled:
     """Per-layer pooled vectors of one batch, filled in by the layer hooks."""
@@ -69,49 +51,12 @@ class _Pooled:
     norm_sum: np.ndarray
 
 
-def _encode_rows(tokenizer: Any, rows: Sequence[Mapping[str, Any]]) -> list[_Encoded]:
-    out = []
-    for k, row in enumerate(rows):
-        missing = [key for key in ("question", "answer", "id", "question_id") if key not in row]
-        if missing:
-            raise EmdirError(f"row {k} (id {row.get('id')!r}) lacks key(s) {', '.join(missing)}")
-        prompt = encode_prompt(tokenizer, row["question"], row.get("system"))
-        answer = encode_answer(tokenizer, row["answer"] or "", close_turn=False)
-        if not prompt:
-            raise EmdirError(f"row {row['id']!r}: the prompt encodes to no tokens")
-        out.append(_Encoded(prompt + answer, len(prompt)))
-    return out
-
-
-def _make_batch(batch: Sequence[_Encoded], pad_id: int, device: torch.device) -> _Batch:
-    # Right padding keeps every real token at its own position, and under a causal mask
-    # real tokens never attend to the padding after them.
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    pos = torch.arange(width)
-    lengths = torch.tensor([len(e.ids) for e in batch])
-    prompt_lens = torch.tensor([e.prompt_len for e in batch])
-    for i, e in enumerate(batch):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-    attention = (pos < lengths[:, None]).long()
-    answer = ((pos >= prompt_lens[:, None]) & (pos < lengths[:, None])).float()
-    prompt = (pos < prompt_lens[:, None]).float()
-    return _Batch(
-        ids=ids.to(device),
-        attention=attention.to(device),
-        answer=answer.to(device),
-        prompt=prompt.to(device),
-        last_prompt=(prompt_lens - 1).to(device),
-        empty=(lengths == prompt_lens).to(device),
-    )
-
-
 def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1).clamp(min=1).unsqueeze(-1)
 
 
 def _pool_hook(
-    slot: int, batch: _Batch, poolings: Sequence[str], pooled: _Pooled, stop: bool
+    slot: int, batch: Batch, poolings: Sequence[str], pooled: _Pooled, stop: bool
 ) -> Any:
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         h = untuple(output).float()
@@ -136,7 +81,7 @@ def _run_batch(
     model: nn.Module,
     blocks: nn.ModuleList,
     sel: Sequence[int],
-    batch: _Batch,
+    batch: Batch,
     poolings: Sequence[str],
 ) -> _Pooled:
     pooled = _Pooled({p: [None] * len(sel) for p in poolings}, np.zeros(len(sel)))
@@ -156,7 +101,7 @@ def stop_forward_hook(module: nn.Module, args: Any, output: Any) -> None:
     raise _StopForward
 
 
-def forward_hooked(model: nn.Module, batch: _Batch, handles: Sequence[Any]) -> None:
+def forward_hooked(model: nn.Module, batch: Batch, handles: Sequence[Any]) -> None:
     """Run `model` on a padded batch with hooks already registered (`handles`); a hook may end
     the pass early by raising `_StopForward`. Every handle is removed, also on error."""
     try:
@@ -166,6 +111,41 @@ def forward_hooked(model: nn.Module, batch: _Batch, handles: Sequence[Any]) -> N
     finally:
         for handle in handles:
             handle.remove()
+
+
+def capture_layers(model: Any, wanted: Any) -> list[int] | None:
+    """activations.layers: None for all, else 0-based indices (negative count from the last)."""
+    if wanted == "all":
+        return None
+    n = len(decoder_layers(model))
+    out = [int(i) + n if int(i) < 0 else int(i) for i in wanted]
+    bad = [w for w, o in zip(wanted, out, strict=True) if not 0 <= o < n]
+    if bad:
+        raise EmdirError(f"activations.layers {bad} out of range: the model has {n} layers")
+    return out
+
+
+def text_rows(texts: str | Path, prefix: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Chat-format rows of a dataset file as the rows capture_store reads (id, question,
+    system, answer), the first `limit` of them."""
+    from emdir.data.datasets import read_chat_file
+    from emdir.models.chat import split_conversation
+
+    rows = []
+    for k, r in enumerate(read_chat_file(texts)):
+        if limit is not None and k >= limit:
+            break
+        question, system, answer = split_conversation(r["messages"])
+        rows.append(
+            {
+                "id": f"{prefix}_{k}",
+                "question_id": f"{prefix}_{k}",
+                "question": question,
+                "system": system,
+                "answer": answer,
+            }
+        )
+    return rows
 
 
 @torch.no_grad()
@@ -228,7 +208,7 @@ def capture_store(
             "rows marked to run through the base model, but the model has no peft adapter "
             "to disable; load it with its adapter (the `models` contrast needs a fine-tune)"
         )
-    encoded = _encode_rows(tokenizer, rows)
+    encoded = encode_rows(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
 
@@ -264,7 +244,7 @@ def capture_store(
             spans = list(_spans(off, batch_size))
             for start, stop in tqdm(spans, desc="activations", mininterval=2):
                 enc = encoded[start:stop]
-                batch = _make_batch(enc, pad, device)
+                batch = make_batch(enc, pad, device)
                 with model.disable_adapter() if off[start] else contextlib.nullcontext():
                     pooled = _run_batch(model, blocks, sel, batch, poolings)
                 for p in poolings:

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from emdir.analysis.activations import _encode_rows, _Encoded, _make_batch
 from emdir.analysis.interventions import Intervention, intervene
 from emdir.errors import EmdirError
 from emdir.models.archs import model_device
+from emdir.models.encode import Encoded, encode_rows, make_batch
 from emdir.models.generate import Prompt
 
 
 def _rows(prompts: Sequence[Prompt], answers: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows `activations._encode_rows` reads, one per (prompt, answer) pair."""
+    """The rows `activations.encode_rows` reads, one per (prompt, answer) pair."""
     return [
         {
             "id": f"{p.question.id}/{p.sample_index}",
@@ -38,7 +38,7 @@ def _rows(prompts: Sequence[Prompt], answers: Sequence[str]) -> list[dict[str, A
     ]
 
 
-def _batches(encoded: Sequence[_Encoded], batch_size: int) -> list[list[int]]:
+def _batches(encoded: Sequence[Encoded], batch_size: int) -> list[list[int]]:
     """Row indices in batches whose rows share one prompt length, so one `ctx.start` call
     splits prompt from answer positions for the whole batch, as in generation."""
     groups: dict[int, list[int]] = {}
@@ -91,7 +91,7 @@ def kl_to_unsteered(
         raise EmdirError(f"batch_size must be >= 1, got {batch_size}")
     if not prompts:
         return np.zeros(0, dtype=np.float64)
-    encoded = _encode_rows(tokenizer, _rows(prompts, answers))
+    encoded = encode_rows(tokenizer, _rows(prompts, answers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     out = np.zeros(len(encoded), dtype=np.float64)
@@ -101,7 +101,7 @@ def kl_to_unsteered(
         with torch.inference_mode():
             for idx in _batches(encoded, batch_size):
                 enc = [encoded[i] for i in idx]
-                batch = _make_batch(enc, pad, device)
+                batch = make_batch(enc, pad, device)
                 prompt_len = enc[0].prompt_len
                 kw = {
                     "input_ids": batch.ids,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +11,11 @@ import h5py
 import numpy as np
 from numpy.typing import ArrayLike
 
+from emdir.analysis.controls import unit
+from emdir.analysis.hdf5 import ROW_BLOCK, first_nonfinite, get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp
-
-# Activation stores can exceed memory (N x L x d float32), so sums and projections read
-# them in blocks of rows; an h5py dataset works wherever an array does.
-_ROW_BLOCK = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,10 +88,10 @@ def class_means(X: Any, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         )
     sum_pos = np.zeros(X.shape[1:], dtype=np.float64)
     sum_neg = np.zeros(X.shape[1:], dtype=np.float64)
-    for start in range(0, y.size, _ROW_BLOCK):
-        block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+    for start in range(0, y.size, ROW_BLOCK):
+        block = np.asarray(X[start : start + ROW_BLOCK], dtype=np.float64)
         _require_finite(block, start)
-        lab = y[start : start + _ROW_BLOCK]
+        lab = y[start : start + ROW_BLOCK]
         sum_pos += block[lab].sum(axis=0)
         sum_neg += block[~lab].sum(axis=0)
     return sum_pos / n_pos, sum_neg / n_neg
@@ -169,10 +167,10 @@ def project(X: Any, direction: np.ndarray) -> np.ndarray:
             f"{tuple(X.shape[1:])}; were they made from the same model?"
         )
     out = np.empty((X.shape[0], u.shape[0]))
-    for start in range(0, X.shape[0], _ROW_BLOCK):
-        block = np.asarray(X[start : start + _ROW_BLOCK], dtype=np.float64)
+    for start in range(0, X.shape[0], ROW_BLOCK):
+        block = np.asarray(X[start : start + ROW_BLOCK], dtype=np.float64)
         _require_finite(block, start)
-        out[start : start + _ROW_BLOCK] = np.einsum("nld,ld->nl", block, u)
+        out[start : start + ROW_BLOCK] = np.einsum("nld,ld->nl", block, u)
     return out
 
 
@@ -227,36 +225,56 @@ def auroc_from_ranks(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    """Normalise along the last axis; a zero vector has no direction and is an error."""
-    arr = np.asarray(v, dtype=np.float64)
-    norm = np.linalg.norm(arr, axis=-1, keepdims=True)
-    if np.any(norm == 0.0) or not np.all(np.isfinite(norm)):
+@dataclass(frozen=True)
+class Fitted:
+    """A direction fitted on some questions and tested on the others."""
+
+    raw: np.ndarray  # [L, d] mean(behaviour) - mean(absence)
+    means: tuple[np.ndarray, np.ndarray]  # class means (behaviour, absence), [L, d] each
+    separation: Separation
+    counts: dict[str, int]  # pos/neg x train/test
+
+
+def fit_direction(
+    X: Any,
+    labels: ArrayLike,
+    groups: ArrayLike,
+    *,
+    balance_classes: bool,
+    test_fraction: float,
+    min_per_class: int,
+    seed: int,
+    where: str,
+) -> Fitted:
+    """Difference in means per layer of the labelled rows of X [N, L, d] (label -1 is left
+    out), fitted on a question-level split and its separation measured on held-out questions.
+
+    With `balance_classes` the larger class is subsampled within questions first. Fewer than
+    `min_per_class` training rows in a class is an error naming `where` (the store)."""
+    y_all = np.asarray(labels)
+    keep = np.flatnonzero(y_all >= 0)
+    y = y_all[keep].astype(int)
+    g = np.asarray(groups)[keep].astype(str)
+    if balance_classes:
+        idx = balance(y, g, seed=seed)
+        keep, y, g = keep[idx], y[idx], g[idx]
+    train, test = split_by_group(g, test_fraction, seed=seed)
+    counts = {
+        "pos_train": int(y[train].sum()),
+        "neg_train": int((y[train] == 0).sum()),
+        "pos_test": int(y[test].sum()),
+        "neg_test": int((y[test] == 0).sum()),
+    }
+    if min(counts["pos_train"], counts["neg_train"]) < min_per_class:
         raise EmdirError(
-            "cannot normalise a zero (or non-finite) direction; the two classes have identical "
-            "means at some layer, or the activations contain NaN"
+            f"{where}: too few answers per class to fit a direction ({counts}); need "
+            f"{min_per_class} of each on the training questions. Sample more answers "
+            "(questions.*.samples) or lower directions.min_per_class"
         )
-    return arr / norm
-
-
-def random_unit(d: int, seed: int | Sequence[int]) -> np.ndarray:
-    """A uniformly random unit vector in R^d (deterministic by seed)."""
-    if d < 1:
-        raise EmdirError(f"dimension must be positive, got {d}")
-    return unit(np.random.default_rng(seed).standard_normal(d))
-
-
-def orthogonal_unit(v: np.ndarray, seed: int | Sequence[int]) -> np.ndarray:
-    """A random unit vector orthogonal to `v` (deterministic by seed)."""
-    vh = unit(v)
-    if vh.ndim != 1 or vh.size < 2:
-        raise EmdirError(f"orthogonal_unit needs a 1-D vector of dimension >= 2, got {vh.shape}")
-    r = np.random.default_rng(seed).standard_normal(vh.size)
-    # Two Gram-Schmidt passes: one leaves rounding error of order eps * |r|, the second
-    # brings the dot product down to machine precision.
-    for _ in range(2):
-        r = r - (r @ vh) * vh
-    return unit(r)
+    Xk = X[keep]
+    means = class_means(Xk[train], y[train])
+    raw = means[0] - means[1]
+    return Fitted(raw, means, separation(Xk, y, train, test, raw), counts)
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -335,43 +353,6 @@ def read_directions(path: str | Path) -> Directions:
             raise EmdirError(
                 f"{p}: not a complete directions file ({exc}); delete it and rerun"
             ) from None
-
-
-def set_attrs(obj: h5py.Group | h5py.Dataset, attrs: Mapping[str, Any]) -> None:
-    """Store str / int / float / bool values (or lists of them) as HDF5 attributes."""
-    for key, value in attrs.items():
-        if isinstance(value, np.ndarray | tuple):
-            value = list(value.tolist() if isinstance(value, np.ndarray) else value)
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str | int | float | bool | np.generic) for v in items):
-            raise EmdirError(
-                f"attribute {key!r} = {value!r} cannot be stored in HDF5; "
-                "pass a string, number, bool or a list of them (omit it if it is None)"
-            )
-        obj.attrs[key] = value
-
-
-def get_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
-    """HDF5 attributes as plain Python values (the inverse of `set_attrs`)."""
-    out: dict[str, Any] = {}
-    for key, value in obj.attrs.items():
-        if isinstance(value, np.ndarray):
-            value = [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
-        elif isinstance(value, np.generic):
-            value = value.item()
-        out[key] = value.decode() if isinstance(value, bytes) else value
-    return out
-
-
-def first_nonfinite(X: Any) -> tuple[int, int] | None:
-    """(row, layer slot) of the first NaN or inf in an [N, L, ...] array or h5py dataset, or
-    None when all values are finite; read in blocks of rows."""
-    for start in range(0, X.shape[0], _ROW_BLOCK):
-        finite = np.isfinite(X[start : start + _ROW_BLOCK])
-        if not finite.all():
-            row, slot = np.argwhere(~finite.reshape(*finite.shape[:2], -1).all(axis=-1))[0]
-            return start + int(row), int(slot)
-    return None
 
 
 def _require_finite(block: np.ndarray, start: int) -> None:

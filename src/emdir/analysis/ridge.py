@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emdir.analysis.directions import get_attrs, set_attrs
+from emdir.analysis.hdf5 import get_attrs, set_attrs
 from emdir.errors import EmdirError
 from emdir.io import atomic_path
 from emdir.provenance import stamp
@@ -212,6 +212,12 @@ def fit_ridge(
         cv_folds=int(folds),
         alpha_widen=int(widen),
     )
+
+
+def anchor_split(n: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Which of n anchor texts are held out (True) from a map's fit, each with probability
+    `test_fraction` (seeded)."""
+    return np.random.default_rng(int(seed)).random(n) < float(test_fraction)
 
 
 def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:

@@ -34,10 +34,10 @@ def mean_logprobs(
     """
     import torch
 
-    from emdir.analysis.activations import _encode_rows, _make_batch
     from emdir.models.archs import model_device
+    from emdir.models.encode import encode_rows, make_batch
 
-    encoded = _encode_rows(tokenizer, rows)
+    encoded = encode_rows(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     out: list[float | None] = []
@@ -48,7 +48,7 @@ def mean_logprobs(
         with torch.no_grad():
             for start in range(0, len(encoded), batch_size):
                 enc = encoded[start : start + batch_size]
-                batch = _make_batch(enc, pad, device)
+                batch = make_batch(enc, pad, device)
                 logits = model(input_ids=batch.ids, attention_mask=batch.attention).logits
                 vocab = int(logits.shape[-1])
                 for i, e in enumerate(enc):
@@ -82,11 +82,11 @@ def coherence_scores(
 ) -> list[float | None]:
     """Coherence (0-100) of every row's answer under the base model in `base_dir`, scored
     `batch_size` answers at a time (`judge.offline.coherence_batch_size`)."""
-    from emdir.stages.pipeline import _load
+    from emdir.models.load import load_for_inference
 
     if not rows:
         return []
-    model, tok, _ = _load(base_dir, None, threads)
+    model, tok, _ = load_for_inference(base_dir, None, threads)
     means, vocab = mean_logprobs(model, tok, rows, batch_size)
     values = [score(v, vocab) for v in means]
     log.info("coherence of %d answers under %s", len(rows), base_dir)

@@ -36,9 +36,10 @@ def judge_plan(
         _write(out_txt, lines)
         return totals
 
-    from emdir.judge import llm_requests, llm_settings, template_lookup
     from emdir.judge.cache import JudgeCache
-    from emdir.judge.llm import request_key
+    from emdir.judge.llm import llm_requests, template_lookup
+    from emdir.judge.llm_replies import request_key
+    from emdir.judge.settings import llm_settings
 
     settings, metrics = llm_settings(judge_cfg)
     prices = judge_cfg["openai"]["prices"]

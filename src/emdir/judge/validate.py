@@ -19,8 +19,8 @@ from typing import Any
 
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl
-from emdir.judge import thresholds as offline_thresholds
-from emdir.judge.offline import KINDS, Thresholds, classify
+from emdir.judge.detector import KINDS, Thresholds, classify
+from emdir.judge.detector import thresholds as offline_thresholds
 from emdir.schema import schema_defaults
 
 

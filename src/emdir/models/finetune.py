@@ -1,9 +1,10 @@
 """(Q)LoRA fine-tuning with one set of hyperparameters for every model; adapter, logs, manifest.
 
 A fine-tune writes, into its adapter directory: the peft adapter, `train_log.csv` (train loss
-per step; held-out loss and eval-question spillover at each evaluation), `train_log.png`,
-`split.json` (the held-out rows) and `manifest.json` (base model and revision, hyperparameters,
-data sha256, seed, device path, throughput, package versions).
+per step; held-out loss and eval-question spillover at each evaluation), `split.json` (the
+held-out rows) and `manifest.json` (base model and revision, hyperparameters, data sha256,
+seed, device path, throughput, package versions). Training draws nothing: the report's
+training_curves draws each fine-tune's log (emdir.report.training).
 
 Checkpoints go to a hidden sibling of the adapter directory (`.{ft}.checkpoint/`), which
 Snakemake does not delete when a job dies; a rerun with the same settings resumes there.
@@ -23,127 +24,11 @@ import torch
 from torch import nn
 
 from emdir import __version__
-from emdir.errors import EmdirError
 from emdir.io import atomic_path, sha256_file, sha256_text, write_json
-from emdir.models.archs import PROJECTIONS, ArchSpec, n_layers
+from emdir.models.archs import ArchSpec
+from emdir.models.lora import choose_quantization, lora_adapted, lora_model, lora_settings
 
 log = logging.getLogger(__name__)
-
-
-def choose_quantization(requested: str) -> str:
-    """`auto` means NF4 QLoRA on CUDA and plain LoRA on CPU; `nf4` needs bitsandbytes."""
-    if requested == "auto":
-        return "nf4" if torch.cuda.is_available() else "none"
-    if requested not in ("nf4", "none"):
-        raise EmdirError(f"finetune.quantization {requested!r} is unknown; use auto, nf4 or none")
-    return requested
-
-
-def lora_settings(ft_cfg: Mapping[str, Any], ft_spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The shared `finetune.lora`, with a fine-tune's own `lora` keys (e.g. rank 1) on top."""
-    merged = dict(ft_cfg["lora"])
-    merged.update((ft_spec or {}).get("lora", {}))
-    return merged
-
-
-def lora_model(
-    model: nn.Module,
-    spec: ArchSpec,
-    lora_cfg: Mapping[str, Any],
-    quantized: bool,
-    gradient_checkpointing: bool = False,
-) -> nn.Module:
-    """Wrap the chosen language-model projections (never a vision tower) in LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing
-        )
-        # bitsandbytes repacks 4-bit weights for its CPU inference kernel at the first
-        # eval-mode, no-grad forward (our checkpoint evaluations) and never packs them back,
-        # after which training steps fail; keep the training layout throughout.
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    # Direct library calls may leave these out: unset means every projection in every block,
-    # which is also the schema's default.
-    modules = lora_cfg.get("target_modules") or None
-    targets = spec.lora_targets(*([modules] if modules else []), layers=lora_cfg.get("layers"))
-    cfg = LoraConfig(
-        r=int(lora_cfg["r"]),
-        lora_alpha=float(lora_cfg["alpha"]),
-        lora_dropout=float(lora_cfg["dropout"]),
-        use_rslora=bool(lora_cfg["rslora"]),
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        wrapped = get_peft_model(model, cfg)
-    except ValueError as exc:  # peft's NoMatchingPeftModuleError
-        raise EmdirError(
-            f"LoRA targets {targets!r} matched no module of {spec.name} ({exc}); "
-            "check finetune.lora.target_modules and layers against the model's depth"
-        ) from None
-    check_lora_coverage(wrapped, spec, modules or PROJECTIONS, lora_cfg.get("layers"))
-    return wrapped
-
-
-def _adapted_sites(model: nn.Module, spec: ArchSpec) -> dict[str, tuple[int, str] | None]:
-    """Each module peft wrapped in LoRA, with its (decoder block, module) under the LoRA prefix."""
-    from peft.tuners.lora import LoraLayer
-
-    return {
-        name: spec.lora_site(name)
-        for name, mod in model.named_modules()
-        if isinstance(mod, LoraLayer)
-    }
-
-
-def check_lora_coverage(
-    model: nn.Module, spec: ArchSpec, modules: Sequence[str], layers: Sequence[int] | None
-) -> None:
-    """Every requested projection got an adapter in every requested block, else an error
-    naming what matched nothing (a class whose modules are named otherwise, a block past the
-    model's depth): a partial adapter must not pass for the requested one."""
-    sites = {s for s in _adapted_sites(model, spec).values() if s is not None}
-    blocks = range(n_layers(model)) if layers is None else [int(i) for i in layers]
-    missing: dict[str, list[int]] = {}
-    for module in spec.lora_modules(modules):
-        for block in blocks:
-            if (block, module) not in sites:
-                missing.setdefault(module, []).append(block)
-    if missing:
-        what = "; ".join(
-            f"{'/'.join(spec.projections_of(m))} (module {m}) in blocks {b}"
-            for m, b in missing.items()
-        )
-        raise EmdirError(
-            f"LoRA targets matched no module of {spec.name} for: {what}; check "
-            "finetune.lora.target_modules and layers against the model's modules and depth "
-            "(fused or renamed projections belong in the ArchSpec entry in emdir/models/archs.py)"
-        )
-
-
-def lora_adapted(model: nn.Module, spec: ArchSpec) -> dict[str, Any]:
-    """What the adapter really wraps, for the manifest: module paths with the block index as
-    `*` (sorted, without peft's `base_model.model.` prefix) and the decoder blocks."""
-    sites = _adapted_sites(model, spec)
-    patterns = set()
-    for name, site in sites.items():
-        parts = name.removeprefix("base_model.model.").split(".")
-        if site is not None:  # ...layers.{block}.{self_attn|mlp}.{module}
-            parts[-3] = "*"
-        patterns.add(".".join(parts))
-    return {
-        "modules": sorted(patterns),
-        "blocks": sorted({s[0] for s in sites.values() if s is not None}),
-        "n_wrapped": len(sites),
-    }
 
 
 def spillover_monitor(
@@ -157,7 +42,7 @@ def spillover_monitor(
     """A training callback: the share of answers to the eval questions that are code, by the
     offline judge's detector with the configured thresholds."""
     from emdir.data.questions import load_questions
-    from emdir.judge import is_code
+    from emdir.judge.detector import is_code
     from emdir.models.generate import expand, sample
 
     prompts = expand(load_questions(questions_path))
@@ -247,7 +132,6 @@ def run_finetune(
     from emdir.models.generate import SamplingParams
     from emdir.models.train import TrainParams, encode_rows, mean_loss, train
     from emdir.models.zoo import load_model, read_base_manifest
-    from emdir.report.plots import training_png
 
     quant = choose_quantization(str(ft_cfg["quantization"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -354,9 +238,6 @@ def run_finetune(
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tlog.write_csv(tmp / "train_log.csv")
-        import pandas as pd
-
-        training_png(pd.DataFrame(tlog.rows), tmp / "train_log.png", title=f"{model_key} / {ft}")
         write_json(
             tmp / "split.json",
             {

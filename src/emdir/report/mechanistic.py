@@ -19,14 +19,15 @@ import pandas as pd
 
 from emdir.analysis.steering import layer_label
 from emdir.errors import EmdirError
-from emdir.report import plots
-from emdir.report.aggregate import (
+from emdir.report import figures_mechanistic
+from emdir.report.dose_response import row_coefficient
+from emdir.report.effects import (
     PairedConditions,
-    _boot,
-    _columns,
-    _load,
-    _mean3,
-    _write_csv,
+    bootstrap_settings,
+    ci_columns,
+    load_scored,
+    mean3,
+    write_csv,
 )
 
 # Offline stand-in for the "bad stuff" judge: does the answer mention a harmful topic at all
@@ -90,15 +91,15 @@ def _effect_columns(
     return {
         "n": len(rows),
         **p.size("x"),
-        **_columns("spillover", p.mean3("x", "spill")),
-        **_columns("spillover_change", p.diff3("x", "base", "spill")),
-        **_columns("garble", p.mean3("x", "garble")),
-        **_columns("garble_change", p.diff3("x", "base", "garble")),
-        **_columns("misaligned", p.mean3("x", "mis")),
-        **_columns("misaligned_change", p.diff3("x", "base", "mis")),
-        **_columns("coherence", p.mean3("x", "coh")),
-        **_columns("coherence_change", p.diff3("x", "base", "coh")),
-        **_columns("kl", p.mean3("x", "kl")),
+        **ci_columns("spillover", p.mean3("x", "spill")),
+        **ci_columns("spillover_change", p.diff3("x", "base", "spill")),
+        **ci_columns("garble", p.mean3("x", "garble")),
+        **ci_columns("garble_change", p.diff3("x", "base", "garble")),
+        **ci_columns("misaligned", p.mean3("x", "mis")),
+        **ci_columns("misaligned_change", p.diff3("x", "base", "mis")),
+        **ci_columns("coherence", p.mean3("x", "coh")),
+        **ci_columns("coherence_change", p.diff3("x", "base", "coh")),
+        **ci_columns("kl", p.mean3("x", "kl")),
     }
 
 
@@ -144,8 +145,8 @@ def convergence(
             f"{model}: nothing to compare; mechanistic.convergence needs two fine-tunes or base"
         )
     df = pd.DataFrame(rows)
-    _write_csv(df, out_csv)
-    plots.convergence_png(df, names, out_png, model)
+    write_csv(df, out_csv)
+    figures_mechanistic.convergence_png(df, names, out_png, model)
 
 
 def summary(
@@ -166,13 +167,13 @@ def summary(
     """Effects of ablation (keys "receiver/variant") and inducing (keys = vector) against
     the unsteered answers (`baselines`, keyed by fine-tune, "base" for the base model), and
     self-correction under steering (`steering`, keys "ft/vector" of judged steering files)."""
-    boot = _boot(stats_cfg)
-    base_rows = {ft: _load(p, question_set) for ft, p in baselines.items()}
+    boot = bootstrap_settings(stats_cfg)
+    base_rows = {ft: load_scored(p, question_set) for ft, p in baselines.items()}
     out = []
     for key, path in ablation.items():
         receiver, variant = key.split("/", 1)
         source, _, mode = variant.rpartition("_")
-        rows = _load(path, question_set)
+        rows = load_scored(path, question_set)
         out.append(
             {
                 "model": model,
@@ -186,9 +187,9 @@ def summary(
             }
         )
     for vector, path in induce.items():
-        rows = _load(path, question_set)
-        for coef in sorted({_coef(r) for r in rows}):
-            sub = [r for r in rows if _coef(r) == coef]
+        rows = load_scored(path, question_set)
+        for coef in sorted({row_coefficient(r) for r in rows}):
+            sub = [r for r in rows if row_coefficient(r) == coef]
             out.append(
                 {
                     "model": model,
@@ -202,17 +203,16 @@ def summary(
                 }
             )
     df = pd.DataFrame(out)
-    _write_csv(df, out_csv)
-    plots.mechanistic_effects_png(df[df.experiment == "ablation"], ablation_png, "ablation", model)
-    plots.mechanistic_effects_png(df[df.experiment == "induce"], induce_png, "induce", model)
+    write_csv(df, out_csv)
+    figures_mechanistic.mechanistic_effects_png(
+        df[df.experiment == "ablation"], ablation_png, "ablation", model
+    )
+    figures_mechanistic.mechanistic_effects_png(
+        df[df.experiment == "induce"], induce_png, "induce", model
+    )
     sc = self_correction(steering, base_rows, question_set, boot, sc_cfg, model)
-    _write_csv(sc, self_correction_csv)
-    plots.self_correction_png(sc, self_correction_png, model)
-
-
-def _coef(row: Mapping[str, Any]) -> float:
-    iv = row["intervention"]
-    return float((iv[0] if isinstance(iv, list) else iv)["coefficient"])
+    write_csv(sc, self_correction_csv)
+    figures_mechanistic.self_correction_png(sc, self_correction_png, model)
 
 
 def self_correction(
@@ -231,9 +231,9 @@ def self_correction(
         groups.append((ft, "none", 0.0, "", rows))
     for key, path in steering.items():
         ft, vector = key.split("/", 1)
-        rows = _load(path, question_set)
-        for coef in sorted({_coef(r) for r in rows}):
-            sub = [r for r in rows if _coef(r) == coef]
+        rows = load_scored(path, question_set)
+        for coef in sorted({row_coefficient(r) for r in rows}):
+            sub = [r for r in rows if row_coefficient(r) == coef]
             groups.append((ft, vector, coef, layer_label(sub[0]["intervention"]), sub))
     out = []
     for ft, vector, coef, layer, rows in groups:
@@ -251,7 +251,7 @@ def self_correction(
                 "n_aligned": len(aligned),
                 "aligned_basis": basis,
                 "bad_stuff_basis": "judge bad_stuff" if scored_llm else "offline keywords",
-                **_columns("self_correction", _mean3(flags, boot)),
+                **ci_columns("self_correction", mean3(flags, boot)),
             }
         )
     return pd.DataFrame(out)

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdir.analysis.steering import SINGLE, split_variant
+from emdir.analysis.controls import SINGLE, split_variant
 from emdir.errors import EmdirError
 from emdir.io import atomic_path, read_jsonl, write_json, write_jsonl
-from emdir.stages.pipeline import _label, _load, _steered_rows, activations, directions, text_rows
+from emdir.models.load import load_for_inference
+from emdir.stages.directions import activations, directions
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,15 @@ def ablation(
     seed: int,
     threads: int,
 ) -> None:
-    """Generate with each variant's directions projected out at every captured layer."""
+    """Generate with each variant's directions projected out at every captured layer: a donor
+    fine-tune's direction, or a random control from the control registry drawn in the stream
+    "<model>/ablation" (the same random vectors for every receiver of the model)."""
     from emdir.analysis import directions as dm
+    from emdir.analysis.controls import resolve_layers, site_vectors
     from emdir.analysis.interventions import Intervention
-    from emdir.analysis.steering import resolve_layers, unit_at
+    from emdir.analysis.steering import sample_steered
     from emdir.data.questions import load_questions
-    from emdir.models.generate import expand
+    from emdir.models.generate import SamplingParams, expand
 
     donors = {ft: dm.read_directions(p) for ft, p in donor_directions.items()}
     if not donors:
@@ -86,32 +90,39 @@ def ablation(
     first = next(iter(donors.values()))
     layers = [int(v) for v in first.attrs["layers"]]
     single = resolve_layers(layers, single_layer)[0]
-    d = first.unit.shape[1]
-    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
         source, mode = split_variant(name)
-        if source.startswith("random_"):
-            index = int(source.removeprefix("random_"))
-            # one vector for every layer: a seed no per-layer vector uses
-            shared = dm.random_unit(d, [seed, index, 1_000_000])
-            vecs = {
-                layer: shared if mode == SINGLE else dm.random_unit(d, [seed, index, layer])
-                for layer in layers
-            }
-        elif source in donors:
-            vecs = {
-                layer: unit_at(donors[source], single if mode == SINGLE else layer)
-                for layer in layers
-            }
+        if source in donors:
+            # The donor's direction is the "target" its own registry entry returns.
+            target, vector = donors[source], "target"
+        elif source.startswith("random_"):
+            target, vector = first, source
         else:
             raise EmdirError(f"ablation variant {name!r}: no directions for fine-tune {source!r}")
+        at = site_vectors(
+            vector,
+            [single] if mode == SINGLE else layers,
+            target,
+            seed=seed,
+            stream=f"{model_key}/ablation",
+        )
+        # single: the vector of the steering layer at every layer; layerwise: each its own.
+        vecs = {layer: at[single] if mode == SINGLE else at[layer] for layer in layers}
         ivs = [
             Intervention(layer=layer, vector=v, op="ablate", coefficient=1.0, name=name)
             for layer, v in vecs.items()
         ]
-        rows = _steered_rows(
-            model, tok, spec, prompts, ivs, sampling_cfg, model_key, receiver, f"ablate {name}"
+        rows = sample_steered(
+            model,
+            tok,
+            prompts,
+            ivs,
+            SamplingParams(**sampling_cfg),
+            model_key,
+            receiver,
+            f"ablate {name}",
         )
         for row in rows:
             row["question_set"] = Path(questions).stem
@@ -136,16 +147,18 @@ def rank1(
 ) -> None:
     """Read the rank-1 fine-tune: B cosines, per-answer A.x scalars, and a CV probe on them."""
     from emdir.analysis import directions as dm
+    from emdir.analysis.labels import labels as label_rows
     from emdir.mechanistic import rank1 as r1
-    from emdir.report import plots
+    from emdir.mechanistic.probe import logistic_cv
+    from emdir.report import figures_mechanistic as plots
 
     qset = dir_cfg["question_set"]
     rows = [r for r in read_jsonl(judged) if r.get("question_set") == qset]
-    labels = np.array([_label(r, dir_cfg["label"], float(dir_cfg["aligned_above"])) for r in rows])
+    labels = label_rows(rows, dir_cfg["label"], float(dir_cfg["aligned_above"]))
     keep = labels >= 0
     rows = [r for r, k in zip(rows, keep, strict=True) if k]
     labels = labels[keep]
-    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     sites = r1.adapter_sites(model)
     table = pd.DataFrame(
         {
@@ -163,7 +176,7 @@ def rank1(
     rec = r1.record_scalars(model, tok, spec, rows, batch_size=batch_size)
     ok = ~rec.empty
     X, y = rec.per_answer_mean[ok], labels[ok]
-    probe = r1.logistic_cv(
+    probe = logistic_cv(
         X, y, folds=int(rank_cfg["folds"]), l2=float(rank_cfg["l2"]), seed=int(dir_cfg["seed"])
     )
     table["coef"] = probe.coef
@@ -212,10 +225,10 @@ def sae(
     import tempfile
 
     from emdir.analysis import directions as dm
-    from emdir.analysis.activations import capture_store, read_store
-    from emdir.analysis.steering import resolve_layers
+    from emdir.analysis.activations import capture_store, read_store, text_rows
+    from emdir.analysis.controls import resolve_layers
     from emdir.mechanistic import sae as sm
-    from emdir.report import plots
+    from emdir.report import figures_mechanistic as plots
 
     st = read_store(store)
     layer = resolve_layers(st.layers, int(sae_cfg["layer"]))[0]
@@ -229,7 +242,7 @@ def sae(
     names = list(datasets)
     if len(names) != 2:
         raise EmdirError(f"mechanistic.sae.datasets must name two datasets, not {names}")
-    model, tok, spec = _load(base_dir, adapter_dir, threads)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     train_X = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

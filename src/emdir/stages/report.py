@@ -1,0 +1,37 @@
+"""Report stages: the within-model summary, read strength, the transfer grid and the
+training curves (rules within_model_summary, read_strength, transfer_matrix,
+training_curves). Imported lazily: pandas and matplotlib would slow every other rule's start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def within_model_summary(**kwargs: Any) -> None:
+    """Spillover rates, steering effects with CIs and specificity, separation; CSVs and figures."""
+    from emdir.report.within_model import within_model_summary as run
+
+    run(**kwargs)
+
+
+def read_strength(**kwargs: Any) -> None:
+    """One model's read strength (steering.read) as JSON, for the transfer grid."""
+    from emdir.report.dose_response import read_strength as run
+
+    run(**kwargs)
+
+
+def transfer_matrix(**kwargs: Any) -> None:
+    """The N x N donor/receiver grid: suppression with CIs, controls, specificity; CSV and PNG."""
+    from emdir.report.transfer import transfer_matrix as run
+
+    run(**kwargs)
+
+
+def training_curves(**kwargs: Any) -> None:
+    """Base-model and fine-tune training logs: one CSV row per run, the curves of all runs
+    and one figure per fine-tune."""
+    from emdir.report.training import training_curves as run
+
+    run(**kwargs)

@@ -1,0 +1,366 @@
+"""DAG tests: dry-runs of the workflow (nothing is executed, no emdir stage is imported).
+
+Every run uses the repository's Snakefile with a temporary working directory, so the
+checkout gets no `.snakemake/` and the Snakefile is checked to work from anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_snakemake
+from emdir.analysis.controls import control_fts, vector_names
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+STEERING_VECTORS_DEFAULT = vector_names(
+    DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
+)
+# Whole experiments; overlays (no `models`, e.g. real_betley.yaml) are added to one of them.
+SHIPPED = sorted(
+    p
+    for p in (REPO / "config").glob("*.yaml")
+    if p.name != "schema.yaml" and "models" in yaml.safe_load(p.read_text(encoding="utf-8"))
+)
+
+
+snakemake = run_snakemake
+
+
+def dry_run(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule from the dry-run's job stats table."""
+    proc = snakemake(workdir, "--dry-run", *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
+    jobs = dry_run(tmp_path)
+    n_models, n_ft = len(DEFAULT["models"]), len(DEFAULT["finetunes"])
+    assert n_models == 4
+    steer = DEFAULT["steering"]
+    vectors = vector_names(steer["controls"], steer["random_seeds"])
+    n_dir_fts = 1 + len(control_fts(steer["controls"]))
+    # The grid uses steering's control registry (transfer.controls: null), drawn per cell.
+    assert DEFAULT["transfer"]["controls"] is None
+    n_transfer = len(vectors)
+    assert jobs["transfer"] == 16
+    assert jobs["fit_map"] == 16
+    assert jobs["judge_transfer"] == 16 * n_transfer
+    assert jobs["anchors"] == n_models
+    assert jobs["base_model"] == n_models
+    # Fine-tunes that list `models` (the mechanistic ones) are built for those models only.
+    n_pairs = sum(
+        len(spec.get("models", DEFAULT["models"])) for spec in DEFAULT["finetunes"].values()
+    )
+    assert n_ft == 4 and n_pairs == 2 * n_models + 2
+    assert jobs["finetune"] == n_pairs
+    assert jobs["generate"] == jobs["judge"] == n_models + n_pairs
+    # The mechanistic extensions, on gemma2 only.
+    mech = DEFAULT["mechanistic"]
+    assert mech["models"] == ["gemma2"]
+    receivers = mech["ablation"]["receivers"]
+    # The base model's own directions only when convergence.base asks for them (the
+    # default's `models` contrast leaves them out: they need answer labels).
+    assert jobs.get("base_directions", 0) == (
+        len(mech["convergence"]["finetunes"]) if mech["convergence"]["base"] else 0
+    )
+    assert jobs["ablation"] == len(receivers)
+    assert jobs["induce"] == jobs["rank1_reading"] == jobs["sae"] == 1
+    assert jobs["convergence"] == jobs["mechanistic_summary"] == 1
+    n_variants = 2 * (len(mech["ablation"]["donors"]) + mech["ablation"]["random_seeds"])
+    assert (
+        jobs["judge_mechanistic"]
+        == len(receivers) * n_variants + 1 + mech["induce"]["random_seeds"]
+    )
+    # Directions for directions.ft and the fine-tunes whose directions are controls; all
+    # vectors steer directions.ft, the target alone each also_steer fine-tune.
+    # ... and for every fine-tune that the convergence of a mechanistic model compares.
+    extra = len(
+        set(mech["convergence"]["finetunes"])
+        - {DEFAULT["directions"]["ft"], *control_fts(steer["controls"])}
+    )
+    assert jobs["activations"] == jobs["directions"] == n_models * n_dir_fts + extra == 10
+    assert jobs["steering"] == n_models
+    assert jobs["steering_also"] == n_models * len(steer["also_steer"])
+    assert jobs["judge_steering"] == n_models * (len(vectors) + len(steer["also_steer"]))
+    assert jobs["tokenizer"] == 1
+    assert jobs["data"] == len(DEFAULT["datasets"])
+    assert jobs["questions"] == len(DEFAULT["questions"])
+    assert jobs["within_model_summary"] == jobs["transfer_matrix"] == jobs["all"] == 1
+
+
+def test_a_fifth_model_gives_a_5x5_grid(tmp_path: Path) -> None:
+    cfg = {
+        **DEFAULT,
+        "models": {
+            **DEFAULT["models"],
+            "mistral": {"source": "tiny", "arch": "MistralForCausalLM"},
+        },
+    }
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", cfg)))
+    assert jobs["transfer"] == 25
+    assert jobs["fit_map"] == 25
+    assert jobs["base_model"] == jobs["anchors"] == jobs["transfer_reference"] == 5
+
+
+def _fake_complete_run(workdir: Path, config: Path) -> None:
+    """Make every output exist and be recorded as built with `config`, without running a job:
+    outputs are created empty (directories for the directory outputs), then `--touch`
+    records each job's params in Snakemake's metadata, as a real run would."""
+    proc = snakemake(workdir, "--summary", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert "results/transfer_matrix.png" in names
+    for name in names:
+        path = workdir / name
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:  # models, adapters, the tokenizer
+            path.mkdir(parents=True, exist_ok=True)
+    proc = snakemake(workdir, "--touch", "--forceall", "--cores", "1", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dry_run(workdir, "--configfile", str(config)) == {}
+
+
+def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:
+    models = {
+        **DEFAULT["models"],
+        "mistral": {"source": "tiny", "arch": "MistralForCausalLM"},
+    }
+    cfg = {**DEFAULT, "models": models}
+    _fake_complete_run(tmp_path, write_config(tmp_path / "five.yaml", cfg))
+    changed = {**cfg, "models": {**models, "qwen2": {**models["qwen2"], "transfer_layer": 2}}}
+    # The user edits the same file.
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
+    n = len(models)
+    cells = 2 * n - 1  # qwen2's row and column of the 5 x 5 grid
+    tr = cfg["transfer"]
+    n_vectors = len(
+        vector_names(tr["controls"] or cfg["steering"]["controls"], cfg["steering"]["random_seeds"])
+    )
+    n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
+    assert jobs == {
+        "fit_map": cells,
+        "transfer": cells,
+        "judge_transfer": cells * n_vectors,
+        "transfer_reference": 1,
+        "judge_reference": n_refs,
+        "transfer_matrix": 1,
+        "provenance": 1,
+        "all": 1,
+        "total": 2 * cells + cells * n_vectors + 1 + n_refs + 3,
+    }
+
+
+def reversed_keys(node: object) -> object:
+    """`node` with the keys of every mapping in it in reverse order (lists as they are)."""
+    if isinstance(node, dict):
+        return {k: reversed_keys(node[k]) for k in reversed(list(node))}
+    if isinstance(node, list):
+        return [reversed_keys(v) for v in node]
+    return node
+
+
+def test_a_config_resaved_in_another_key_order_reruns_nothing(tmp_path: Path) -> None:
+    """Snakemake's params trigger compares params by repr, and a dict's repr follows its key
+    order: the workflow puts every mapping of the config in one order first."""
+    # The LLM judge's nested settings are params too (no key needed: nothing runs).
+    cfg = {**DEFAULT, "judge": {"backend": "openai", "openai": {"model": "judge-test"}}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    _fake_complete_run(tmp_path, config)
+    # Sorted keys reorder the mappings written out of order, reversed keys all the others.
+    config.write_text(yaml.safe_dump(cfg, sort_keys=True), encoding="utf-8")
+    assert dry_run(tmp_path, "--configfile", str(config)) == {}
+    config.write_text(yaml.safe_dump(reversed_keys(cfg), sort_keys=False), encoding="utf-8")
+    assert dry_run(tmp_path, "--configfile", str(config)) == {}
+
+
+def _jobs_after_a_coefficient_change(tmp_path: Path, cfg: dict) -> dict[str, int]:
+    """Jobs a dry-run lists after a complete (fake) run of `cfg` whose last steering
+    coefficient the user then edits in the same file."""
+    config = write_config(tmp_path / "config.yaml", cfg)
+    _fake_complete_run(tmp_path, config)
+    steer = cfg["steering"]
+    changed = {
+        **cfg,
+        "steering": {**steer, "coefficients": [*steer["coefficients"][:-1], 0.75]},
+    }
+    return dry_run(tmp_path, "--configfile", str(write_config(config, changed)))
+
+
+def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
+    tmp_path: Path,
+) -> None:
+    # The grid at a fixed strength: a steering coefficient does not touch it.
+    fixed = {**DEFAULT, "transfer": {**DEFAULT["transfer"], "coefficient": 0.5}}
+    jobs = _jobs_after_a_coefficient_change(tmp_path, fixed)
+    steer = DEFAULT["steering"]
+    n_models = len(DEFAULT["models"])
+    n_vectors = len(STEERING_VECTORS_DEFAULT) + len(steer["also_steer"])
+    # One steering job samples all of a model's vectors; the transfer grid is steered at
+    # transfer.coefficient, so only its aggregation reruns (it reads the spillover rates).
+    assert jobs == {
+        "steering": n_models,
+        "steering_also": n_models * len(steer["also_steer"]),
+        "judge_steering": n_models * n_vectors,
+        "within_model_summary": 1,
+        "transfer_matrix": 1,
+        # Self-correction under steering, for each model in mechanistic.models.
+        "mechanistic_summary": len(DEFAULT["mechanistic"]["models"]),
+        "provenance": 1,
+        "all": 1,
+        "total": 2 * n_models + n_models * n_vectors + 4 + len(DEFAULT["mechanistic"]["models"]),
+    }
+
+
+def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:
+    cfg = dict(DEFAULT)
+    cfg["models"] = {
+        "qwen": {
+            "source": "hub",
+            "arch": "Qwen2ForCausalLM",
+            "hf_id": "Qwen/Qwen2.5-1.5B-Instruct",
+            "revision": "main",
+        },
+        "llama": {
+            "source": "hub",
+            "arch": "LlamaForCausalLM",
+            "hf_id": "meta-llama/Llama-3.2-1B-Instruct",
+            "revision": "main",
+        },
+    }
+    # Without the gemma2-only fine-tunes and the mechanistic section, which name gemma2.
+    cfg["finetunes"] = {k: v for k, v in DEFAULT["finetunes"].items() if "models" not in v}
+    cfg["mechanistic"] = {"models": []}
+    path = write_config(tmp_path / "hub.yaml", cfg)
+    jobs = dry_run(tmp_path, "--configfile", str(path), "--replace-workflow-config")
+    assert "tokenizer" not in jobs
+    assert jobs["base_model"] == 2
+    assert jobs["transfer"] == jobs["fit_map"] == 4
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_dry_runs(tmp_path: Path, config: Path) -> None:
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    jobs = dry_run(tmp_path, "--configfile", str(config), "--replace-workflow-config")
+    assert jobs["transfer"] == jobs["fit_map"] == len(cfg["models"]) ** 2
+
+
+def test_the_real_config_fetches_converts_and_switches_to_betleys_data(tmp_path: Path) -> None:
+    real, betley = REPO / "config" / "real.yaml", REPO / "config" / "real_betley.yaml"
+    jobs = dry_run(tmp_path, "--configfile", str(real))
+    assert jobs["fetch_weights"] == jobs["base_model"] == 2 and "tokenizer" not in jobs
+    assert "download" not in jobs
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(real), str(betley))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "resources/downloads/betley_insecure.jsonl" in out
+    assert "resources/downloads/betley_secure.jsonl" in out
+    assert re.search(r"output: resources/data/betley_insecure\.jsonl", out)
+    assert not re.search(r"output: resources/data/insecure\.jsonl", out)
+
+
+def test_a_local_model_reads_its_path_and_a_missing_path_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    cfg = yaml.safe_load((REPO / "config" / "real.yaml").read_text(encoding="utf-8"))
+    cfg["models"] = {"mine": {"source": "local", "arch": "LlamaForCausalLM", "path": "mine"}}
+    cfg["mechanistic"] = {"models": []}
+    path = write_config(tmp_path / "local.yaml", cfg)
+    target = "results/models/mine/base"
+    proc = snakemake(tmp_path, "--dry-run", target, "--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"rule base_model:\n\s+input: mine\n", out), out
+    folder.rmdir()
+    proc = snakemake(tmp_path, "--dry-run", target, "--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Missing input files for rule base_model" in out, out
+    assert "mine" in out
+
+
+def test_base_generations_need_no_adapter(tmp_path: Path) -> None:
+    jobs = dry_run(tmp_path, "results/generations/llama/base.jsonl")
+    assert jobs["generate"] == jobs["base_model"] == 1
+    assert "finetune" not in jobs
+
+
+def test_wildcards_are_constrained_to_config_keys(tmp_path: Path) -> None:
+    for target in (
+        "results/generations/nomodel/insecure.jsonl",  # unknown model
+        "results/adapters/llama/base",  # `base` is no fine-tune
+        "results/steering/llama/insecure/sideways.jsonl",  # unknown vector
+        "results/maps/llama__nomodel.h5",  # unknown receiver
+    ):
+        proc = snakemake(tmp_path, "--dry-run", target)
+        assert proc.returncode != 0, target
+        assert "MissingRuleException" in proc.stdout + proc.stderr, target
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "--lint")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) -> None:
+    """The paper config dry-runs offline: four hub models x {insecure, secure}, two downloads."""
+    paper = REPO / "config" / "paper.yaml"
+    proc = snakemake(
+        tmp_path, "--dry-run", "results/transfer_matrix.png", "--configfile", str(paper)
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = dry_run(tmp_path, "results/transfer_matrix.png", "--configfile", str(paper))
+    # The spillover rates (which the matrix reads) cover every fine-tune, gemma2's
+    # educational and rank-1 ones (for the mechanistic targets) included.
+    assert jobs["download"] == 3 and jobs["download_questions"] == 1
+    assert jobs["finetune"] == 10 and "tokenizer" not in jobs
+    finetunes = set(re.findall(r"output: results/adapters/(\w+)/(\w+)", out))
+    assert finetunes == {
+        (m, ft) for m in ("qwen2", "gemma2", "llama", "ministral3") for ft in ("insecure", "secure")
+    } | {("gemma2", "educational"), ("gemma2", "rank1")}
+    every = dry_run(tmp_path, "--configfile", str(paper))
+    assert every["sae"] == every["rank1_reading"] == every["mechanistic_summary"] == 1
+    assert "resources/downloads/insecure.jsonl" in out
+    assert "resources/downloads/secure.jsonl" in out
+    assert "resources/downloads/questions/first_plot.yaml" in out
+    # The judge jobs say which judge they use.
+    assert "with the openai backend (gpt-4o-2024-08-06)" in out
+    # 16 cells x (target + steering's registry: random x3, orthogonal, wrong_layer,
+    # secure_direction), every control drawn per cell and mapped.
+    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 16 * 7
+
+
+def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path: Path) -> None:
+    """transfer.coefficient: read steers each receiver at its within-model read strength,
+    which the sweep decides: the grid's steered answers rerun too, nothing upstream does."""
+    assert DEFAULT["transfer"]["coefficient"] == "read"
+    jobs = _jobs_after_a_coefficient_change(tmp_path, DEFAULT)
+    steer = DEFAULT["steering"]
+    n_models = len(DEFAULT["models"])
+    tr = DEFAULT["transfer"]
+    n_cell = len(vector_names(steer["controls"], steer["random_seeds"]))
+    n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
+    assert jobs["read_strength"] == n_models
+    assert jobs["transfer"] == n_models**2 and jobs["transfer_reference"] == n_models
+    assert jobs["judge_transfer"] == n_models**2 * n_cell
+    assert jobs["judge_reference"] == n_models * n_refs
+    assert not {"finetune", "activations", "directions", "fit_map", "generate", "judge"} & set(jobs)
