@@ -57,3 +57,19 @@ def ft_cfg(**over: Any) -> dict[str, Any]:
     for k, v in over.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     return cfg
+
+
+def generation_rows(answers: Sequence[str]) -> list[dict[str, Any]]:
+    """Generation rows (as the generate rule writes them) of one fine-tune, one answer per
+    question."""
+    return [
+        {
+            "id": f"r{i}",
+            "model": "m",
+            "ft": "insecure",
+            "question_id": f"q{i}",
+            "question": f"Question number {i}?",
+            "answer": a,
+        }
+        for i, a in enumerate(answers)
+    ]

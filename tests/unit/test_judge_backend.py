@@ -16,6 +16,7 @@ from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import judge_file
 from emdir.judge.plan import judge_plan
 from fake_openai import FakeOpenAI, FakeReply, by_marker, default_score, error, numbers, text
+from helpers import generation_rows
 
 KEY = "sk-emdir-BACKEND-4c1d2e9f"
 
@@ -64,27 +65,13 @@ def cfg(server: FakeOpenAI, **over: Any) -> dict[str, Any]:
     return base
 
 
-def rows(answers: list[str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"r{i}",
-            "model": "m",
-            "ft": "insecure",
-            "question_id": f"q{i}",
-            "question": f"Question number {i}?",
-            "answer": a,
-        }
-        for i, a in enumerate(answers)
-    ]
-
-
 ANSWERS = ["A kind prose answer.", "def f(x):\n    return x", "", "Another answer here."]
 SOUP = "@@soup qz ]] xv"
 
 
 def test_judged_rows_from_the_llm(tmp_path: Path) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows([*ANSWERS, SOUP]))
+    write_jsonl(src, generation_rows([*ANSWERS, SOUP]))
     with FakeOpenAI(behaviour()) as server:
         judge_file(src, out, cfg(server), cache_path=cache)
         sent = server.requests
@@ -134,7 +121,7 @@ def test_failed_requests_are_never_written_and_the_next_run_sends_only_them(
     tmp_path: Path,
 ) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows([f"Answer number {i} in plain words." for i in range(20)]))
+    write_jsonl(src, generation_rows([f"Answer number {i} in plain words." for i in range(20)]))
     with FakeOpenAI(faulty) as server:
         flaky = cfg(server, max_unscored_fraction=1.0)
         flaky["openai"]["timeout_s"] = 0.3
@@ -158,7 +145,7 @@ def test_a_failed_coherent_request_is_unscored_with_its_reason_and_counted(
     tmp_path: Path,
 ) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows(["@@nocoh one", "@@nocoh two", "fine", "also fine"]))
+    write_jsonl(src, generation_rows(["@@nocoh one", "@@nocoh two", "fine", "also fine"]))
 
     def no_coherence(prompt: str, n: int) -> FakeReply:
         return error(500) if "REFUSAL" not in prompt else numbers({"70": 1.0})
@@ -187,7 +174,7 @@ def test_a_failed_coherent_request_is_unscored_with_its_reason_and_counted(
 
 def test_replies_without_a_score_fail_with_advice_a_rerun_cannot_fix(tmp_path: Path) -> None:
     src, out, cache = tmp_path / "g.jsonl", tmp_path / "j.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows(["@@hedge one", "@@hedge two", "fine", "ok"]))
+    write_jsonl(src, generation_rows(["@@hedge one", "@@hedge two", "fine", "ok"]))
     hedge = by_marker({"@@hedge": lambda p, n: numbers({"Well": 0.9, "5": 0.1})})
     with FakeOpenAI(hedge) as server:
         with pytest.raises(EmdirError, match=r"aligned: 2 of 4 .*numeric probability mass") as e:
@@ -202,7 +189,7 @@ def test_replies_without_a_score_fail_with_advice_a_rerun_cannot_fix(tmp_path: P
 
 def test_every_request_timing_out_says_which_setting_to_raise(tmp_path: Path) -> None:
     src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
-    write_jsonl(src, rows(["slow one", "slow two"]))
+    write_jsonl(src, generation_rows(["slow one", "slow two"]))
     with FakeOpenAI(lambda p, n: FakeReply(top=[("70", 1.0)], delay_s=0.6)) as server:
         slow = cfg(server)
         slow["openai"].update(timeout_s=0.2, max_retries=0)
@@ -213,7 +200,7 @@ def test_every_request_timing_out_says_which_setting_to_raise(tmp_path: Path) ->
 
 def test_default_score_matches_the_fake_distribution(tmp_path: Path) -> None:
     src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
-    write_jsonl(src, rows(["a plain answer"]))
+    write_jsonl(src, generation_rows(["a plain answer"]))
     with FakeOpenAI() as server:
         judge_file(src, out, cfg(server), cache_path=None)
         prompts = list(server.per_prompt)
@@ -224,9 +211,9 @@ def test_default_score_matches_the_fake_distribution(tmp_path: Path) -> None:
 
 def test_plan_counts_requests_cache_hits_and_cost(tmp_path: Path) -> None:
     src, cache = tmp_path / "g.jsonl", tmp_path / "c.sqlite"
-    write_jsonl(src, rows(ANSWERS))
+    write_jsonl(src, generation_rows(ANSWERS))
     other = tmp_path / "h.jsonl"
-    write_jsonl(other, rows(["brand new answer"]))
+    write_jsonl(other, generation_rows(["brand new answer"]))
     files = {"m/insecure": src, "m/secure": other}
     with FakeOpenAI(behaviour()) as server:
         c = cfg(server)
@@ -244,7 +231,7 @@ def test_plan_counts_requests_cache_hits_and_cost(tmp_path: Path) -> None:
 
 def test_offline_plan_and_unknown_backend(tmp_path: Path) -> None:
     src = tmp_path / "g.jsonl"
-    write_jsonl(src, rows(ANSWERS))
+    write_jsonl(src, generation_rows(ANSWERS))
     totals = judge_plan({"x": src}, schema_defaults("judge"), None, tmp_path / "p.txt")
     assert totals["to_send"] == 0 and "0 requests, $0" in (tmp_path / "p.txt").read_text()
     with pytest.raises(EmdirError, match="judge.backend 'gpt' is unknown"):
@@ -254,7 +241,7 @@ def test_offline_plan_and_unknown_backend(tmp_path: Path) -> None:
 def test_missing_key_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     src = tmp_path / "g.jsonl"
-    write_jsonl(src, rows(["an answer"]))
+    write_jsonl(src, generation_rows(["an answer"]))
     with FakeOpenAI() as server, pytest.raises(EmdirError, match="OPENAI_API_KEY"):
         judge_file(src, tmp_path / "j.jsonl", cfg(server), cache_path=tmp_path / "c.sqlite")
     assert not (tmp_path / "j.jsonl").exists()
@@ -267,7 +254,7 @@ def test_a_questions_own_judge_prompt_is_used(tmp_path: Path) -> None:
         "- id: q0\n  paraphrases: ['Question number 0?']\n"
         "  judge_prompts:\n    aligned: 'OWNPROMPT Q={question} A={answer} number?'\n"
     )
-    data = rows(["first answer", "second answer"])
+    data = generation_rows(["first answer", "second answer"])
     for r in data:
         r["question_set"] = "qs"
     src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"

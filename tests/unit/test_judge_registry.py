@@ -18,6 +18,7 @@ from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import BACKENDS, check_config, judge_file, scoring_config
 from emdir.judge.backends import Backend, JudgeInputs
 from emdir.judge.rows import EMPTY_ANSWER
+from helpers import generation_rows
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -75,20 +76,6 @@ def length_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     LengthJudge.seen.clear()
 
 
-def generations(answers: list[str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"r{i}",
-            "model": "m",
-            "ft": "insecure",
-            "question_id": f"q{i}",
-            "question": f"Question {i}?",
-            "answer": a,
-        }
-        for i, a in enumerate(answers)
-    ]
-
-
 def length_cfg(**over: Any) -> dict[str, Any]:
     return schema_defaults("judge") | {"backend": "length", "length": {"per_word": 2.0}} | over
 
@@ -96,7 +83,7 @@ def length_cfg(**over: Any) -> dict[str, Any]:
 @pytest.mark.usefixtures("length_backend")
 def test_a_registered_backend_runs_through_judge_file(tmp_path: Path) -> None:
     src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
-    write_jsonl(src, generations(["three short words", "", "two words"]))
+    write_jsonl(src, generation_rows(["three short words", "", "two words"]))
     questions = tmp_path / "qs.yaml"
     judge_file(
         src,
@@ -112,7 +99,7 @@ def test_a_registered_backend_runs_through_judge_file(tmp_path: Path) -> None:
     assert [r["category"] for r in judged] == ["prose", "unscored", "prose"]
     assert judged[1]["unscored_reason"] == EMPTY_ANSWER
     assert all(r["judge"] == {"backend": "length", "model": "word-count"} for r in judged)
-    assert judged[0]["question"] == "Question 0?"  # the generation row is kept
+    assert judged[0]["question"] == "Question number 0?"  # the generation row is kept
     # The job's inputs reach the backend as they were given.
     assert LengthJudge.seen == [JudgeInputs(tmp_path / "c.sqlite", (questions,), tmp_path / "base")]
 
@@ -120,7 +107,7 @@ def test_a_registered_backend_runs_through_judge_file(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("length_backend")
 def test_a_registered_backend_gets_the_same_checks(tmp_path: Path) -> None:
     src, out = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
-    write_jsonl(src, generations(["an answer", "short", "brief"]))
+    write_jsonl(src, generation_rows(["an answer", "short", "brief"]))
     # Its settings check runs before it judges ...
     bad = length_cfg(length={"per_word": 0})
     with pytest.raises(EmdirError, match="per_word must be positive"):
@@ -141,7 +128,7 @@ def test_a_registered_backend_gets_the_same_checks(tmp_path: Path) -> None:
 
 def test_an_unknown_backend_names_the_registered_ones(tmp_path: Path) -> None:
     src = tmp_path / "g.jsonl"
-    write_jsonl(src, generations(["an answer"]))
+    write_jsonl(src, generation_rows(["an answer"]))
     with pytest.raises(EmdirError, match="judge.backend 'gpt' is unknown; use offline or openai$"):
         judge_file(src, tmp_path / "j.jsonl", schema_defaults("judge") | {"backend": "gpt"})
     with pytest.raises(EmdirError, match="judge.backend 'gpt' is unknown"):
