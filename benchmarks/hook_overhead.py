@@ -62,7 +62,12 @@ from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
 
 ARCH = "LlamaForCausalLM"
 SHAPE = zoo.TinyShape(
-    hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1024
+    hidden_size=512,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=4,
+    intermediate_size=1024,
+    max_positions=512,
 )
 POOLINGS = ("answer_mean", "last_prompt", "prompt_mean")
 CAPTURE_TARGET = 1.10

@@ -36,7 +36,12 @@ TINY_TEST_ARCHS = (
     "Mistral3ForConditionalGeneration",
 )
 TINY_TEST_SHAPE = zoo.TinyShape(
-    hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    intermediate_size=64,
+    max_positions=512,
 )
 
 Tiny = tuple[nn.Module, Any, ArchSpec]

@@ -106,7 +106,12 @@ PINNED_REGEXES = {
 @pytest.mark.parametrize("arch", sorted(PINNED_CONFIGS))
 def test_the_existing_tiny_models_and_lora_targets_are_unchanged(arch: str) -> None:
     shape = zoo.TinyShape(
-        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=256
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+        max_positions=512,
     )
     ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     cfg = zoo.tiny_config(arch, shape, 1000, ids, {"image_token_id": 19}).to_dict()

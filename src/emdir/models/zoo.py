@@ -92,14 +92,15 @@ def family_tokenizer(tokenizer_dir: str | Path, family: str | ChatFamily) -> Any
 
 @dataclass(frozen=True)
 class TinyShape:
-    """The size of a tiny model; the same for every family so the comparison is fair."""
+    """The size of a tiny model; the same for every family so the comparison is fair (config
+    `tiny.shape`, whose defaults config/schema.yaml holds)."""
 
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 256
-    max_positions: int = 512
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_positions: int
 
 
 def _ids(tok: Any, family: ChatFamily) -> dict[str, int]:
