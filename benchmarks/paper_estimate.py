@@ -111,7 +111,7 @@ from emdir.data import synthetic as data  # noqa: E402
 from emdir.data.datasets import heldout_split, read_chat_file  # noqa: E402
 from emdir.data.questions import Question, load_questions  # noqa: E402
 from emdir.errors import EmdirError  # noqa: E402
-from emdir.judge.plan import CHARS_PER_TOKEN  # noqa: E402
+from emdir.judge.llm import CHARS_PER_TOKEN  # noqa: E402
 from emdir.judge.prompts import PROMPTS  # noqa: E402
 from emdir.judge.settings import llm_settings  # noqa: E402
 from emdir.models import zoo  # noqa: E402

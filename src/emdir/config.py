@@ -280,21 +280,22 @@ def check_label(cfg: Config) -> None:
 def check_judge_key(
     judge: Mapping[str, Any], environ: Mapping[str, str], judging: Callable[[], list[str]]
 ) -> None:
-    """With the LLM judge, its API key is set before any job runs when judge jobs are to run
+    """With a backend that needs an API key (the LLM judge), the key is set before any job runs when judge jobs are to run
     (the judge would find it missing only after all the generation). `judging()` names the
     judge rules with jobs to run; it is asked only when the key is missing."""
-    if judge["backend"] != "openai":
-        return
-    env = judge["openai"]["api_key_env"]
-    if environ.get(env, "").strip():
+    from emdir.judge.backends import BACKENDS
+
+    backend = judge["backend"]
+    env = BACKENDS[backend].api_key_env(judge)
+    if env is None or environ.get(env, "").strip():
         return
     rules = judging()
     if rules:
         state = "empty" if env in environ else "not set"
         raise EmdirError(
-            f"judge.backend: openai needs an API key in ${env}, which is {state}, and this "
+            f"judge.backend: {backend} needs an API key in ${env}, which is {state}, and this "
             f"run has judge jobs ({', '.join(rules)}); nothing was run. Set it with "
-            f"`export {env}=...` (or point judge.openai.api_key_env at the variable that "
+            f"`export {env}=...` (or point judge.{backend}.api_key_env at the variable that "
             "holds the key). If every request is already in the judge cache "
             f"({judge['cache']}), any non-empty value will do."
         )

@@ -13,10 +13,12 @@ import pytest
 import yaml
 
 from emdir import schema_defaults
+from emdir.config import check_judge_key
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import BACKENDS, check_config, judge_file, scoring_config
 from emdir.judge.backends import Backend, JudgeInputs
+from emdir.judge.plan import judge_plan
 from emdir.judge.rows import EMPTY_ANSWER
 from helpers import generation_rows
 
@@ -67,12 +69,21 @@ class LengthJudge:
         return out
 
 
+LENGTH = Backend(
+    LengthJudge.judge_rows,
+    LengthJudge.check_settings,
+    describe=lambda judge_cfg: "length backend (words)",
+    uses_base_model=False,
+    remote=False,
+    plan=None,
+    api_key_env=lambda judge_cfg: None,
+)
+
+
 @pytest.fixture
 def length_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """The one registry line."""
-    monkeypatch.setitem(
-        BACKENDS, "length", Backend(LengthJudge.judge_rows, LengthJudge.check_settings)
-    )
+    monkeypatch.setitem(BACKENDS, "length", LENGTH)
     LengthJudge.seen.clear()
 
 
@@ -170,3 +181,47 @@ def test_scoring_config_leaves_out_only_the_cache_and_prices() -> None:
     moved["cache"] = "elsewhere.sqlite"
     moved["openai"]["prices"] = {"input_per_mtok": 0.1, "output_per_mtok": 0.2}
     assert repr(scoring_config(moved)) == repr(got)
+
+
+# ------------------------------------------------------------------ what the workflow asks
+
+
+@pytest.mark.usefixtures("length_backend")
+def test_a_local_backend_is_planned_as_free(tmp_path: Path) -> None:
+    src = tmp_path / "gen.jsonl"
+    write_jsonl(src, generation_rows(["three short words", "two words"]))
+    totals = judge_plan({"m/insecure": src}, length_cfg(), None, tmp_path / "plan.txt")
+    assert totals["to_send"] == 0 and totals["answers"] == 2
+    text = (tmp_path / "plan.txt").read_text()
+    assert "backend length" in text and "judged locally by the length backend" in text
+
+
+def test_a_remote_backend_plans_and_is_keyed_through_its_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paid backend brings its own plan and names its key; the start-of-run check and the
+    plan ask the registry, not the backend's name."""
+
+    def plan(files: Any, judge_cfg: Any, cache: Any, questions: Any) -> tuple[list[str], dict]:
+        n = sum(len(read_jsonl(p)) for p in files.values())
+        return [f"{n} answers at $1 each"], {"requests": n, "to_send": n, "cost_usd": float(n)}
+
+    remote = Backend(
+        LengthJudge.judge_rows,
+        LengthJudge.check_settings,
+        describe=lambda judge_cfg: "paid length backend",
+        uses_base_model=False,
+        remote=True,
+        plan=plan,
+        api_key_env=lambda judge_cfg: "PAID_KEY",
+    )
+    monkeypatch.setitem(BACKENDS, "length", remote)
+    src = tmp_path / "gen.jsonl"
+    write_jsonl(src, generation_rows(["three short words", "two words", "one more here"]))
+    totals = judge_plan({"m/insecure": src}, length_cfg(), None, tmp_path / "plan.txt")
+    assert totals["cost_usd"] == 3.0
+    assert "3 answers at $1 each" in (tmp_path / "plan.txt").read_text()
+    with pytest.raises(EmdirError, match=r"judge.backend: length needs an API key in \$PAID_KEY"):
+        check_judge_key(length_cfg(), {}, lambda: ["judge"])
+    check_judge_key(length_cfg(), {"PAID_KEY": "k"}, lambda: ["judge"])
+    check_judge_key(length_cfg(), {}, lambda: [])  # no judge job to run: no key needed

@@ -9,6 +9,7 @@ import re
 from emdir import layout
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.config import transfer_controls, transfer_random_seeds
+from emdir.judge.backends import BACKENDS
 
 # ---------------------------------------------------------------- names
 
@@ -46,7 +47,9 @@ RANK1_FT = MECH["rank1"]["ft"]
 FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None)
 # The offline judge loads the answering model's base model to score coherence (a forward
 # pass per answer), so on a cluster it is a job; the LLM judge only talks to its server.
-JUDGE_IS_LOCAL = config["judge"]["backend"] == "openai"
+# The judge backend (emdir.judge.backends): a remote one runs on this machine (network).
+JUDGE = BACKENDS[config["judge"]["backend"]]
+JUDGE_IS_LOCAL = JUDGE.remote
 
 
 def model_fts(model):
@@ -133,9 +136,9 @@ def evaluation_questions():
 
 
 def coherence_model(wildcards):
-    """{"coherence_model": the base model} for the offline judge; nothing for the LLM judge.
+    """{"coherence_model": the base model} for a backend that uses it (offline); else nothing.
     The answering model is {model}, or {receiver} for transfer outputs."""
-    if config["judge"]["backend"] != "offline":
+    if not JUDGE.uses_base_model:
         return {}
     model = wildcards.get("model") or wildcards.get("receiver")
     return {"coherence_model": layout.base_model(model)}

@@ -8,10 +8,16 @@
     check_settings(judge_cfg) -> None
         raise EmdirError, saying what to fix, when the backend's config section is unusable
 
-To add one, write its module, add its line to BACKENDS and its name to the `judge.backend`
-enum of config/schema.yaml (tests/unit/test_judge_registry.py holds the two lists together), with
-a config section for its settings when it has any. judge_file then runs it like any other:
-the checks before writing (`check_judged`) are the same for every backend.
+and its entry says what the workflow needs to know (`Backend`): how to describe it in job
+messages, whether its jobs get the base model, whether it sends requests over the network
+(then its judge jobs run where Snakemake runs), how to plan and price them, and which
+environment variable holds its key (checked before any job runs).
+
+To add one, write its module, add its entry to BACKENDS and its name to the `judge.backend`
+enum of config/schema.yaml (tests/unit/test_judge_registry.py holds the two lists
+together), with a config section for its settings when it has any. judge_file, the judge
+plan and the workflow then run it like any other: the checks before writing
+(`check_judged`) are the same for every backend.
 """
 
 from __future__ import annotations
@@ -41,19 +47,56 @@ class JudgeInputs:
     coherence_model: str | Path | None = None
 
 
+Plan = Callable[
+    [Mapping[str, str | Path], Mapping[str, Any], str | Path | None, Sequence[str | Path]],
+    tuple[list[str], dict[str, Any]],
+]
+
+
 @dataclass(frozen=True)
 class Backend:
-    """A backend's two functions (see the module docstring)."""
+    """A backend: its two functions (see the module docstring) and what the workflow needs
+    to know about it.
+
+    `describe(judge_cfg)`: how judging is done, for job messages; `uses_base_model`: its
+    judge jobs get the answering model's base model (`JudgeInputs.coherence_model`);
+    `remote`: it sends requests over the network, so its judge jobs run on the machine that
+    runs Snakemake (a cluster node may have no network); `plan`: the judge plan's lines and
+    totals for files it would judge (None: judged locally, nothing to pay);
+    `api_key_env(judge_cfg)`: the environment variable its key must be in, checked before
+    any job runs (None: no key).
+    """
 
     judge_rows: Callable[
         [Sequence[dict[str, Any]], Mapping[str, Any], JudgeInputs], list[dict[str, Any]]
     ]
     check_settings: Callable[[Mapping[str, Any]], None]
+    describe: Callable[[Mapping[str, Any]], str]
+    uses_base_model: bool
+    remote: bool
+    plan: Plan | None
+    api_key_env: Callable[[Mapping[str, Any]], str | None]
 
 
 BACKENDS: dict[str, Backend] = {
-    "offline": Backend(offline.judge_rows, offline.check_settings),
-    "openai": Backend(llm.judge_rows, llm.check_settings),
+    "offline": Backend(
+        offline.judge_rows,
+        offline.check_settings,
+        offline.describe,
+        uses_base_model=True,
+        remote=False,
+        plan=None,
+        api_key_env=lambda judge_cfg: None,
+    ),
+    "openai": Backend(
+        llm.judge_rows,
+        llm.check_settings,
+        llm.describe,
+        uses_base_model=False,
+        remote=True,
+        plan=llm.plan_requests,
+        api_key_env=lambda judge_cfg: str(judge_cfg["openai"]["api_key_env"]),
+    ),
 }
 
 

@@ -21,14 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emdir.errors import EmdirError
-from emdir.io import sha256_text
-from emdir.judge.llm_replies import JudgeRequest
+from emdir.io import read_jsonl, sha256_text
+from emdir.judge.llm_replies import JudgeRequest, request_key
 from emdir.judge.prompts import PROMPTS, fill, prompt_sha
 from emdir.judge.rows import EMPTY_ANSWER, is_em
 from emdir.judge.settings import llm_settings
 
 if TYPE_CHECKING:
     from emdir.judge.backends import JudgeInputs
+
+# Prompt tokens are estimated as characters / 4: the judge's tokenizer is not available offline.
+CHARS_PER_TOKEN = 4
 
 # The judge prompt for (row, metric).
 Template = Callable[[Mapping[str, Any], str], str]
@@ -87,6 +90,11 @@ def llm_requests(
             q, a = row["question"], row["answer"]
             requests[(i, m)] = JudgeRequest(m, prompt_sha(t), q, a, fill(t, q, a))
     return requests
+
+
+def describe(judge_cfg: Mapping[str, Any]) -> str:
+    """How this backend judges, for job messages."""
+    return f"openai backend ({judge_cfg['openai']['model']})"
 
 
 def check_settings(judge_cfg: Mapping[str, Any]) -> None:
@@ -167,3 +175,67 @@ def judge_rows(
         }
         out.append(judged)
     return out
+
+
+def plan_requests(
+    files: Mapping[str, str | Path],
+    judge_cfg: Mapping[str, Any],
+    cache_path: str | Path | None,
+    question_files: Sequence[str | Path],
+) -> tuple[list[str], dict[str, Any]]:
+    """The judge plan's lines and totals for this backend: per file, the requests judging it
+    would make (duplicates once), how many the cache holds, and the estimated dollars of the
+    rest at `judge.openai.prices`."""
+    from emdir.judge.cache import JudgeCache
+
+    settings, metrics = llm_settings(judge_cfg)
+    prices = judge_cfg["openai"]["prices"]
+    p_in = float(prices["input_per_mtok"]) / 1e6
+    p_out = float(prices["output_per_mtok"]) / 1e6
+    seen: set[str] = set()
+    template = template_lookup(question_files)
+    cache = JudgeCache(cache_path) if cache_path is not None and Path(cache_path).exists() else None
+    lines: list[str] = []
+    totals = {"requests": 0, "cached": 0, "to_send": 0, "cost_usd": 0.0}
+    lines.append(
+        f"judge model {settings.model} at {settings.endpoint}; metrics {', '.join(metrics)}; "
+        f"prices ${prices['input_per_mtok']}/M input, ${prices['output_per_mtok']}/M "
+        "output tokens"
+    )
+    lines.append(
+        f"{'file':<48} {'answers':>8} {'requests':>9} {'cached':>8} {'to send':>8} {'est. $':>9}"
+    )
+    try:
+        for label, path in files.items():
+            requests = cached = to_send = 0
+            cost = 0.0
+            rows = read_jsonl(path)
+            for req in llm_requests(rows, metrics, template).values():
+                key = request_key(req, settings)
+                if key in seen:
+                    continue
+                seen.add(key)
+                requests += 1
+                if cache is not None and key in cache:
+                    cached += 1
+                    continue
+                to_send += 1
+                cost += p_in * (len(req.prompt) / CHARS_PER_TOKEN) + p_out * int(
+                    settings.max_tokens or 1
+                )
+            lines.append(
+                f"{label:<48} {len(rows):>8} {requests:>9} {cached:>8} {to_send:>8} {cost:>9.4f}"
+            )
+            totals["requests"] += requests
+            totals["cached"] += cached
+            totals["to_send"] += to_send
+            totals["cost_usd"] += cost
+    finally:
+        if cache is not None:
+            cache.close()
+    lines.append(
+        f"total: {totals['requests']} requests, {totals['cached']} cached, "
+        f"{totals['to_send']} to send, estimated ${totals['cost_usd']:.2f} "
+        f"(prompt tokens estimated as characters / {CHARS_PER_TOKEN})"
+    )
+    return lines, totals

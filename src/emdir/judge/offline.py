@@ -67,6 +67,11 @@ def judge_offline(question: str, answer: str, params: Mapping[str, Any]) -> Judg
     return Judgement(scores, category, evidence=_evidence(v))
 
 
+def describe(judge_cfg: Mapping[str, Any]) -> str:
+    """How this backend judges, for job messages."""
+    return "offline backend (code / prose / garbled; coherence under the base model)"
+
+
 def check_settings(judge_cfg: Mapping[str, Any]) -> None:
     """Fail unless `judge.offline` holds every setting (a validated config always does)."""
     missing = [k for k in SETTINGS if k not in judge_cfg["offline"]]

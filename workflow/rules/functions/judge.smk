@@ -16,10 +16,7 @@ def judge_cache(wildcards):
 
 def judge_backend_label():
     """How judging is done, for job messages (dry-runs show it)."""
-    judge = config["judge"]
-    if judge["backend"] == "openai":
-        return f"openai backend ({judge['openai']['model']})"
-    return "offline backend (code / prose / garbled; coherence under the base model)"
+    return JUDGE.describe(config["judge"])
 
 
 def judge_plan_files(wildcards=None):
