@@ -14,9 +14,6 @@ import numpy as np
 
 from emdir.errors import EmdirError
 
-RULES = ("spillover", "garbled", "misaligned")
-CONTRASTS = ("responses", "models")
-
 
 def label(row: Mapping[str, Any], rule: str, aligned_above: float) -> int:
     """1 = the behaviour (spillover / garbled / misaligned), 0 = its absence, -1 = unlabelled.
