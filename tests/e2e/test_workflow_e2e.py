@@ -219,6 +219,7 @@ def test_coefficient_change_reruns_only_downstream_jobs(run_dir: Path, tmp_path:
         "steering",
         "steering_also",
         "judge_steering",
+        "judge_steering_also",
         "within_model_summary",
         "read_strength",
         "transfer",

@@ -157,3 +157,48 @@ def test_coherence_is_the_answer_tokens_mean_logprob_whatever_the_batch(make_tin
     assert score(-math.log(vocab), vocab) == pytest.approx(0.0, abs=1e-9)  # random tokens
     assert score(-2 * math.log(vocab), vocab) == 0.0  # less likely than random: clipped
     assert score(0.0, vocab) == 100.0 and score(None, vocab) is None
+
+
+def test_one_judge_job_judges_several_files_under_one_load(make_tiny, tmp_path, monkeypatch):
+    """judge_files (one judge job per generating job) writes each file exactly as judge_file
+    alone would, loading the base model that scores coherence once."""
+    from emdir.io import read_jsonl, write_json, write_jsonl
+    from emdir.judge import judge_file, judge_files
+    from emdir.models import load
+
+    model, tok, _ = make_tiny("LlamaForCausalLM")
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    write_json(base / "manifest.json", {"source": "local", "arch": "LlamaForCausalLM"})
+    srcs = []
+    for name, answers in (("a", [PROSE, CODE]), ("b", ["Because.", "", PROSE])):
+        rows = [
+            {"id": f"{name}{i}", "model": "m", "ft": "f", "question_id": f"q{i}"}
+            | {"question": "Why?", "answer": a}
+            for i, a in enumerate(answers)
+        ]
+        srcs.append(tmp_path / f"{name}.jsonl")
+        write_jsonl(srcs[-1], rows)
+    cfg = schema_defaults("judge")
+    loads = []
+    real = load.load_for_inference
+    monkeypatch.setattr(
+        load, "load_for_inference", lambda *a, **k: loads.append(a) or real(*a, **k)
+    )
+    judge_files([(s, tmp_path / f"j_{s.name}") for s in srcs], cfg, coherence_model=base)
+    assert len(loads) == 1
+    for s in srcs:
+        judge_file(s, tmp_path / f"alone_{s.name}", cfg, coherence_model=base)
+        together, alone = (
+            read_jsonl(tmp_path / f"j_{s.name}"),
+            read_jsonl(tmp_path / f"alone_{s.name}"),
+        )
+        assert together == alone
+        assert [r["scores"]["coherent"] is not None for r in together] == [
+            bool(r["answer"]) for r in together
+        ]
+    # A rewritten base model folder is loaded afresh, not served from the first load.
+    (base / "touched").write_text("x")
+    judge_files([(srcs[0], tmp_path / "again.jsonl")], cfg, coherence_model=base)
+    assert len(loads) == 2

@@ -41,9 +41,11 @@ GPU_RULES = {
     # The offline judge loads the base model for coherence.
     "judge",
     "judge_steering",
+    "judge_steering_also",
     "judge_transfer",
     "judge_reference",
     "judge_mechanistic",
+    "judge_induce",
 }
 
 

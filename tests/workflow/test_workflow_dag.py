@@ -42,6 +42,19 @@ def dry_run(workdir: Path, *args: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
+def judged_files(workdir: Path, *args: str) -> dict[str, int]:
+    """Judged files to be (re)made per judge rule, from `snakemake --summary` (a judge job
+    judges all of one generating job's answer files, so files and jobs differ)."""
+    proc = snakemake(workdir, "--summary", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 6 and cols[0].startswith("results/judged/") and cols[5] != "no update":
+            counts[cols[2]] = counts.get(cols[2], 0) + 1
+    return counts
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
@@ -59,7 +72,10 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     n_transfer = len(vectors)
     assert jobs["transfer"] == 16
     assert jobs["fit_map"] == 16
-    assert jobs["judge_transfer"] == 16 * n_transfer
+    # One judge job per generating job: a cell's vectors are judged together.
+    assert jobs["judge_transfer"] == 16
+    judged = judged_files(tmp_path)
+    assert judged["judge_transfer"] == 16 * n_transfer
     assert jobs["anchors"] == n_models
     assert jobs["base_model"] == n_models
     # Fine-tunes that list `models` (the mechanistic ones) are built for those models only.
@@ -82,8 +98,9 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     assert jobs["induce"] == jobs["rank1_reading"] == jobs["sae"] == 1
     assert jobs["convergence"] == jobs["mechanistic_summary"] == 1
     n_variants = 2 * (len(mech["ablation"]["donors"]) + mech["ablation"]["random_seeds"])
+    assert jobs["judge_mechanistic"] == len(receivers) and jobs["judge_induce"] == 1
     assert (
-        jobs["judge_mechanistic"]
+        judged["judge_mechanistic"] + judged["judge_induce"]
         == len(receivers) * n_variants + 1 + mech["induce"]["random_seeds"]
     )
     # Directions for directions.ft and the fine-tunes whose directions are controls; all
@@ -96,7 +113,12 @@ def test_default_config_gives_a_4x4_grid(tmp_path: Path) -> None:
     assert jobs["activations"] == jobs["directions"] == n_models * n_dir_fts + extra == 10
     assert jobs["steering"] == n_models
     assert jobs["steering_also"] == n_models * len(steer["also_steer"])
-    assert jobs["judge_steering"] == n_models * (len(vectors) + len(steer["also_steer"]))
+    assert jobs["judge_steering"] + jobs["judge_steering_also"] == n_models * (
+        1 + len(steer["also_steer"])
+    )
+    assert judged["judge_steering"] + judged["judge_steering_also"] == n_models * (
+        len(vectors) + len(steer["also_steer"])
+    )
     assert jobs["tokenizer"] == 1
     assert jobs["data"] == len(DEFAULT["datasets"])
     assert jobs["questions"] == len(DEFAULT["questions"])
@@ -157,14 +179,18 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
     assert jobs == {
         "fit_map": cells,
         "transfer": cells,
-        "judge_transfer": cells * n_vectors,
+        "judge_transfer": cells,
         "transfer_reference": 1,
-        "judge_reference": n_refs,
+        "judge_reference": 1,
         "transfer_matrix": 1,
         "provenance": 1,
         "all": 1,
-        "total": 2 * cells + cells * n_vectors + 1 + n_refs + 3,
+        "total": 3 * cells + 2 + 3,
     }
+    judged = judged_files(
+        tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed))
+    )
+    assert judged == {"judge_transfer": cells * n_vectors, "judge_reference": n_refs}
 
 
 def reversed_keys(node: object) -> object:
@@ -218,15 +244,19 @@ def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
     assert jobs == {
         "steering": n_models,
         "steering_also": n_models * len(steer["also_steer"]),
-        "judge_steering": n_models * n_vectors,
+        "judge_steering": n_models,
+        "judge_steering_also": n_models * len(steer["also_steer"]),
         "within_model_summary": 1,
         "transfer_matrix": 1,
         # Self-correction under steering, for each model in mechanistic.models.
         "mechanistic_summary": len(DEFAULT["mechanistic"]["models"]),
         "provenance": 1,
         "all": 1,
-        "total": 2 * n_models + n_models * n_vectors + 4 + len(DEFAULT["mechanistic"]["models"]),
+        "total": 4 * n_models + 4 + len(DEFAULT["mechanistic"]["models"]),
     }
+    # One judge job per steering job, judging each of its vectors' files.
+    judged = judged_files(tmp_path, "--configfile", str(tmp_path / "config.yaml"))
+    assert judged["judge_steering"] + judged["judge_steering_also"] == n_models * n_vectors
 
 
 def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:
@@ -346,7 +376,9 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     assert "with the openai backend (gpt-4o-2024-08-06)" in out
     # 16 cells x (target + steering's registry: random x3, orthogonal, wrong_layer,
     # secure_direction), every control drawn per cell and mapped.
-    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 16 * 7
+    assert jobs["judge"] == 14 and jobs["judge_transfer"] == 16
+    judged = judged_files(tmp_path, "results/transfer_matrix.png", "--configfile", str(paper))
+    assert judged["judge_transfer"] == 16 * 7
 
 
 def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path: Path) -> None:
@@ -361,6 +393,8 @@ def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path
     n_refs = len(tr["receiver_controls"]) + tr["own_reference"]
     assert jobs["read_strength"] == n_models
     assert jobs["transfer"] == n_models**2 and jobs["transfer_reference"] == n_models
-    assert jobs["judge_transfer"] == n_models**2 * n_cell
-    assert jobs["judge_reference"] == n_models * n_refs
+    assert jobs["judge_transfer"] == n_models**2 and jobs["judge_reference"] == n_models
+    judged = judged_files(tmp_path, "--configfile", str(tmp_path / "config.yaml"))
+    assert judged["judge_transfer"] == n_models**2 * n_cell
+    assert judged["judge_reference"] == n_models * n_refs
     assert not {"finetune", "activations", "directions", "fit_map", "generate", "judge"} & set(jobs)

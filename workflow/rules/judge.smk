@@ -32,17 +32,41 @@ rule judge:
         "../scripts/judge.py"
 
 
+# One judge job per generating job: the steering job's vectors, a transfer cell's, a
+# receiver's references (one process, and one load of the base model, per job).
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_steering with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src=layout.steering(),
+        src=expand(layout.steering(), vector=STEERING_VECTORS, allow_missing=True),
         questions=evaluation_questions(),
     output:
-        judged=layout.judged_copy(layout.steering()),
+        judged=expand(
+            layout.judged_copy(layout.steering()),
+            vector=STEERING_VECTORS,
+            allow_missing=True,
+        ),
     log:
-        "logs/judge_steering/{model}/{ft}/{vector}.log",
+        "logs/judge_steering/{model}/{ft}.log",
+    wildcard_constraints:
+        ft=re.escape(DIRECTION_FT),
+    localrule: JUDGE_IS_LOCAL
+
+
+# `use rule ... with:` does not inherit `localrule`; it is set again.
+use rule judge as judge_steering_also with:
+    input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
+        src=[layout.steering(vector="target")],
+        questions=evaluation_questions(),
+    output:
+        judged=[layout.judged_copy(layout.steering(vector="target"))],
+    log:
+        "logs/judge_steering/{model}/{ft}.log",
+    wildcard_constraints:
+        ft=ALSO_STEER_RE,
     localrule: JUDGE_IS_LOCAL
 
 
@@ -51,12 +75,16 @@ use rule judge as judge_transfer with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src=layout.transfer(),
+        src=expand(layout.transfer(), vector=TRANSFER_VECTORS, allow_missing=True),
         questions=evaluation_questions(),
     output:
-        judged=layout.judged_copy(layout.transfer()),
+        judged=expand(
+            layout.judged_copy(layout.transfer()),
+            vector=TRANSFER_VECTORS,
+            allow_missing=True,
+        ),
     log:
-        "logs/judge_transfer/{donor}__{receiver}/{vector}.log",
+        "logs/judge_transfer/{donor}__{receiver}.log",
     localrule: JUDGE_IS_LOCAL
 
 
@@ -87,10 +115,16 @@ use rule judge as judge_reference with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src=layout.transfer_reference(),
+        src=expand(
+            layout.transfer_reference(), vector=REFERENCE_VECTORS, allow_missing=True
+        ),
         questions=evaluation_questions(),
     output:
-        judged=layout.judged_copy(layout.transfer_reference()),
+        judged=expand(
+            layout.judged_copy(layout.transfer_reference()),
+            vector=REFERENCE_VECTORS,
+            allow_missing=True,
+        ),
     log:
-        "logs/judge_reference/{receiver}/{vector}.log",
+        "logs/judge_reference/{receiver}.log",
     localrule: JUDGE_IS_LOCAL

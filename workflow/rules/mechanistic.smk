@@ -196,21 +196,45 @@ rule sae:
         "../scripts/sae.py"
 
 
+# One judge job per generating job: an ablation job's variants, the induce job's vectors.
 # `use rule ... with:` does not inherit `localrule`; it is set again.
 use rule judge as judge_mechanistic with:
     input:
         # The offline backend scores coherence under the answering model's base model.
         unpack(coherence_model),
-        src=layout.mechanistic_answers(),
+        src=expand(layout.ablation(), variant=ABLATION_VARIANTS, allow_missing=True),
         questions=evaluation_questions(),
     output:
-        judged=layout.judged_copy(layout.mechanistic_answers()),
+        judged=expand(
+            layout.judged_copy(layout.ablation()),
+            variant=ABLATION_VARIANTS,
+            allow_missing=True,
+        ),
     log:
-        "logs/judge_mechanistic/{model}/{experiment}/{name}.log",
+        "logs/judge_mechanistic/{model}/ablation_{ft}.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
-        experiment=r"induce|ablation/[^/]+",
-        name=r"[^/]+",
+        ft=FT_RE,
+    localrule: JUDGE_IS_LOCAL
+
+
+# `use rule ... with:` does not inherit `localrule`; it is set again.
+use rule judge as judge_induce with:
+    input:
+        # The offline backend scores coherence under the answering model's base model.
+        unpack(coherence_model),
+        src=expand(layout.induce(), vector=INDUCE_VECTORS, allow_missing=True),
+        questions=evaluation_questions(),
+    output:
+        judged=expand(
+            layout.judged_copy(layout.induce()),
+            vector=INDUCE_VECTORS,
+            allow_missing=True,
+        ),
+    log:
+        "logs/judge_mechanistic/{model}/induce.log",
+    wildcard_constraints:
+        model=MECH_MODEL_RE,
     localrule: JUDGE_IS_LOCAL
 
 

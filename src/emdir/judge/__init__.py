@@ -1,6 +1,6 @@
 """Judging answers: one interface over backends; judged rows carry scores, a category and the judge.
 
-`judge_file` judges a generation file with the backend that `judge.backend` names, one of
+`judge_file` judges a generation file (`judge_files`: several, one job's) with the backend that `judge.backend` names, one of
 BACKENDS (`backends`, which also says how to add one). The modules, by backend:
 
     offline   backend `offline`: the detector's code / prose / garbled (`detector`) and
@@ -16,7 +16,14 @@ BACKENDS (`backends`, which also says how to add one). The modules, by backend:
 
 from __future__ import annotations
 
-from emdir.judge.backends import BACKENDS, check_config, judge_file, judge_rows
+from emdir.judge.backends import BACKENDS, check_config, judge_file, judge_files, judge_rows
 from emdir.judge.settings import scoring_config
 
-__all__ = ["BACKENDS", "check_config", "judge_file", "judge_rows", "scoring_config"]
+__all__ = [
+    "BACKENDS",
+    "check_config",
+    "judge_file",
+    "judge_files",
+    "judge_rows",
+    "scoring_config",
+]

@@ -150,3 +150,19 @@ def judge_file(
     judged = judge_rows(rows, judge_cfg, cache_path, question_files, coherence_model)
     check_judged(judged, judge_cfg, str(src))
     write_jsonl(out, judged)
+
+
+def judge_files(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    judge_cfg: Mapping[str, Any],
+    cache_path: str | Path | None = None,
+    question_files: Sequence[str | Path] = (),
+    coherence_model: str | Path | None = None,
+) -> None:
+    """`judge_file` for each (generation file, judged file) in `pairs`, in order: one judge
+    job per generating job (a steering job's vectors, a transfer cell's), so that a run
+    starts one process, and loads the base model that scores coherence once, per job rather
+    than per file. Each file is judged and written exactly as `judge_file` alone would; a
+    file that fails stops the job, and the files judged before it are written."""
+    for src, out in pairs:
+        judge_file(src, out, judge_cfg, cache_path, question_files, coherence_model)

@@ -15,6 +15,7 @@ or a narrower training corpus moves the whole scale.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,18 @@ def score(mean_logprob: float | None, vocab: int) -> float | None:
     return 100.0 * max(0.0, 1.0 + mean_logprob / math.log(vocab))
 
 
+@functools.lru_cache(maxsize=1)
+def _base_model(base_dir: str, threads: int, stamp: int) -> tuple[Any, Any]:
+    """The base model and tokenizer, loaded once per process: a judge job that judges several
+    files (`emdir.judge.judge_files`) scores them all under one load. Scoring leaves the
+    model as it found it (eval mode, no gradients), so reuse cannot change a score; `stamp`
+    (the folder's modification time) loads it afresh when the folder was rewritten."""
+    from emdir.models.load import load_for_inference
+
+    model, tok, _ = load_for_inference(base_dir, None, threads)
+    return model, tok
+
+
 def coherence_scores(
     base_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -82,11 +95,9 @@ def coherence_scores(
 ) -> list[float | None]:
     """Coherence (0-100) of every row's answer under the base model in `base_dir`, scored
     `batch_size` answers at a time (`judge.offline.coherence_batch_size`)."""
-    from emdir.models.load import load_for_inference
-
     if not rows:
         return []
-    model, tok, _ = load_for_inference(base_dir, None, threads)
+    model, tok = _base_model(str(base_dir), threads, Path(base_dir).stat().st_mtime_ns)
     means, vocab = mean_logprobs(model, tok, rows, batch_size)
     values = [score(v, vocab) for v in means]
     log.info("coherence of %d answers under %s", len(rows), base_dir)
