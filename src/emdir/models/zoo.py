@@ -211,8 +211,10 @@ def load_model(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     quantization: str = "none",
+    merge: bool = False,
 ) -> tuple[nn.Module, Any, ArchSpec]:
-    """Load model + tokenizer through `from_pretrained`, optionally with a peft adapter applied."""
+    """Load model + tokenizer through `from_pretrained`, optionally with a peft adapter applied
+    (`merge`: folded into the base weights, leaving a plain transformers model)."""
     try:
         cfg = transformers.AutoConfig.from_pretrained(ref.path, revision=ref.revision)
     except OSError as exc:
@@ -235,6 +237,8 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        if merge:
+            model = model.merge_and_unload()
     model.eval()
     return model, tok, spec
 
