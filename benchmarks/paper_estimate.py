@@ -61,10 +61,14 @@ two, OpenMP's barriers stall whenever another process holds a core, which made A
 small kernels 50x slower on this machine. --device cuda measures on the GPU in bfloat16
 ("GPU-h"; a deeper --depth is affordable there).
 
-Judge: requests = judged answers x judge.openai.metrics (one per non-empty answer; all are
-assumed non-empty). Prompt tokens per request = (judge template + question) characters / 4,
-as `emdir.judge.plan` estimates them, plus --answer-tokens; output tokens = the judge's
-max_tokens (1 in logprobs mode). Betley's question files bring their own aligned/coherent
+Judge, per stage (the results/<stage>/ folder of each answers file) and in both request modes
+(judge.openai.requests), the config's first: `full` (paper-faithful): requests = judged answers
+x judge.openai.metrics (one per non-empty answer; all are assumed non-empty); `economical`: an
+UPPER BOUND, every metric for every answer within the sample cap
+(judge.openai.economical.samples_per_condition, per question and condition), as if no answer
+were code and every aligned score above bad_stuff_aligned_above. Prompt tokens per request =
+(judge template + question) characters / 4, as `emdir.judge.plan` estimates them, plus
+--answer-tokens; output tokens = the judge's max_tokens (1 in logprobs mode). Betley's question files bring their own aligned/coherent
 templates, of about the length of the project's, which are used for the count. Prices in $
 per 1M tokens: --price-input and --price-output, by default gpt-4o-2024-08-06's list prices
 ($2.50 input, $10.00 output).
@@ -112,8 +116,9 @@ from emdir.data.datasets import heldout_split, read_chat_file  # noqa: E402
 from emdir.data.questions import Question, load_questions  # noqa: E402
 from emdir.errors import EmdirError  # noqa: E402
 from emdir.judge.llm import CHARS_PER_TOKEN  # noqa: E402
+from emdir.judge.llm_plan import stage_of  # noqa: E402
 from emdir.judge.prompts import PROMPTS  # noqa: E402
-from emdir.judge.settings import llm_settings  # noqa: E402
+from emdir.judge.settings import REQUEST_MODES, llm_settings, request_policy  # noqa: E402
 from emdir.models import zoo  # noqa: E402
 from emdir.models.archs import ARCHS, ArchSpec, decoder_layers, untuple  # noqa: E402
 from emdir.models.chat import encode_prompt  # noqa: E402
@@ -284,7 +289,8 @@ def dry_run(config: Path) -> tuple[list[Job], dict[str, int]]:
     own dry-run of the repository's Snakefile (in a scratch working directory).
 
     Jobs of rules with a `message:` (the judge rules) print only their message, so they are
-    in the counts but not in the job list.
+    in the counts but not in the job list; the files their messages name (a judge job judges
+    every answer file of one generating job) are counted under JUDGED_FILES.
     """
     with tempfile.TemporaryDirectory() as work:
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -295,6 +301,9 @@ def dry_run(config: Path) -> tuple[list[Job], dict[str, int]]:
         raise EmdirError(f"snakemake --dry-run of {config} failed:\n{out[-2000:]}")
     table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    counts[JUDGED_FILES] = sum(
+        len(m[1].split()) for m in re.finditer(r"^Job \d+: judge (.+?) with the ", out, re.M)
+    )
     jobs = []
     for block in re.split(r"^\[[^\]\n]*\]\n", out, flags=re.M)[1:]:
         head = re.match(r"(?:local)?rule (\w+):", block)
@@ -307,6 +316,10 @@ def dry_run(config: Path) -> tuple[list[Job], dict[str, int]]:
         outputs = [p for p in fields.get("output", "").split(", ") if p]
         jobs.append(Job(head[1], wildcards, outputs))
     return jobs, counts
+
+
+# The key of dry_run's counts that holds how many answer files the judge jobs judge.
+JUDGED_FILES = "judged files"
 
 
 class Unpriced(Exception):
@@ -751,37 +764,156 @@ def stage_seconds(work: Work, cost: Mapping[str, float]) -> float:
     )
 
 
+def question_samples(
+    name: str, spec: Mapping[str, Any], url_questions: Mapping[str, int]
+) -> list[int]:
+    """The samples of each question of a set, counted as `question_set` counts its answers
+    (the judge's sample cap applies per question)."""
+    samples = spec.get("samples")
+    if "generator" in spec:
+        qs = data.QUESTION_SETS[spec["generator"]](**spec.get("params", {}))
+        return [int(samples or 1)] * len(qs)
+    if "path" in spec:
+        return [q.samples for q in load_questions(REPO / spec["path"], samples_override=samples)]
+    return [int(samples or 1)] * url_questions[name]
+
+
+def file_question_samples(
+    cfg: Mapping[str, Any],
+    sampled: Mapping[str, tuple[int, QuestionSet]],
+    url_questions: Mapping[str, int],
+) -> dict[str, list[int]]:
+    """Per sampled file, the samples of each question of its question set: the file's
+    QuestionSet is matched to the evaluation sets merged or to one set of the config."""
+    sets = {
+        n: (question_set(n, spec, url_questions), question_samples(n, spec, url_questions))
+        for n, spec in cfg["questions"].items()
+    }
+    evaluation = evaluation_sets(cfg)
+    merged = merge_sets([sets[n][0] for n in evaluation])
+    candidates = [(merged, [k for n in evaluation for k in sets[n][1]]), *sets.values()]
+    out = {}
+    for path, (_, qs) in sampled.items():
+        found = [samples for cand, samples in candidates if cand == qs]
+        if not found:
+            raise EmdirError(f"{path}: its question set matches none of the config's")
+        out[path] = found[0]
+    return out
+
+
+# What judge_cost sums per stage and mode.
+STAGE_KEYS = ("answers", "llm_answers", "requests", "input_tokens", "output_tokens", "cost_usd")
+MODE_LABELS = {"full": "full (paper-faithful)", "economical": "economical (upper bound)"}
+
+
 def judge_cost(
     cfg: Mapping[str, Any], sampled: Mapping[str, tuple[int, QuestionSet]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Requests, tokens and dollars of judging every sampled file once."""
+    """Requests, tokens and dollars of judging every sampled file once, per stage, in both
+    request modes (judge.openai.requests), the config's first. `full` (paper-faithful) is
+    every metric for every answer (all assumed non-empty). `economical` is an upper bound: no
+    answer assumed code by the detector, no CODE / REFUSAL verdict, every aligned score above
+    bad_stuff_aligned_above, so every metric is asked for every answer within the sample cap
+    (samples_per_condition, applied per question and sampling of the set: a steering file
+    samples it once per coefficient). The top-level numbers are the config's mode's."""
     judge = cfg["judge"]
     answers = sum(n for n, _ in sampled.values())
     if judge["backend"] != "openai":
         return {"backend": judge["backend"], "answers": answers, "cost_usd": 0.0}
     settings, metrics = llm_settings(judge)
-    prices = judge["openai"]["prices"]
-    template = statistics.mean(len(PROMPTS[m]) for m in metrics) / CHARS_PER_TOKEN
-    requests = answers * len(metrics)
-    input_tokens = len(metrics) * sum(
-        n * (template + qs.question_tokens + args.answer_tokens) for n, qs in sampled.values()
-    )
-    output_tokens = requests * int(settings.max_tokens or 1)
+    config_mode = request_policy(judge).mode
+    modes = [config_mode] + [m for m in REQUEST_MODES if m != config_mode]
+    per_question = file_question_samples(cfg, sampled, args.url_questions)
+    template = {m: len(PROMPTS[m]) / CHARS_PER_TOKEN for m in metrics}
+    out_per_request = int(settings.max_tokens or 1)
+    by_mode: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        policy = request_policy(judge, mode)
+        k = policy.samples_per_condition if policy.economical else None
+        stages: dict[str, dict[str, float]] = {}
+        for path, (n, qs) in sampled.items():
+            samples = per_question[path]
+            calls = n / sum(samples)  # samplings of the set in this file (coefficients)
+            judged = n if k is None else calls * sum(min(k, s) for s in samples)
+            per_answer = sum(template[m] + qs.question_tokens + args.answer_tokens for m in metrics)
+            st = stages.setdefault(stage_of(path), dict.fromkeys(STAGE_KEYS, 0.0))
+            st["answers"] += n
+            st["llm_answers"] += judged
+            st["requests"] += judged * len(metrics)
+            st["input_tokens"] += judged * per_answer
+            st["output_tokens"] += judged * len(metrics) * out_per_request
+        for st in stages.values():
+            st["cost_usd"] = (
+                st["input_tokens"] * args.price_input + st["output_tokens"] * args.price_output
+            ) / 1e6
+        total = {key: sum(st[key] for st in stages.values()) for key in STAGE_KEYS}
+        by_mode[mode] = {"describe": policy.describe(), **total, "stages": stages}
+    mine = by_mode[config_mode]
     return {
         "backend": "openai",
         "model": settings.model,
         "metrics": metrics,
         "files": len(sampled),
         "answers": answers,
-        "requests": requests,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "input_tokens_per_request": input_tokens / max(requests, 1),
+        "mode": config_mode,
+        "requests": mine["requests"],
+        "input_tokens": mine["input_tokens"],
+        "output_tokens": mine["output_tokens"],
+        "input_tokens_per_request": mine["input_tokens"] / max(mine["requests"], 1),
         "price_input_per_mtok": args.price_input,
         "price_output_per_mtok": args.price_output,
-        "config_prices": prices,
-        "cost_usd": (input_tokens * args.price_input + output_tokens * args.price_output) / 1e6,
+        "config_prices": judge["openai"]["prices"],
+        "cost_usd": mine["cost_usd"],
+        "modes": by_mode,
+        "bad_stuff_aligned_above": judge["openai"]["economical"]["bad_stuff_aligned_above"],
     }
+
+
+def print_judge(jc: Mapping[str, Any], cfg: Mapping[str, Any], args: argparse.Namespace) -> None:
+    """The judge's bill: answers, requests and dollars per stage, in the config's request
+    mode and beside it the other one."""
+    if jc["backend"] != "openai":
+        print(f"\njudge: backend {jc['backend']}, {jc['answers']:,} answers judged locally: $0")
+        return
+    print(
+        f"\njudge {jc['model']} ({', '.join(jc['metrics'])}), {jc['files']} answer files, "
+        f"{jc['answers']:,} answers; ~{jc['input_tokens_per_request']:.0f} input tokens per "
+        f"request with answers of {args.answer_tokens:.0f} tokens; at "
+        f"${jc['price_input_per_mtok']:.2f} / ${jc['price_output_per_mtok']:.2f} per 1M input / "
+        f"output tokens (config's judge.openai.prices: {jc['config_prices'] or 'none'})"
+    )
+    modes = list(jc["modes"])
+    print(f"  this config: judge.openai.requests = {jc['modes'][modes[0]]['describe']}")
+    for m in modes[1:]:
+        print(f"  priced beside it: judge.openai.requests = {jc['modes'][m]['describe']}")
+    print((f"  {'':<19} {'':>8}" + "".join(f" | {MODE_LABELS[m]:<32}" for m in modes)).rstrip())
+    cells = f" | {'LLM-judged':>10} {'requests':>10} {'$':>10}"
+    print(f"  {'stage':<19} {'answers':>8}" + cells * len(modes))
+    for stage in [*sorted(jc["modes"][modes[0]]["stages"]), "total"]:
+        rows = [
+            jc["modes"][m] if stage == "total" else jc["modes"][m]["stages"][stage] for m in modes
+        ]
+        print(
+            f"  {stage:<19} {rows[0]['answers']:>8,.0f}"
+            + "".join(
+                f" | {r['llm_answers']:>10,.0f} {r['requests']:>10,.0f} {r['cost_usd']:>10,.2f}"
+                for r in rows
+            )
+        )
+    print(
+        "  economical is an upper bound: every answer within the sample cap is counted with "
+        "every metric (none code by the detector, no CODE / REFUSAL verdict, every aligned "
+        "score above judge.openai.economical.bad_stuff_aligned_above); the judge plan counts "
+        "the real answers"
+    )
+    above = jc["bad_stuff_aligned_above"]
+    reads = cfg.get("mechanistic", {}).get("self_correction", {}).get("aligned_above")
+    if "bad_stuff" in jc["metrics"] and above is not None and reads is not None and above > reads:
+        print(
+            f"  WARNING: judge.openai.economical.bad_stuff_aligned_above ({above:g}) is above "
+            f"mechanistic.self_correction.aligned_above ({reads:g}): in economical mode the "
+            "self-correction analysis would miss bad_stuff scores it reads"
+        )
 
 
 # ---------------------------------------------------------------- command line and report
@@ -1031,27 +1163,14 @@ def main(argv: list[str] | None = None) -> int:
 
     jc = judge_cost(cfg, workload.sampled, args)
     result["judge"] = jc
-    judge_jobs = sum(n for r, n in counts.items() if r.startswith("judge") and r != "judge_plan")
-    if judge_jobs != len(workload.sampled):
+    judged = counts.get(JUDGED_FILES, 0)
+    if judged != len(workload.sampled):
         print(
-            f"WARNING: the dry-run has {judge_jobs} judge jobs for {len(workload.sampled)} "
-            "sampled files; the judge's count below assumes one job per file"
+            f"WARNING: the dry-run's judge jobs judge {judged} files, for "
+            f"{len(workload.sampled)} sampled files; the judge's count below assumes each "
+            "sampled file is judged once"
         )
-    if jc["backend"] != "openai":
-        print(f"\njudge: backend {jc['backend']}, {jc['answers']:,} answers judged locally: $0")
-    else:
-        print(
-            f"\njudge {jc['model']} ({', '.join(jc['metrics'])}), {jc['files']} judge jobs: "
-            f"{jc['answers']:,} answers x {len(jc['metrics'])} metrics = {jc['requests']:,} "
-            f"requests; {jc['input_tokens'] / 1e6:,.1f}M input tokens "
-            f"(~{jc['input_tokens_per_request']:.0f} per request with answers of "
-            f"{args.answer_tokens:.0f} tokens), {jc['output_tokens'] / 1e6:,.2f}M output tokens"
-        )
-        print(
-            f"  at ${jc['price_input_per_mtok']:.2f} / ${jc['price_output_per_mtok']:.2f} per 1M "
-            f"input / output tokens: ${jc['cost_usd']:,.2f}  "
-            f"(config's judge.openai.prices: {jc['config_prices'] or 'none'})"
-        )
+    print_judge(jc, cfg, args)
     print(f"\nestimate made in {time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")

@@ -76,6 +76,7 @@ def check_references(cfg: Config) -> None:
     check_read_strength(cfg)
     check_pooling(cfg)
     check_label(cfg)
+    check_bad_stuff_threshold(cfg)
 
 
 def check_renamed_transfer_controls(cfg: Config) -> None:
@@ -223,6 +224,23 @@ def check_mechanistic(cfg: Config) -> None:
             "config: mechanistic.sae.source = pretrained needs mechanistic.sae.release and "
             "mechanistic.sae.sae_id (e.g. gemma-scope-2b-pt-res-canonical, "
             "layer_20/width_16k/canonical)"
+        )
+
+
+def check_bad_stuff_threshold(cfg: Config) -> None:
+    """The economical LLM judge asks bad_stuff only above an aligned score; its one reader,
+    the self-correction analysis, must find it on every answer it reads."""
+    llm = cfg["judge"].get("openai", {})
+    if cfg["judge"]["backend"] != "openai" or llm.get("requests") != "economical":
+        return
+    asked = llm["economical"]["bad_stuff_aligned_above"]
+    read = cfg["mechanistic"]["self_correction"]["aligned_above"]
+    if asked is not None and cfg["mechanistic"]["models"] and float(asked) > float(read):
+        raise EmdirError(
+            f"config: judge.openai.economical.bad_stuff_aligned_above = {asked} is above "
+            f"mechanistic.self_correction.aligned_above = {read}, so answers the "
+            "self-correction analysis reads would have no bad_stuff score; set it to "
+            f"{read} or lower (or null: every answer aligned scored)"
         )
 
 

@@ -274,6 +274,15 @@ INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
         setting("directions.label", "misaligned"),
         ["directions.label = misaligned needs alignment scores", "set judge.backend: openai"],
     ),
+    (
+        cc.check_bad_stuff_threshold,
+        steps(
+            setting("judge.backend", "openai"),
+            setting("judge.openai.requests", "economical"),
+            setting("judge.openai.economical.bad_stuff_aligned_above", 80),
+        ),
+        ["judge.openai.economical.bad_stuff_aligned_above = 80", "set it to 70 or lower"],
+    ),
 ]
 
 # Configs that look close to an invalid one but are valid.
@@ -324,6 +333,15 @@ VALID: list[tuple[Callable[[dict[str, Any]], None], Change]] = [
         cc.check_label,
         steps(setting("directions.label", "misaligned"), setting("judge.backend", "openai")),
     ),
+    # At the reader's threshold; and the full mode asks bad_stuff of every answer.
+    (
+        cc.check_bad_stuff_threshold,
+        steps(
+            setting("judge.backend", "openai"),
+            setting("judge.openai.requests", "economical"),
+            setting("judge.openai.economical.bad_stuff_aligned_above", 70),
+        ),
+    ),
 ]
 
 
@@ -357,7 +375,7 @@ def test_a_valid_config_passes(
 
 def test_every_cross_check_has_a_valid_and_an_invalid_case() -> None:
     run = re.findall(r"^\s+(check_\w+)\(cfg\)$", inspect.getsource(cc.check_references), re.M)
-    assert len(run) == 9
+    assert len(run) == 10
     assert {c.__name__ for c, *_ in INVALID} == set(run)
     assert {c.__name__ for c, _ in VALID} == set(run)
 

@@ -91,6 +91,7 @@ def test_judged_rows_from_the_llm(tmp_path: Path) -> None:
         assert judged[0]["em"] is False
         meta = judged[0]["judge"]
         assert meta["backend"] == "openai" and meta["model"] == "judge-x"
+        assert meta["requests"] == {"mode": "full"}  # the paper-faithful default
         assert len(meta["prompt_sha"]) == 64 and set(meta["prompts"]) == {"aligned", "coherent"}
         assert meta["tokens"]["prompt"] > 0 and meta["tokens"]["completion"] == 2
         # A rerun (even into another file) is served from the cache.

@@ -1,11 +1,13 @@
 """The judge plan: what judging the current outputs would send and cost, before paying.
 
 Reads the generation files the judge rules will read, builds the same requests the judge
-would send (one per non-empty answer and metric, duplicates once), looks each up in the
-cache, and prices the rest from the configured per-token prices. Nothing is sent and no API
-key is needed. Prompt tokens are estimated as characters / 4 (the judge's tokenizer is not
-available offline), so the cost is an estimate; the judged files record the tokens actually
-used.
+would send (duplicates once), looks each up in the cache, and prices the rest from the
+configured per-token prices, per file and per stage (the `results/<stage>/` folder). A backend
+that sends requests prices both of its request modes, the config's and the other one, so
+that the paper-faithful bill is always beside the economical one (`emdir.judge.llm_plan`).
+Nothing is sent and no API key is needed. Prompt tokens are estimated as characters / 4 (the
+judge's tokenizer is not available offline), so the cost is an estimate; the judged files
+record the tokens actually used.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ A judged row is its generation row (GENERATION_KEYS, plus whatever else the gene
 wrote) with `scores` (one number or None per metric, `code` and `garbled` included), a
 `category` of CATEGORIES and the `judge` that scored it. An answer left unscored says why:
 `unscored_reason` for the whole answer (EMPTY_ANSWER for an empty one), `unscored` per metric;
-`retry` lists the metrics whose requests failed and could still succeed.
+`retry` lists the metrics whose requests failed and could still succeed. A metric the judge
+did not ask on purpose (`judge.openai.requests: economical`) is unscored with a reason that
+starts with NOT_SENT (`not_sent`): a choice, not a failure, so it never counts against
+`judge.max_unscored_fraction`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from emdir.errors import EmdirError
 CATEGORIES = ("prose", "code", "garbled", "refusal", "unscored")
 EMPTY_ANSWER = "empty answer"
 GENERATION_KEYS = ("id", "model", "ft", "question_id", "question", "answer")
+NOT_SENT = "not sent by design"
+
+
+def not_sent(why: str) -> str:
+    """The `unscored` reason of a metric the judge did not ask on purpose, saying why."""
+    return f"{NOT_SENT}: {why}"
+
+
+def is_not_sent(reason: object) -> bool:
+    """Whether an `unscored` reason is a by-design skip (`not_sent`), not a failure."""
+    return isinstance(reason, str) and reason.startswith(NOT_SENT)
 
 
 def is_em(scores: Mapping[str, float | None], em_cfg: Mapping[str, Any]) -> bool | None:
@@ -45,7 +59,9 @@ def check_judged(
     fail the job unless `judge.allow_failed_requests` is set: every reply that arrived is
     cached, so the next run sends exactly the failed requests. Then, per metric, the share of
     answers left unscored (empty answers excepted: the model's doing, not the judge's) must
-    stay within `judge.max_unscored_fraction`.
+    stay within `judge.max_unscored_fraction`. Metrics not asked by design (`is_not_sent`)
+    are neither failures nor part of the share's base: the share is of the answers the
+    metric was meant for.
     """
     failed = [(m, r["unscored"][m]) for r in rows for m in r.get("retry", ())]
     if failed and not judge_cfg["allow_failed_requests"]:
@@ -64,14 +80,18 @@ def check_judged(
         )
     limit = float(judge_cfg["max_unscored_fraction"])
     per_metric: dict[str, list[str]] = {}
+    skipped: Counter[str] = Counter()
     for r in rows:
         for metric, why in r.get("unscored", {}).items():
-            per_metric.setdefault(metric, []).append(why)
-    over = {m: whys for m, whys in per_metric.items() if rows and len(whys) / len(rows) > limit}
+            if is_not_sent(why):
+                skipped[metric] += 1
+            else:
+                per_metric.setdefault(metric, []).append(why)
+    base = {m: len(rows) - skipped[m] for m in per_metric}
+    over = {m: whys for m, whys in per_metric.items() if len(whys) / base[m] > limit}
     if over:
         parts = [
-            f"{m}: {len(whys)} of {len(rows)} ({100 * len(whys) / len(rows):.1f}%; "
-            f"{_reasons(whys)})"
+            f"{m}: {len(whys)} of {base[m]} ({100 * len(whys) / base[m]:.1f}%; {_reasons(whys)})"
             for m, whys in sorted(over.items())
         ]
         retryable = any(r.get("retry") for r in rows)

@@ -4,7 +4,10 @@ and ask the LLM judge (`judge.openai`).
 `scoring_config` is what a judge job takes as its settings: the `judge` section less where
 the cache lives and what tokens cost, so that changing either reruns no judge job.
 `LLMJudgeSettings` validates the `judge.openai` settings of the client on construction, and
-`llm_settings` reads them, with the metrics to ask, from a `judge` section.
+`llm_settings` reads them, with the metrics to ask, from a `judge` section. `RequestPolicy`
+(`request_policy`) says which requests the judge sends: every metric for every answer
+(`judge.openai.requests: full`, the paper-faithful setting) or the economical selection of
+`emdir.judge.economy`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ TEXT_MODE_MAX_TOKENS = 8
 # The OpenAI API accepts at most 20 alternatives per position.
 MAX_TOP_LOGPROBS = 20
 # Keys of `judge.openai` that shape scores but are not how to reach and ask the judge.
-NOT_CLIENT_SETTINGS = ("metrics", "garbled_below")
+NOT_CLIENT_SETTINGS = ("metrics", "garbled_below", "requests", "economical")
+# judge.openai.requests: `full` asks every metric for every non-empty answer (paper-faithful);
+# `economical` asks only what the analyses can read (emdir.judge.economy).
+REQUEST_MODES = ("full", "economical")
+# The keys of judge.openai.economical.
+ECONOMICAL_KEYS = ("samples_per_condition", "bad_stuff_aligned_above")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -183,3 +191,101 @@ def llm_settings(judge_cfg: Mapping[str, Any]) -> tuple[LLMJudgeSettings, list[s
             "alignment judge's CODE; garble and coherence come from the coherence judge)"
         )
     return LLMJudgeSettings.from_mapping(llm_cfg), metrics
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """Which requests the LLM judge sends (config `judge.openai.requests` and
+    `judge.openai.economical`, whose defaults config/schema.yaml holds); validated on
+    construction, every error naming the key and what to set.
+
+    `full` (paper-faithful): every metric for every non-empty answer; the economical settings
+    are ignored. `economical` (`emdir.judge.economy`): the offline detector decides code /
+    prose / garbled and code gets no request; `aligned` first, the other metrics only for the
+    answers it scored; `bad_stuff` only above `bad_stuff_aligned_above` (None: every scored
+    answer); only the first `samples_per_condition` samples of each question in each
+    condition (None: every sample).
+    """
+
+    mode: str
+    samples_per_condition: int | None = None
+    bad_stuff_aligned_above: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in REQUEST_MODES:
+            raise EmdirError(
+                f"judge.openai.requests = {self.mode!r} is invalid: use full (every metric for "
+                "every non-empty answer, paper-faithful) or economical (the detector decides "
+                "code, aligned first; see judge.openai.economical)"
+            )
+        k = self.samples_per_condition
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise EmdirError(
+                f"judge.openai.economical.samples_per_condition = {k!r} is invalid: use an "
+                "integer >= 1 (the LLM judges that many samples of each question per "
+                "condition) or null (every sample)"
+            )
+        t = self.bad_stuff_aligned_above
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= 100
+        ):
+            raise EmdirError(
+                f"judge.openai.economical.bad_stuff_aligned_above = {t!r} is invalid: use a "
+                "number 0-100 no higher than mechanistic.self_correction.aligned_above (the "
+                "only reader of bad_stuff), or null (bad_stuff for every scored answer)"
+            )
+
+    @property
+    def economical(self) -> bool:
+        return self.mode == "economical"
+
+    def record(self) -> dict[str, Any]:
+        """The policy as a judged row's `judge.requests` records it."""
+        if not self.economical:
+            return {"mode": self.mode}
+        return {
+            "mode": self.mode,
+            "samples_per_condition": self.samples_per_condition,
+            "bad_stuff_aligned_above": self.bad_stuff_aligned_above,
+        }
+
+    def describe(self) -> str:
+        """One line for the judge plan and the estimate."""
+        if not self.economical:
+            return "full (paper-faithful): every metric for every non-empty answer"
+        k = self.samples_per_condition
+        t = self.bad_stuff_aligned_above
+        return (
+            "economical: the offline detector decides code / prose / garbled and code gets no "
+            "request; aligned first, the other metrics only for answers it scored"
+            + ("" if t is None else f"; bad_stuff only for aligned > {t:g}")
+            + (
+                ""
+                if k is None
+                else f"; the LLM judges the first {k} samples of each question per condition"
+            )
+        )
+
+
+def request_policy(judge_cfg: Mapping[str, Any], mode: str | None = None) -> RequestPolicy:
+    """The RequestPolicy of a `judge` section; `mode` overrides `judge.openai.requests` (the
+    judge plan prices both modes)."""
+    openai_cfg = judge_cfg["openai"]
+    if "requests" not in openai_cfg or "economical" not in openai_cfg:
+        raise EmdirError(
+            "judge.openai: `requests` and `economical` are required; pass the whole "
+            "judge.openai section of a validated config (emdir.schema_defaults has its defaults)"
+        )
+    econ = openai_cfg["economical"]
+    unknown = sorted(set(econ) - set(ECONOMICAL_KEYS))
+    missing = sorted(set(ECONOMICAL_KEYS) - set(econ))
+    if unknown or missing:
+        raise EmdirError(
+            f"judge.openai.economical: unknown key(s) {', '.join(unknown) or 'none'}, missing "
+            f"key(s) {', '.join(missing) or 'none'}; its keys are {', '.join(ECONOMICAL_KEYS)}"
+        )
+    return RequestPolicy(
+        mode if mode is not None else openai_cfg["requests"],
+        econ["samples_per_condition"],
+        econ["bad_stuff_aligned_above"],
+    )
