@@ -12,12 +12,20 @@ Rows of the table:
   alpha by 5-fold CV on the same folds, and the same alpha chosen; each side's best of 3
   alternating runs, --quick: of 2 at n=2000, 1024 -> 1536);
   "skipped" when scikit-learn is missing (pip install -e '.[bench]').
+- sampler throughput: benchmarks/sampler_throughput.py (emdir's `sample`, plain and inside
+  `intervene`, against transformers' `generate` on a random-init model of Qwen2.5-1.5B's
+  width, 2 layers deep, batch 32; --quick: 16 new tokens, 2 repeats; full: 600 and 3): each
+  side's tokens/s, steered/plain time (target <= 1.05) and emdir/HF tokens/s (>= 1.00).
 - no-op rerun: in a scratch working directory, a complete *fake* run of the default config
   (every output that `snakemake --summary` lists is created empty, then `--touch
   --forceall` records each job as built with its params, as tests/workflow/test_workflow_dag.py
   does), after which `snakemake --dry-run` and `snakemake --cores 1` must both say "Nothing
-  to be done". Their seconds are printed, with the ratio to a dry-run of the same workflow
-  with nothing built (the cost of parsing the Snakefile and building the DAG at all).
+  to be done" within NOOP_TARGET_S seconds (median). Their seconds are printed, with the
+  ratio to a dry-run of the same workflow with nothing built (the cost of parsing the
+  Snakefile and building the DAG at all).
+- edits that change no output: the same finished workflow's config with a comment added,
+  re-saved with every mapping's keys sorted (`yaml.safe_dump(sort_keys=True)`), and re-saved
+  with every mapping's keys in reverse order; each dry-run must say "Nothing to be done".
 - coefficient change: one entry of steering.coefficients edited in that finished workflow's
   config; the dry-run's jobs are counted per rule, and none may belong to tokenizer,
   base_model, finetune, generate, activations, directions, anchors or fit_map.
@@ -26,8 +34,8 @@ Each benchmark script runs in its own subprocess and each workflow command in it
 Snakemake process (the repository's Snakefile with --directory, so the checkout stays
 clean); one that fails or times out becomes a FAILED row, not the end of the run.
 
-    python benchmarks/run_all.py            # ~5-10 minutes on a 2-core CPU
-    python benchmarks/run_all.py --quick    # < 3 minutes: fewer repeats, smaller sizes
+    python benchmarks/run_all.py            # ~45 minutes on a 2-core CPU (35 of them sampling)
+    python benchmarks/run_all.py --quick    # ~3 minutes: fewer repeats, smaller sizes
     python benchmarks/run_all.py --check    # exit 1 if a target is missed or anything failed
 """
 
@@ -46,12 +54,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 NOTHING_TO_DO = "Nothing to be done"
+NOOP_TARGET_S = 5.0  # a no-op dry-run or rerun of the finished default workflow, at most
 # Rules upstream of steering: a steering coefficient must not rerun any of them.
 UPSTREAM_OF_STEERING = (
     "tokenizer",
@@ -138,6 +148,36 @@ def hook_overhead(quick: bool, timeout: float, verbose: bool) -> list[Row]:
     return rows
 
 
+def sampler_throughput(quick: bool, timeout: float, verbose: bool) -> list[Row]:
+    # Full size decodes 3 x 3 runs of 32 x 600 tokens at a real width: ~35 min on one thread.
+    out = script(
+        "sampler_throughput.py",
+        ["--quick"] if quick else [],
+        timeout if quick else max(timeout, 3600.0),
+        verbose,
+    )
+    at = find(r"at (\w+) width .*?, (\d+) decoder layer", out)
+    size = find(r"batch (\d+) x (\d+) new tokens", out)
+    where = f"{at[1]} width, {at[2]} layers, batch {size[1]} x {size[2]} tokens"
+    rows = []
+    for side in ("emdir plain", "emdir steered", "HF generate"):
+        m = find(rf"^{side}:\s+([\d.]+) tokens/s", out, re.M)
+        rows.append(
+            Row("sampler_throughput", f"{side} sampling ({where})", f"{m[1]} tokens/s", "", "info")
+        )
+    for label, figure in (
+        ("steered/plain sample (time)", "steered / plain sample time"),
+        ("emdir/HF generate (tokens/s)", "emdir sample / HF generate tokens/s"),
+    ):
+        m = find(rf"{re.escape(label)}: ([\d.]+) \(target ([<>]=) ([\d.]+)\)", out)
+        ratio, op, target = float(m[1]), m[2], float(m[3])
+        met = ratio <= target if op == "<=" else ratio >= target
+        rows.append(
+            Row("sampler_throughput", figure, f"{ratio:.2f}x", f"{op} {target:.2f}", status(met))
+        )
+    return rows
+
+
 def judge_throughput(quick: bool, timeout: float, verbose: bool) -> list[Row]:
     out = script("judge_throughput.py", ["--answers", "500"] if quick else [], timeout, verbose)
     m = find(r"judged (\d+) answers in ([\d.]+) s: ([\d.]+)/s \([\d.]+x the (\d+)/s target", out)
@@ -216,6 +256,17 @@ def job_counts(out: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
+def first_reasons(out: str, rules: Sequence[str], width: int = 300) -> str:
+    """Why a dry-run plans each of `rules`: the reason of its first job, cut to `width`."""
+    found = []
+    for rule in rules:
+        m = re.search(rf"^rule {re.escape(rule)}:\n(?:    .*\n)*?    reason: (.*)$", out, re.M)
+        if m:
+            why = m[1].strip()
+            found.append(f"{rule}: {why[:width]}{'...' if len(why) > width else ''}")
+    return "; ".join(found)
+
+
 def fake_complete_run(workdir: Path, config: Path, timeout: float) -> None:
     """Every output exists and is recorded as built with `config`, and no job ran."""
     out, _ = snakemake(workdir, "--summary", "--configfile", str(config), timeout=timeout)
@@ -229,6 +280,15 @@ def fake_complete_run(workdir: Path, config: Path, timeout: float) -> None:
             path.mkdir(parents=True, exist_ok=True)
     touch = ("--touch", "--forceall", "--cores", "1", "--configfile", str(config))
     snakemake(workdir, *touch, timeout=timeout)
+
+
+def reverse_keys(obj: Any) -> Any:
+    """`obj` with the keys of every mapping in it in reverse order (lists keep theirs)."""
+    if isinstance(obj, dict):
+        return {k: reverse_keys(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [reverse_keys(v) for v in obj]
+    return obj
 
 
 def workflow(quick: bool, timeout: float, verbose: bool) -> list[Row]:
@@ -279,16 +339,48 @@ def workflow(quick: bool, timeout: float, verbose: bool) -> list[Row]:
                     "workflow",
                     label,
                     f"{t:.1f} s ({t / fresh_s:.2f}x the reference)",
-                    f'"{NOTHING_TO_DO}"',
-                    status(nothing),
+                    f'"{NOTHING_TO_DO}", < {NOOP_TARGET_S:g} s',
+                    status(nothing and t < NOOP_TARGET_S)
+                    + ("" if nothing else f" ({NOTHING_TO_DO!r} not printed)"),
+                )
+            )
+
+        # Edits that change no value: the finished workflow must stay finished.
+        text = (REPO / "config" / "config.yaml").read_text(encoding="utf-8")
+        for label, edit in (
+            ("a comment added to the config", f"# a comment\n{text}\n# another comment\n"),
+            ("the config re-saved, keys sorted", yaml.safe_dump(default, sort_keys=True)),
+            (
+                "the config re-saved, keys reversed",
+                yaml.safe_dump(reverse_keys(default), sort_keys=False),
+            ),
+        ):
+            if yaml.safe_load(edit) != default:
+                raise BenchmarkFailed(f"{label}: the edited config reads as different values")
+            config.write_text(edit, encoding="utf-8")
+            out, _ = snakemake(workdir, *dry, timeout=timeout)
+            jobs = job_counts(out)
+            total = jobs.pop("total", 0)
+            per_rule = ", ".join(f"{rule} {n}" for rule, n in jobs.items())
+            if verbose:
+                print(tail(out, 5))
+            rows.append(
+                Row(
+                    "workflow",
+                    f"jobs rerun after {label}",
+                    f"{total} of {n_jobs}",
+                    f'0 ("{NOTHING_TO_DO}")',
+                    status(total == 0 and NOTHING_TO_DO in out)
+                    + (f" ({per_rule})" if total else ""),
+                    f"rerun after {label}: {first_reasons(out, list(jobs))}" if total else "",
                 )
             )
 
         steer = default["steering"]
         changed = [*steer["coefficients"][:-1], steer["coefficients"][-1] + 0.25]
         edited = {**default, "steering": {**steer, "coefficients": changed}}
-        # The user edits the file. Keys keep their order: Snakemake compares params as
-        # written, so a re-sorted file reads as changed params everywhere.
+        # The user edits the file (its key order kept; the rows above show that order does
+        # not matter).
         config.write_text(yaml.safe_dump(edited, sort_keys=False), encoding="utf-8")
         out, _ = snakemake(workdir, *dry, timeout=timeout)
         jobs = job_counts(out)
@@ -304,7 +396,8 @@ def workflow(quick: bool, timeout: float, verbose: bool) -> list[Row]:
                 "none upstream of steering",
                 status(total > 0 and not upstream)
                 + (f" ({', '.join(upstream)} rerun)" if upstream else ""),
-                f"rerun after a coefficient change: {per_rule}",
+                f"rerun after a coefficient change: {per_rule}"
+                + (f"\n    why: {first_reasons(out, upstream)}" if upstream else ""),
             )
         )
     return rows
@@ -312,6 +405,7 @@ def workflow(quick: bool, timeout: float, verbose: bool) -> list[Row]:
 
 BENCHMARKS: dict[str, Callable[[bool, float, bool], list[Row]]] = {
     "hook_overhead": hook_overhead,
+    "sampler_throughput": sampler_throughput,
     "judge_throughput": judge_throughput,
     "ridge_svd": ridge_svd,
     "workflow": workflow,
