@@ -143,27 +143,6 @@ def test_the_manifest_dtype_is_what_later_stages_compute_in(base_dirs, files, tm
     assert model.get_input_embeddings().weight.dtype == torch.bfloat16
     model, _, _ = _load(base_dirs["LlamaForCausalLM"], None, threads=1)  # no dtype: auto
     assert model.get_input_embeddings().weight.dtype == torch.float32
-    # bfloat16 cannot hold W + BA for a small update: a merge is not done there.
-    model, _, _ = _load(base, tmp_path / "adapter", threads=1, merge=True)
-    assert hasattr(model, "disable_adapter")
-
-
-def test_a_merged_adapter_gives_the_applied_adapters_logits(base_dirs, files, tmp_path: Path):
-    """Sampling jobs fold the adapter into the weights (float32): the same model, one matrix
-    product per projection; jobs that disable the adapter keep it applied."""
-    from emdir.models.load import load_for_inference
-
-    base = base_dirs["LlamaForCausalLM"]
-    finetune(base, files, tmp_path / "adapter", ft_cfg(train={"lr": 5e-2}))
-    applied, tok, _ = load_for_inference(base, tmp_path / "adapter", threads=1)
-    merged, _, _ = load_for_inference(base, tmp_path / "adapter", threads=1, merge=True)
-    plain, _, _ = load_for_inference(base, None, threads=1, merge=True)
-    assert hasattr(applied, "disable_adapter") and not hasattr(merged, "disable_adapter")
-    ids = tok(["def f(x):", "Tell me about the sea."], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        a, m, b = (net(**ids).logits for net in (applied, merged, plain))
-    assert torch.allclose(a, m, atol=1e-5, rtol=1e-5)
-    assert (a - b).abs().max() > 1e-3  # the adapter changed the model: the check can fail
 
 
 @pytest.mark.parametrize("arch", TINY_TEST_ARCHS)

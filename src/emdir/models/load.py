@@ -22,16 +22,10 @@ def set_threads(n: int) -> None:
 
 
 def load_for_inference(
-    base_dir: str | Path, adapter_dir: str | Path | None, threads: int, merge: bool = False
+    base_dir: str | Path, adapter_dir: str | Path | None, threads: int
 ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, ArchSpec) of a base model folder and optional adapter, in eval mode,
-    on CUDA when there is one, in the dtype of the base model's manifest.
-
-    `merge` folds the adapter into the base weights (W + BA), for jobs that only sample or
-    read the fine-tuned model: one matrix product per projection instead of three, which on
-    small models is most of a forward's time. Only in float32: rounding W + BA to bfloat16 or
-    float16 loses much of a small update, so in those dtypes the adapter stays applied (a job
-    that disables the adapter or reads its layers never asks for a merge)."""
+    on CUDA when there is one, in the dtype of the base model's manifest."""
     set_threads(threads)
     import torch
 
@@ -40,12 +34,11 @@ def load_for_inference(
     ref = read_base_manifest(base_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = ref.torch_dtype(device)
-    merged = merge and adapter_dir is not None and dtype == torch.float32
     log.info(
         "loading %s%s on %s (%s)",
         base_dir,
-        f" + {adapter_dir}{' (merged)' if merged else ''}" if adapter_dir else "",
+        f" + {adapter_dir}" if adapter_dir else "",
         device,
         dtype,
     )
-    return load_model(ref, adapter=adapter_dir, device=device, dtype=dtype, merge=merged)
+    return load_model(ref, adapter=adapter_dir, device=device, dtype=dtype)

@@ -211,10 +211,8 @@ def load_model(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     quantization: str = "none",
-    merge: bool = False,
 ) -> tuple[nn.Module, Any, ArchSpec]:
-    """Load model + tokenizer through `from_pretrained`, optionally with a peft adapter applied
-    (`merge`: folded into the base weights, leaving a plain transformers model)."""
+    """Load model + tokenizer through `from_pretrained`, optionally with a peft adapter applied."""
     try:
         cfg = transformers.AutoConfig.from_pretrained(ref.path, revision=ref.revision)
     except OSError as exc:
@@ -237,8 +235,6 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-        if merge:
-            model = model.merge_and_unload()
     model.eval()
     return model, tok, spec
 

@@ -90,7 +90,7 @@ def ablation(
     first = next(iter(donors.values()))
     layers = [int(v) for v in first.attrs["layers"]]
     single = resolve_layers(layers, single_layer)[0]
-    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads, merge=True)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     for name, path in outs.items():
         source, mode = split_variant(name)

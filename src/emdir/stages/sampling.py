@@ -25,7 +25,7 @@ def generate(
     from emdir.data.questions import load_questions
     from emdir.models.generate import SamplingParams, expand, generation_rows, sample
 
-    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads, merge=True)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     tagged = [(Path(f).stem, q) for f in question_files for q in load_questions(f)]
     qset = {q.id: s for s, q in tagged}
     prompts = expand([q for _, q in tagged])

@@ -65,7 +65,7 @@ def steering(
         {layer: st.resid_norm(layer) for layer in sites},
         absolute=float(steer_cfg["absolute_scale"]),
     )
-    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads, merge=True)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     sampling = SamplingParams(**sampling_cfg)
     pieces = pieces_beside(

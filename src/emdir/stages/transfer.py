@@ -53,7 +53,7 @@ def anchors(
     from emdir.analysis.activations import capture_store, text_rows
 
     rows = text_rows(texts, "anchor")
-    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads, merge=True)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     capture_store(
         model,
         tok,
@@ -181,7 +181,7 @@ def _steer_receiver(
         raise EmdirError(f"transfer outputs requested for unknown vectors {unknown}")
     scale = store.resid_norm(layer)
     coefficient = transfer_coefficient(transfer_cfg, read_strength)
-    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads, merge=True)
+    model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
     sampling = SamplingParams(**sampling_cfg)
     pieces = pieces_beside(
