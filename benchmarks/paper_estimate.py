@@ -998,6 +998,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=GPT4O_OUTPUT_PER_MTOK,
         help="judge $ per 1M output tokens (default 10.00: gpt-4o-2024-08-06)",
     )
+    p.add_argument(
+        "--judge-only",
+        action="store_true",
+        help="only the judge's bill (the dry-run, no model measured; seconds)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write everything here")
     args = p.parse_args(argv)
     quick = {"depth": 1, "repeats": 1, "train_seq": 32, "capture_seq": 32, "decode_steps": 4}
@@ -1074,6 +1079,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs, counts = dry_run(args.config)
     workload = Workload(cfg, args)
     work, unpriced = tally(jobs, workload)
+    if args.judge_only:
+        print(f"config {args.config}: {counts.get('total', len(jobs))} jobs in its dry-run")
+        print_judge(judge_cost(cfg, workload.sampled, args), cfg, args)
+        return 0
     device = torch.device(args.device)
     s = Settings(
         device=device,

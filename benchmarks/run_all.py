@@ -29,12 +29,17 @@ Rows of the table:
 - coefficient change: one entry of steering.coefficients edited in that finished workflow's
   config; the dry-run's jobs are counted per rule, and none may belong to tokenizer,
   base_model, finetune, generate, activations, directions, anchors or fit_map.
+- paper config's judge bill: benchmarks/paper_estimate.py --judge-only (config/paper.yaml's
+  requests and dollars at GPT-4o list prices in its judge.openai.requests mode, target
+  <= $150, and the other mode beside it).
+- whole default run: `snakemake --cores 2` on the default config from nothing in a scratch
+  directory, wall time (target <= 10 min); full sizes only (--quick skips it).
 
 Each benchmark script runs in its own subprocess and each workflow command in its own
 Snakemake process (the repository's Snakefile with --directory, so the checkout stays
 clean); one that fails or times out becomes a FAILED row, not the end of the run.
 
-    python benchmarks/run_all.py            # ~45 minutes on a 2-core CPU (35 of them sampling)
+    python benchmarks/run_all.py            # ~70 minutes on a 2-core CPU (35 sampling, ~25 the default run)
     python benchmarks/run_all.py --quick    # ~3 minutes: fewer repeats, smaller sizes
     python benchmarks/run_all.py --check    # exit 1 if a target is missed or anything failed
 """
@@ -403,12 +408,69 @@ def workflow(quick: bool, timeout: float, verbose: bool) -> list[Row]:
     return rows
 
 
+# Issue 19's target for a whole run of the default config on 2 cores (seconds of wall time).
+DEFAULT_RUN_TARGET = 600.0
+
+
+def default_run(quick: bool, timeout: float, verbose: bool) -> list[Row]:
+    """The first command a newcomer runs: the whole default config, `snakemake --cores 2`,
+    from nothing, in a scratch directory (pip install not included). Full sizes only: it
+    is the run itself (~15-25 minutes on a 2-core CPU)."""
+    figure = "whole default run, snakemake --cores 2 (wall)"
+    target = f"<= {DEFAULT_RUN_TARGET / 60:.0f} min"
+    if quick:
+        return [Row("default_run", figure, "not in --quick", target, "skipped")]
+    with tempfile.TemporaryDirectory() as work:
+        out, seconds = snakemake(Path(work), "--cores", "2", timeout=max(timeout, 3600.0))
+    done = find(r"(\d+) of \1 steps \(100%\) done", out)
+    return [
+        Row(
+            "default_run",
+            figure,
+            f"{seconds / 60:.0f} min {seconds % 60:.0f} s for {done[1]} jobs",
+            target,
+            status(seconds <= DEFAULT_RUN_TARGET),
+        )
+    ]
+
+
+# Issue 19's target for config/paper.yaml's judge bill at GPT-4o list prices (USD).
+JUDGE_BILL_TARGET = 150.0
+
+
+def judge_bill(quick: bool, timeout: float, verbose: bool) -> list[Row]:
+    """config/paper.yaml's judge bill from paper_estimate.py --judge-only: the config's
+    request mode against the target, the other mode (paper-faithful or economical) beside."""
+    out = script("paper_estimate.py", ["--judge-only"], timeout, verbose)
+    modes = re.findall(r"judge\.openai\.requests = (\w+)", out)
+    total = find(r"^\s+total\s+([\d,]+)((?:\s+\|\s+[\d,.]+\s+[\d,.]+\s+[\d,.]+)+)\s*$", out, re.M)
+    cells = re.findall(r"\|\s+([\d,.]+)\s+([\d,.]+)\s+([\d,.]+)", total[2])
+    if len(modes) != len(cells) or not cells:
+        raise BenchmarkFailed(f"cannot read the judge's totals:\n{tail(out)}")
+    rows = []
+    for k, (mode, (_, requests, dollars)) in enumerate(zip(modes, cells, strict=True)):
+        cost = float(dollars.replace(",", ""))
+        rows.append(
+            Row(
+                "judge_bill",
+                f"config/paper.yaml judge bill, requests: {mode}"
+                + (" (this config)" if k == 0 else " (beside it)"),
+                f"${cost:,.2f} ({requests} requests)",
+                f"<= ${JUDGE_BILL_TARGET:.0f}" if k == 0 else "",
+                status(cost <= JUDGE_BILL_TARGET) if k == 0 else "info",
+            )
+        )
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[bool, float, bool], list[Row]]] = {
     "hook_overhead": hook_overhead,
     "sampler_throughput": sampler_throughput,
     "judge_throughput": judge_throughput,
     "ridge_svd": ridge_svd,
     "workflow": workflow,
+    "judge_bill": judge_bill,
+    "default_run": default_run,
 }
 
 
