@@ -519,9 +519,15 @@ def clock(device: torch.device) -> float:
 
 
 def build(
-    arch: str, shape: RealShape, depth: int, tok_dir: Path, s: Settings
+    arch: str,
+    shape: RealShape,
+    depth: int,
+    tok_dir: Path,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[nn.Module, Any, ArchSpec]:
-    """A random-init model of the real width and vocabulary, `depth` decoder layers deep."""
+    """A random-init model of the real width and vocabulary (at least the tokenizer's),
+    `depth` decoder layers deep, on `device` in `dtype` (also used by sampler_throughput.py)."""
     spec = ARCHS[arch]
     tok = zoo.family_tokenizer(tok_dir, spec.family)
     tiny = zoo.TinyShape(
@@ -538,7 +544,11 @@ def build(
         "pad_token_id": tok.pad_token_id,
     }
     cfg = zoo.tiny_config(
-        arch, tiny, shape.vocab, ids, {"image_token_id": tok.convert_tokens_to_ids("[IMG]")}
+        arch,
+        tiny,
+        max(shape.vocab, len(tok)),
+        ids,
+        {"image_token_id": tok.convert_tokens_to_ids("[IMG]")},
     )
     text = cfg.get_text_config()
     text.head_dim = shape.head_dim  # tiny_config assumes hidden / heads; Gemma 2 differs
@@ -551,7 +561,7 @@ def build(
     with torch.no_grad():
         for p in model.parameters():
             p.uniform_(-0.05, 0.05)
-    model.to(device=s.device, dtype=s.dtype)
+    model.to(device=device, dtype=dtype)
     model.eval()
     return model, tok, spec
 
@@ -730,7 +740,7 @@ def measure_model(
     arch: str, shape: RealShape, cfg: Mapping[str, Any], tok_dir: Path, s: Settings
 ) -> dict[str, Cost]:
     """Each primitive's cost, from the fastest of `s.repeats` runs after an untimed one."""
-    model, tok, spec = build(arch, shape, s.depth, tok_dir, s)
+    model, tok, spec = build(arch, shape, s.depth, tok_dir, s.device, s.dtype)
     probes = Probes(model, tok, spec, cfg, s)
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in PRIMITIVES}
 

@@ -66,18 +66,15 @@ from typing import Any
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
-from paper_estimate import REAL_SHAPES, RealShape  # noqa: E402
+from paper_estimate import REAL_SHAPES, RealShape, build  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import GenerationConfig  # noqa: E402
-from transformers.initialization import no_init_weights  # noqa: E402
 
 from emdir import schema_defaults  # noqa: E402
 from emdir.analysis.interventions import Intervention, intervene  # noqa: E402
 from emdir.data import synthetic as data  # noqa: E402
 from emdir.data.questions import Question  # noqa: E402
 from emdir.models import zoo  # noqa: E402
-from emdir.models.archs import ARCHS  # noqa: E402
 from emdir.models.chat import encode_prompt, turn_end_id  # noqa: E402
 from emdir.models.generate import Prompt, SamplingParams, _left_pad, sample  # noqa: E402
 
@@ -89,36 +86,6 @@ SHAPES: dict[str, tuple[str, RealShape]] = {
     "tiny": ("Qwen2ForCausalLM", RealShape(64, 2, 4, 2, 16, 128, 1000, "a toy size for tests")),
 }
 SIDES = ("emdir plain", "emdir steered", "HF generate")
-
-
-def build(
-    arch: str, shape: RealShape, depth: int, tok_dir: Path, device: torch.device
-) -> tuple[nn.Module, Any]:
-    """A random-init model of `shape`'s width and vocabulary, `depth` decoder layers deep."""
-    spec = ARCHS[arch]
-    tok = zoo.family_tokenizer(tok_dir, spec.family)
-    tiny = zoo.TinyShape(
-        hidden_size=shape.hidden,
-        num_layers=depth,
-        num_heads=shape.heads,
-        num_kv_heads=shape.kv_heads,
-        intermediate_size=shape.intermediate,
-        max_positions=4096,
-    )
-    ids = {k: getattr(tok, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    cfg = zoo.tiny_config(arch, tiny, max(shape.vocab, len(tok)), ids, {})
-    cfg.get_text_config().head_dim = shape.head_dim
-    # Values need only be finite and small for timing; one uniform fill is much faster than
-    # transformers' initialisers over a 150k-row embedding.
-    with no_init_weights():
-        model = getattr(transformers, arch)(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.uniform_(-0.05, 0.05)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    return model, tok
 
 
 def make_prompts(n: int, seed: int) -> list[Prompt]:
@@ -194,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         texts = [m["content"] for r in rows for m in r["messages"]]
         zoo.train_tokenizer(texts, tok_dir, 1000)
         torch.manual_seed(args.seed)
-        model, tok = build(arch, shape, args.depth, tok_dir, device)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model, tok, _ = build(arch, shape, args.depth, tok_dir, device, dtype)
     eos = turn_end_id(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
     prompts = make_prompts(args.batch, args.seed)
