@@ -29,7 +29,7 @@ from typing import Any
 
 from emdir.errors import EmdirError
 from emdir.io import read_jsonl, write_jsonl
-from emdir.judge import llm, offline
+from emdir.judge import llm, llm_plan, offline
 from emdir.judge.rows import GENERATION_KEYS, check_judged
 
 
@@ -94,7 +94,7 @@ BACKENDS: dict[str, Backend] = {
         llm.describe,
         uses_base_model=False,
         remote=True,
-        plan=llm.plan_requests,
+        plan=llm_plan.plan_lines,
         api_key_env=lambda judge_cfg: str(judge_cfg["openai"]["api_key_env"]),
     ),
 }

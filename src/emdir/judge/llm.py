@@ -226,16 +226,3 @@ def _economical(
         "; ".join(f"{n} x {why}" for why, n in told.most_common(3)) or "none",
     )
     return out
-
-
-def plan_requests(
-    files: Mapping[str, str | Path],
-    judge_cfg: Mapping[str, Any],
-    cache_path: str | Path | None,
-    question_files: Sequence[str | Path],
-) -> tuple[list[str], dict[str, Any]]:
-    """The judge plan's lines and totals for this backend, in both request modes
-    (`emdir.judge.llm_plan`)."""
-    from emdir.judge.llm_plan import plan_lines
-
-    return plan_lines(files, judge_cfg, cache_path, question_files)
