@@ -292,6 +292,19 @@ def test_every_shipped_config_dry_runs(tmp_path: Path, config: Path) -> None:
     assert jobs["transfer"] == jobs["fit_map"] == len(cfg["models"]) ** 2
 
 
+def test_the_quick_overlay_keeps_every_job_with_one_random_draw(tmp_path: Path) -> None:
+    default, quick = REPO / "config" / "config.yaml", REPO / "config" / "quick.yaml"
+    overlay = yaml.safe_load(quick.read_text(encoding="utf-8"))
+    assert "models" not in overlay, "quick.yaml is an overlay on the default"
+    jobs = dry_run(tmp_path, "--configfile", str(default), str(quick))
+    assert jobs == dry_run(tmp_path), "the overlay changes sizes, never the jobs"
+    controls = DEFAULT["steering"]["controls"]
+    assert overlay["steering"]["random_seeds"] == 1 < DEFAULT["steering"]["random_seeds"]
+    judged = judged_files(tmp_path, "--configfile", str(default), str(quick))
+    assert judged["judge_transfer"] == 16 * len(vector_names(controls, 1))
+    assert judged["judge_transfer"] < 16 * len(STEERING_VECTORS_DEFAULT)
+
+
 def test_the_real_config_fetches_converts_and_switches_to_betleys_data(tmp_path: Path) -> None:
     real, betley = REPO / "config" / "real.yaml", REPO / "config" / "real_betley.yaml"
     jobs = dry_run(tmp_path, "--configfile", str(real))
