@@ -115,6 +115,16 @@ def asks_aligned(kinds: Sequence[str | None], first: Sequence[bool]) -> list[boo
     return [kind not in (None, "code") and keep for kind, keep in zip(kinds, first, strict=True)]
 
 
+def select(
+    rows: Sequence[Mapping[str, Any]], judge_cfg: Mapping[str, Any], policy: RequestPolicy
+) -> tuple[list[str | None], list[bool]]:
+    """(the detector's kind of every answer, whether the LLM judge is asked `aligned` for
+    it): the one selection the judge (`emdir.judge.llm`) sends and the plan
+    (`emdir.judge.llm_plan`) prices."""
+    kinds = detector_kinds(rows, judge_cfg.get("offline"))
+    return kinds, asks_aligned(kinds, first_samples(rows, policy.samples_per_condition))
+
+
 def follow_up(
     aligned_category: str,
     aligned_score: float | None,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from emdir.errors import EmdirError
 from emdir.io import sha256_text
-from emdir.judge.economy import asks_aligned, detector_kinds, first_samples, follow_up
+from emdir.judge.economy import follow_up, select
 from emdir.judge.llm_replies import JudgeRequest, Verdict
 from emdir.judge.llm_rows import economical_row, empty_row, full_row
 from emdir.judge.llm_rows import llm_category as llm_category  # the full mode's category rule
@@ -178,8 +178,7 @@ def _economical(
 ) -> list[dict[str, Any]]:
     """The economical mode (`emdir.judge.economy`): the detector's verdict on every answer,
     `aligned` for the answers it leaves to the LLM, then the metrics that verdict calls for."""
-    kinds = detector_kinds(rows, judge_cfg.get("offline"))
-    asked = asks_aligned(kinds, first_samples(rows, policy.samples_per_condition))
+    kinds, asked = select(rows, judge_cfg, policy)
     first = {
         (i, "aligned"): one_request(row, "aligned", template)
         for i, row in enumerate(rows)

@@ -26,7 +26,7 @@ from typing import Any
 
 from emdir.io import read_jsonl
 from emdir.judge.cache import JudgeCache
-from emdir.judge.economy import asks_aligned, detector_kinds, first_samples, follow_up
+from emdir.judge.economy import follow_up, select
 from emdir.judge.llm import CHARS_PER_TOKEN, Template, llm_requests, one_request, template_lookup
 from emdir.judge.llm_replies import JudgeRequest, reading_from_record, request_key
 from emdir.judge.settings import (
@@ -111,8 +111,7 @@ def _economical(
     pricer: _Pricer,
 ) -> Tally:
     tally = Tally(answers=len(rows))
-    kinds = detector_kinds(rows, judge_cfg.get("offline"))
-    asked = asks_aligned(kinds, first_samples(rows, policy.samples_per_condition))
+    _, asked = select(rows, judge_cfg, policy)
     for row, ask in zip(rows, asked, strict=True):
         if not ask:
             continue
