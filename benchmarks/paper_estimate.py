@@ -875,11 +875,10 @@ def judge_cost(
         "config_prices": judge["openai"]["prices"],
         "cost_usd": mine["cost_usd"],
         "modes": by_mode,
-        "bad_stuff_aligned_above": judge["openai"]["economical"]["bad_stuff_aligned_above"],
     }
 
 
-def print_judge(jc: Mapping[str, Any], cfg: Mapping[str, Any], args: argparse.Namespace) -> None:
+def print_judge(jc: Mapping[str, Any], args: argparse.Namespace) -> None:
     """The judge's bill: answers, requests and dollars per stage, in the config's request
     mode and beside it the other one."""
     if jc["backend"] != "openai":
@@ -916,14 +915,6 @@ def print_judge(jc: Mapping[str, Any], cfg: Mapping[str, Any], args: argparse.Na
         "score above judge.openai.economical.bad_stuff_aligned_above); the judge plan counts "
         "the real answers"
     )
-    above = jc["bad_stuff_aligned_above"]
-    reads = cfg.get("mechanistic", {}).get("self_correction", {}).get("aligned_above")
-    if "bad_stuff" in jc["metrics"] and above is not None and reads is not None and above > reads:
-        print(
-            f"  WARNING: judge.openai.economical.bad_stuff_aligned_above ({above:g}) is above "
-            f"mechanistic.self_correction.aligned_above ({reads:g}): in economical mode the "
-            "self-correction analysis would miss bad_stuff scores it reads"
-        )
 
 
 # ---------------------------------------------------------------- command line and report
@@ -1091,7 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
     work, unpriced = tally(jobs, workload)
     if args.judge_only:
         print(f"config {args.config}: {counts.get('total', len(jobs))} jobs in its dry-run")
-        print_judge(judge_cost(cfg, workload.sampled, args), cfg, args)
+        print_judge(judge_cost(cfg, workload.sampled, args), args)
         return 0
     device = torch.device(args.device)
     s = Settings(
@@ -1189,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(workload.sampled)} sampled files; the judge's count below assumes each "
             "sampled file is judged once"
         )
-    print_judge(jc, cfg, args)
+    print_judge(jc, args)
     print(f"\nestimate made in {time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
