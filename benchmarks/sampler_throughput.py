@@ -66,7 +66,7 @@ from typing import Any
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
-from paper_estimate import REAL_SHAPES, RealShape, build  # noqa: E402
+from paper_estimate import REAL_SHAPES, RealShape, build, clock  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import GenerationConfig  # noqa: E402
 
@@ -122,12 +122,6 @@ class Side:
     run: Callable[[int], Any]  # new tokens -> output (answers or token ids)
     times: list[float] = dataclasses.field(default_factory=list)  # wall-clock seconds
     cpu: list[float] = dataclasses.field(default_factory=list)  # this process's CPU seconds
-
-
-def clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def main(argv: list[str] | None = None) -> int:
