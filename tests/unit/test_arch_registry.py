@@ -306,6 +306,7 @@ SAMPLING = {
     "max_new_tokens": 4,
     "batch_size": 4,
     "seed": 0,
+    "max_memory_gb": 6,
 }
 # The offline judge's thresholds (config/schema.yaml defaults) for the final spillover check.
 CODE_PARAMS = {"code_share": 0.6, "program_statements": 3, "prose_threshold": 40}

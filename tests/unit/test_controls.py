@@ -242,10 +242,10 @@ def _capture_sampling(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
     """Replace sampling with a recorder of the interventions each pass would apply."""
     seen: list[list[Any]] = []
 
-    def record(model: Any, tok: Any, prompts: Any, ivs: Any, *args: Any, **kw: Any) -> list:
-        seen.append(list(ivs))
-        return []
+    def record(model: Any, tok: Any, prompts: Any, conditions: Any, *args: Any, **kw: Any) -> dict:
+        seen.extend(list(ivs) for ivs in conditions.values())
+        return {name: [] for name in conditions}
 
-    monkeypatch.setattr(steering_lib, "sample_steered", record)
+    monkeypatch.setattr(steering_lib, "sample_conditions", record)
     monkeypatch.setattr("emdir.stages.steering.load_for_inference", lambda *a: (None, None, None))
     return seen

@@ -35,6 +35,7 @@ SAMPLING = {
     "max_new_tokens": 6,
     "batch_size": 8,
     "seed": 0,
+    "max_memory_gb": 6,
 }
 
 
@@ -197,7 +198,7 @@ CHILD = textwrap.dedent(
 
     ft.save_checkpoint = save_then_die
     sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 6,
-                "batch_size": 8, "seed": 0}
+                "batch_size": 8, "seed": 0, "max_memory_gb": 6}
     ft.run_finetune("m", "insecure", base, read_chat_file(dataset), dataset, questions, out,
                     cfg, sampling, code_params=schema_defaults("judge.offline"))
     """

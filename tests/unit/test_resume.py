@@ -97,31 +97,34 @@ def test_a_killed_transfer_job_resumes_where_it_stopped(
     setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = _run(setup, tmp_path / "whole")
-    real = steering.sample_steered
+    real = steering._draw
     calls: list[str] = []
 
     def killed_on_the_second(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        calls.append(kwargs["desc"])
+        calls.append(args[-1])
         if len(calls) == 2:
-            raise KeyboardInterrupt  # the job dies in the middle of its second vector
+            raise KeyboardInterrupt  # the job dies in the middle of its second batch
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(steering, "sample_steered", killed_on_the_second)
+    monkeypatch.setattr(steering, "_draw", killed_on_the_second)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         _run(setup, out)
     assert (out / ".pieces").is_dir()
     for done in out.glob("*.jsonl"):  # Snakemake deletes a failed job's outputs before rerunning
         done.unlink()
+    first = calls[0]
     calls.clear()
 
     def counted(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        calls.append(kwargs["desc"])
+        calls.append(args[-1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(steering, "sample_steered", counted)
+    monkeypatch.setattr(steering, "_draw", counted)
     resumed = _run(setup, out)
-    assert calls == ["d->m random_0", "d->m orthogonal"]  # the target was not sampled again
+    # 3 vectors x 6 prompts in batches of 4: the first batch was kept, the other four drawn.
+    assert len(calls) == 4 and first not in calls, (first, calls)
+    assert calls[0].startswith("d->m rows 5-8 of 18")
     for v in setup["vectors"]:
         assert read_jsonl(resumed[v]) == read_jsonl(whole[v])
     assert not (out / ".pieces").exists()

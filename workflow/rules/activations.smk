@@ -12,7 +12,7 @@ rule activations:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         dir_cfg=config["directions"],

@@ -31,7 +31,7 @@ rule anchors:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     script:
         "../scripts/anchors.py"

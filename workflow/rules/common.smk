@@ -43,6 +43,8 @@ ABLATION_DONORS = MECH["ablation"]["donors"] or [DIRECTION_FT]
 ABLATION_VARIANTS = ablation_variants(ABLATION_DONORS, MECH["ablation"]["random_seeds"])
 INDUCE_VECTORS = vector_names(["random"], MECH["induce"]["random_seeds"])
 RANK1_FT = MECH["rank1"]["ft"]
+# Sampling jobs size their batches to this budget (emdir.models.memory) and ask for it.
+MODEL_MEM_MB = int(config["sampling"]["max_memory_gb"] * 1000)
 # What `rule all` builds (and results/provenance.json hashes).
 FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None)
 # The offline judge loads the answering model's base model to score coherence (a forward

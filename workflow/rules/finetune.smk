@@ -18,7 +18,7 @@ rule finetune:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
         ft_cfg=config["finetune"],

@@ -12,7 +12,7 @@ rule generate:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         sampling_cfg=config["sampling"],

@@ -23,7 +23,7 @@ rule base_directions:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         dir_cfg=config["directions"],
@@ -84,7 +84,7 @@ rule ablation:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
         donors=ablation_donor_files,
@@ -114,7 +114,7 @@ rule induce:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
         vectors=INDUCE_VECTORS,
@@ -148,7 +148,7 @@ rule rank1_reading:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         ft=RANK1_FT,
@@ -186,7 +186,7 @@ rule sae:
         "../../envs/sae.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         datasets=sae_datasets,

@@ -20,7 +20,7 @@ rule steering:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
         vectors=STEERING_VECTORS,

@@ -17,7 +17,7 @@ rule transfer:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
         vectors=TRANSFER_VECTORS,
@@ -44,7 +44,7 @@ rule transfer_reference:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
         vectors=REFERENCE_VECTORS,

@@ -12,15 +12,15 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
+from emdir.analysis.hooks import POSITIONS, InterventionContext, make_hook
 from emdir.errors import EmdirError
-from emdir.models.archs import d_model, decoder_layers, retuple, untuple
+from emdir.models.archs import d_model, decoder_layers
 
 Op = Literal["add", "subtract", "ablate"]
 Positions = Literal["all", "prompt", "answer"]
 ScaleMode = Literal["absolute", "dim_norm", "resid_norm"]
 
 OPS: tuple[str, ...] = ("add", "subtract", "ablate")
-POSITIONS: tuple[str, ...] = ("all", "prompt", "answer")
 SCALE_MODES: tuple[str, ...] = ("absolute", "dim_norm", "resid_norm")
 
 
@@ -136,86 +136,42 @@ def _at_layer(values: float | ArrayLike | None, layer: int, name: str, mode: str
     return out
 
 
-class InterventionContext:
-    """Position bookkeeping shared by the hooks of one `intervene` block.
-
-    Each hook counts the positions its layer has seen since the last `start` (a forward of
-    length T covers the next T positions, which is how KV-cache decoding proceeds), and
-    `prompt_length` splits them into prompt (< prompt_length) and answer (>= prompt_length).
-    With left-padded batches, pass the padded prompt width.
-    """
-
-    def __init__(self) -> None:
-        self.prompt_length: int | None = None
-        self._seen: dict[int, int] = {}
-
-    def start(self, prompt_length: int | None = None) -> None:
-        """Begin a new sequence: reset position counters and set where the prompt ends."""
-        if prompt_length is not None and prompt_length < 0:
-            raise EmdirError(f"prompt_length must be >= 0, got {prompt_length}")
-        self.prompt_length = prompt_length
-        self._seen.clear()
-
-    def span(self, layer: int, length: int) -> int:
-        """Claim the next `length` positions of `layer`; returns the first one."""
-        first = self._seen.get(layer, 0)
-        self._seen[layer] = first + length
-        return first
-
-    def window(self, positions: str, first: int, length: int) -> tuple[int, int]:
-        """The [lo, hi) slice of this forward's positions that `positions` selects."""
-        if positions == "all":
-            return 0, length
-        if self.prompt_length is None:
-            raise EmdirError(
-                f"positions={positions!r} needs the prompt length: call ctx.start(prompt_length) "
-                "inside `with intervene(...) as ctx:` before running the model"
-            )
-        cut = min(max(self.prompt_length - first, 0), length)
-        return (0, cut) if positions == "prompt" else (cut, length)
+def _check(model: nn.Module, iv: Any, n_layers: int, width: int) -> None:
+    if not isinstance(iv, Intervention):
+        raise EmdirError(f"expected an Intervention, got {type(iv).__name__}")
+    if iv.layer >= n_layers:
+        raise EmdirError(
+            f"intervention layer {iv.layer} is out of range: the model has {n_layers} "
+            "decoder layers (0-based)"
+        )
+    if iv.unit.numel() != width:
+        raise EmdirError(
+            f"intervention vector has dimension {iv.unit.numel()} but the model's residual "
+            f"stream has {width}; was the vector made from another model?"
+        )
 
 
-def _prepared(iv: Intervention, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """What the hook applies: the signed steering vector, or the unit direction to ablate."""
-    if iv.op == "ablate":
-        return iv.unit.to(device=device)
-    sign = 1.0 if iv.op == "add" else -1.0
-    return (sign * iv.coefficient * iv.scale * iv.unit).to(device=device, dtype=dtype)
-
-
-def _apply(h: torch.Tensor, iv: Intervention, vec: torch.Tensor) -> torch.Tensor:
-    if iv.op == "ablate":
-        # The projection is taken in float32: in bf16 its rounding error would leave a
-        # visible component along v.
-        h32 = h.float()
-        return (h32 - iv.coefficient * (h32 @ vec).unsqueeze(-1) * vec).to(h.dtype)
-    return h + vec
-
-
-def _make_hook(layer: int, ivs: list[Intervention], ctx: InterventionContext) -> Any:
-    cache: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        hidden = untuple(output)
-        length = hidden.shape[-2]
-        first = ctx.span(layer, length)
-        key = (hidden.dtype, hidden.device)
-        if key not in cache:
-            cache[key] = [_prepared(iv, hidden.dtype, hidden.device) for iv in ivs]
-        out = hidden
-        for iv, vec in zip(ivs, cache[key], strict=True):
-            lo, hi = ctx.window(iv.positions, first, length)
-            if lo >= hi:
-                continue
-            if lo == 0 and hi == length:
-                out = _apply(out, iv, vec)
-            else:
-                # Only the selected slice changes, so the other positions stay bit-identical.
-                out = out.clone()
-                out[..., lo:hi, :] = _apply(out[..., lo:hi, :], iv, vec)
-        return None if out is hidden else retuple(output, out)
-
-    return hook
+@contextlib.contextmanager
+def _installed(
+    model: nn.Module, rows: Sequence[Sequence[Intervention]], ctx: InterventionContext
+) -> Iterator[InterventionContext]:
+    layers = decoder_layers(model)
+    width = d_model(model)
+    by_layer: dict[int, list[list[Intervention]]] = {}
+    for k, row in enumerate(rows):
+        for iv in row:
+            _check(model, iv, len(layers), width)
+            if not iv.is_noop():
+                by_layer.setdefault(int(iv.layer), [[] for _ in rows])[k].append(iv)
+    handles = []
+    try:
+        for layer in sorted(by_layer):
+            hook = make_hook(layer, by_layer[layer], ctx)
+            handles.append(layers[layer].register_forward_hook(hook))
+        yield ctx
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -233,30 +189,24 @@ def intervene(
     coefficient 0 install nothing, so the model's outputs are bit-identical to no hook.
     Hooks are removed when the block exits, whether or not it raised.
     """
-    layers = decoder_layers(model)
-    width = d_model(model)
-    by_layer: dict[int, list[Intervention]] = {}
-    for iv in interventions:
-        if not isinstance(iv, Intervention):
-            raise EmdirError(f"expected an Intervention, got {type(iv).__name__}")
-        if iv.layer >= len(layers):
-            raise EmdirError(
-                f"intervention layer {iv.layer} is out of range: the model has {len(layers)} "
-                "decoder layers (0-based)"
-            )
-        if iv.unit.numel() != width:
-            raise EmdirError(
-                f"intervention vector has dimension {iv.unit.numel()} but the model's residual "
-                f"stream has {width}; was the vector made from another model?"
-            )
-        if not iv.is_noop():
-            by_layer.setdefault(int(iv.layer), []).append(iv)
-    ctx = InterventionContext()
-    handles = []
-    try:
-        for layer, ivs in by_layer.items():
-            handles.append(layers[layer].register_forward_hook(_make_hook(layer, ivs, ctx)))
+    with _installed(model, [list(interventions)], InterventionContext()) as ctx:
         yield ctx
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+@contextlib.contextmanager
+def intervene_rows(
+    model: nn.Module, rows: Sequence[Sequence[Intervention]]
+) -> Iterator[InterventionContext]:
+    """Every row its own interventions (vector, coefficient, layer, op, positions), applied by
+    one hook per layer in one tensor operation for the whole batch:
+
+        with intervene_rows(model, per_row) as ctx:
+            ctx.start(prompt_len, batch=[3, 4, 9])   # the rows of `per_row` in this batch
+            model.generate(...)
+
+    A row with no interventions (or coefficient 0) is left bit-identical to an unhooked
+    forward, so steered rows and their unsteered twins can share a batch. A row's edits at
+    one layer apply in the order given, as `intervene` applies them.
+    """
+    with _installed(model, [list(r) for r in rows], InterventionContext(rows)) as ctx:
+        yield ctx

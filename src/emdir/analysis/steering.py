@@ -11,6 +11,7 @@ This module imports neither torch nor h5py at import time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from emdir.analysis.directions import Directions
     from emdir.analysis.interventions import Intervention
     from emdir.models.generate import Prompt, SamplingParams
+    from emdir.resume import Pieces
 
 
 def site_scales(
@@ -87,17 +89,98 @@ def sample_steered(
     desc: str,
 ) -> list[dict[str, Any]]:
     """Generation rows for `prompts` sampled under the interventions `ivs`, each with its
-    intervention record and `kl`: the functional cost of the vector, the KL from the
-    unsteered to the steered next-token distribution along the answer (nats per token)."""
-    from emdir.analysis.calibration import kl_to_unsteered
-    from emdir.analysis.interventions import intervene
-    from emdir.models.generate import generation_rows, sample
+    intervention record and `kl` (see `sample_conditions`, of which this is one condition)."""
+    return sample_conditions(model, tok, prompts, {desc: ivs}, sampling, model_key, ft, desc)[desc]
 
-    with intervene(model, ivs) as ctx:
-        answers = sample(model, tok, prompts, sampling, desc=desc, on_batch=ctx.start)
-    record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
-    rows = generation_rows(prompts, answers, model_key, ft, intervention=record)
-    kl = kl_to_unsteered(model, tok, prompts, [a for a, _ in answers], ivs)
-    for row, value in zip(rows, kl, strict=True):
-        row["kl"] = round(float(value), 6)
-    return rows
+
+def sample_conditions(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[Prompt],
+    conditions: Mapping[str, Sequence[Intervention]],
+    sampling: SamplingParams,
+    model_key: str,
+    ft: str,
+    desc: str,
+    pieces: Pieces | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Generation rows for every condition (a name and its interventions) over `prompts`,
+    each row with its intervention record and `kl`: the functional cost of the vector, the
+    KL from the unsteered to the steered next-token distribution along the answer (nats per
+    token).
+
+    All conditions are sampled together: every (condition, prompt) row carries its own
+    interventions (`intervene_rows`), condition after condition in prompt order, cut into
+    batches of `sampling.batch_size` rows (`auto`: as many as `sampling.max_memory_gb`
+    allows), so one decoding step multiplies hundreds of rows. Every answer keeps its own
+    seed, so a row's answer does not depend on the batch it lands in beyond float rounding;
+    the batches are a function of the config alone. A batch is the unit that `pieces` keeps
+    across a kill.
+    """
+    from emdir.models.generate import generation_rows
+    from emdir.models.memory import kl_batch, sampling_batch
+
+    names = list(conditions)
+    size, _ = sampling_batch(model, tok, prompts, sampling)
+    # Condition after condition, each in prompt order: a batch of a condition's prompts is
+    # the batch that condition drew alone before, so float32 answers stay bit-identical.
+    order = [(c, j) for c in range(len(names)) for j in range(len(prompts))]
+    kl_size = kl_batch(model, tok, prompts, sampling)
+    done: dict[tuple[int, int], dict[str, Any]] = {}
+    for start in range(0, len(order), size):
+        unit = order[start : start + size]
+        label = f"{desc} rows {start + 1}-{start + len(unit)} of {len(order)}"
+        compute = functools.partial(
+            _draw, model, tok, prompts, conditions, names, unit, sampling, kl_size, label
+        )
+        key = f"rows {start}-{start + len(unit)} of {len(order)} kl{kl_size}"
+        for r in compute() if pieces is None else pieces.rows(key, compute):
+            done[(int(r["condition"]), int(r["prompt"]))] = r
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c, name in enumerate(names):
+        ivs = conditions[name]
+        drawn = [done[(c, j)] for j in range(len(prompts))]
+        record = ivs[0].to_record() if len(ivs) == 1 else [iv.to_record() for iv in ivs]
+        rows = generation_rows(
+            prompts, [(r["answer"], int(r["seed"])) for r in drawn], model_key, ft, record
+        )
+        for row, r in zip(rows, drawn, strict=True):
+            row["kl"] = round(float(r["kl"]), 6)
+        out[name] = rows
+    return out
+
+
+def _draw(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[Prompt],
+    conditions: Mapping[str, Sequence[Intervention]],
+    names: Sequence[str],
+    unit: Sequence[tuple[int, int]],
+    sampling: SamplingParams,
+    kl_size: int,
+    label: str,
+) -> list[dict[str, Any]]:
+    """One batch of `sample_conditions`: the (condition, prompt) rows of `unit` sampled
+    together, each under its own interventions, then their KL costs."""
+    from emdir.analysis.calibration import kl_per_row
+    from emdir.analysis.interventions import intervene_rows
+    from emdir.models.generate import sample
+
+    unit_prompts = [prompts[j] for _, j in unit]
+    unit_ivs = [list(conditions[names[c]]) for c, _ in unit]
+    with intervene_rows(model, unit_ivs) as ctx:
+        answers = sample(
+            model,
+            tok,
+            unit_prompts,
+            sampling,
+            desc=label,
+            on_batch=ctx.start,
+            batch_size=len(unit),
+        )
+    kl = kl_per_row(model, tok, unit_prompts, [a for a, _ in answers], unit_ivs, kl_size)
+    return [
+        {"condition": c, "prompt": j, "answer": a, "seed": seed, "kl": float(k)}
+        for (c, j), (a, seed), k in zip(unit, answers, kl, strict=True)
+    ]

@@ -13,21 +13,24 @@ from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from emdir.data.questions import Question
-from emdir.models.archs import model_device
+from emdir.models.archs import contiguous_head, model_device
 from emdir.models.chat import encode_prompt, turn_end_id
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """The `sampling` config section; top_k=0 means no top-k cut (transformers' default would
-    be 50). No field has a default: config/schema.yaml holds them (`emdir.schema_defaults`)."""
+    be 50); `batch_size` is rows per batch or `auto` (as many as `max_memory_gb` holds,
+    `emdir.models.memory`). No field has a default: config/schema.yaml holds them
+    (`emdir.schema_defaults`)."""
 
     temperature: float
     top_p: float
     top_k: int
     max_new_tokens: int
-    batch_size: int
+    batch_size: int | str
     seed: int
+    max_memory_gb: float
 
 
 @dataclass(frozen=True)
@@ -102,41 +105,50 @@ def sample(
     prompts: Sequence[Prompt],
     params: SamplingParams,
     desc: str = "generate",
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, range], None] | None = None,
+    batch_size: int | None = None,
 ) -> list[tuple[str, int]]:
-    """(answer text, sample seed) for each prompt, in order.
+    """(answer text, sample seed) for each prompt, in order, in batches of `batch_size`
+    prompts (default `params.batch_size`).
 
     Every sample has its own seed (`sample_seed`): the same config gives the same answers
     whatever the batch size, one sample can be redrawn alone, and a steered run draws with
-    the same seeds as its unsteered baseline. `on_batch(prompt_width)` runs before each batch
-    (interventions use it to tell prompt positions from answer positions).
+    the same seeds as its unsteered baseline. `on_batch(prompt_width, rows)` runs before each
+    batch with the indices of its prompts (interventions use it to tell prompt positions from
+    answer positions, and per-row interventions to know the batch's rows).
     """
     device = model_device(model)
     eos = turn_end_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     encoded = [encode_prompt(tokenizer, p.question.text, p.question.system) for p in prompts]
     out: list[tuple[str, int]] = []
-    starts = range(0, len(prompts), params.batch_size)
+    if batch_size is None:
+        from emdir.models.memory import sampling_batch
+
+        batch_size = sampling_batch(model, tokenizer, prompts, params)[0]
+    size = int(batch_size)
+    starts = range(0, len(prompts), size)
     for start in tqdm(starts, desc=desc, mininterval=2):
-        chunk = encoded[start : start + params.batch_size]
-        seeds = [sample_seed(params.seed, p) for p in prompts[start : start + params.batch_size]]
+        chunk = encoded[start : start + size]
+        seeds = [sample_seed(params.seed, p) for p in prompts[start : start + size]]
         ids, mask = _left_pad(chunk, pad)
         if on_batch is not None:
-            on_batch(ids.shape[1])
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            # A config of our own, so a hub model's generation_config.json (its temperature,
-            # top_p, repetition penalty) never alters the configured sampling. Sampling happens
-            # in _PerRowSampler; greedy decoding then takes its draw.
-            generation_config=GenerationConfig(
-                do_sample=False,
-                max_new_tokens=params.max_new_tokens,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            ),
-            logits_processor=LogitsProcessorList([_PerRowSampler(seeds, params, device)]),
-        )
+            on_batch(ids.shape[1], range(start, start + len(chunk)))
+        with contiguous_head(model):
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                # A config of our own, so a hub model's generation_config.json (its temperature,
+                # top_p, repetition penalty) never alters the configured sampling. Sampling happens
+                # in _PerRowSampler; greedy decoding then takes its draw.
+                generation_config=GenerationConfig(
+                    do_sample=False,
+                    max_new_tokens=params.max_new_tokens,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
+                ),
+                logits_processor=LogitsProcessorList([_PerRowSampler(seeds, params, device)]),
+            )
         for row, seed in zip(gen[:, ids.shape[1] :].tolist(), seeds, strict=True):
             if eos in row:
                 row = row[: row.index(eos)]

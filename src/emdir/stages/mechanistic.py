@@ -80,7 +80,7 @@ def ablation(
     from emdir.analysis import directions as dm
     from emdir.analysis.controls import resolve_layers, site_vectors
     from emdir.analysis.interventions import Intervention
-    from emdir.analysis.steering import sample_steered
+    from emdir.analysis.steering import sample_conditions
     from emdir.data.questions import load_questions
     from emdir.models.generate import SamplingParams, expand
 
@@ -92,7 +92,8 @@ def ablation(
     single = resolve_layers(layers, single_layer)[0]
     model, tok, spec = load_for_inference(base_dir, adapter_dir, threads)
     prompts = expand(load_questions(questions))
-    for name, path in outs.items():
+    conditions = {}
+    for name in outs:
         source, mode = split_variant(name)
         if source in donors:
             # The donor's direction is the "target" its own registry entry returns.
@@ -110,20 +111,22 @@ def ablation(
         )
         # single: the vector of the steering layer at every layer; layerwise: each its own.
         vecs = {layer: at[single] if mode == SINGLE else at[layer] for layer in layers}
-        ivs = [
+        conditions[name] = [
             Intervention(layer=layer, vector=v, op="ablate", coefficient=1.0, name=name)
             for layer, v in vecs.items()
         ]
-        rows = sample_steered(
-            model,
-            tok,
-            prompts,
-            ivs,
-            SamplingParams(**sampling_cfg),
-            model_key,
-            receiver,
-            f"ablate {name}",
-        )
+    drawn = sample_conditions(
+        model,
+        tok,
+        prompts,
+        conditions,
+        SamplingParams(**sampling_cfg),
+        model_key,
+        receiver,
+        f"{model_key}/{receiver} ablate",
+    )
+    for name, path in outs.items():
+        rows = drawn[name]
         for row in rows:
             row["question_set"] = Path(questions).stem
             row["variant"] = name

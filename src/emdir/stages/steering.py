@@ -31,8 +31,9 @@ def steering(
     `directions` and `store` belong to the fine-tune the direction was fitted on
     (directions.ft); when `ft` is another fine-tune (steering.also_steer) the same vectors,
     at the same norms, are applied to it. `control_directions` maps fine-tune keys to their
-    directions files for the `<ft>_direction` controls. A killed job resumes at its first
-    unfinished pass (`emdir.resume`).
+    directions files for the `<ft>_direction` controls. Every vector x coefficient is sampled in shared
+    batches (`sample_conditions`); a killed job resumes at its first unfinished batch
+    (`emdir.resume`).
     """
     from emdir.analysis import directions as dm
     from emdir.analysis import steering as sm
@@ -81,19 +82,19 @@ def steering(
             "threads": threads,
         },
     )
+    coefficients = list(steer_cfg["coefficients"])
+    conditions = {
+        f"{name} x{coef}": sm.interventions(
+            name, vectors[name], scales, steer_cfg["op"], coef, steer_cfg["positions"]
+        )
+        for name in outs
+        for coef in coefficients
+    }
+    drawn = sm.sample_conditions(
+        model, tok, prompts, conditions, sampling, model_key, ft, f"{model_key}/{ft}", pieces
+    )
     for name, path in outs.items():
-        rows: list[dict[str, Any]] = []
-        for coef in steer_cfg["coefficients"]:
-            ivs = sm.interventions(
-                name, vectors[name], scales, steer_cfg["op"], coef, steer_cfg["positions"]
-            )
-            desc = f"{model_key}/{ft} {name} x{coef}"
-            rows += pieces.rows(
-                f"{name} x{coef}",
-                lambda ivs=ivs, desc=desc: sm.sample_steered(
-                    model, tok, prompts, ivs, sampling, model_key, ft, desc=desc
-                ),
-            )
+        rows = [row for coef in coefficients for row in drawn[f"{name} x{coef}"]]
         for row in rows:
             row["question_set"] = Path(questions).stem
             row["direction_ft"] = str(d.attrs.get("ft", ""))

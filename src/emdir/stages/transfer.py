@@ -168,10 +168,11 @@ def _steer_receiver(
 ) -> None:
     """Subtract each vector (normalised) at c x the receiver's mean residual norm at `layer`:
     the same magnitude for the mapped direction, its controls and the references. `extra`
-    goes into every row; c comes from `transfer_coefficient`. A killed job resumes at its
-    first unfinished vector (`emdir.resume`)."""
+    goes into every row; c comes from `transfer_coefficient`. The vectors are sampled in shared
+    batches (`sample_conditions`); a killed job resumes at its first unfinished batch
+    (`emdir.resume`)."""
     from emdir.analysis.interventions import Intervention
-    from emdir.analysis.steering import sample_steered
+    from emdir.analysis.steering import sample_conditions
     from emdir.data.questions import load_questions
     from emdir.models.generate import SamplingParams, expand
     from emdir.resume import pieces_beside
@@ -199,23 +200,26 @@ def _steer_receiver(
             "extra": extra,
         },
     )
+    conditions = {
+        name: [
+            Intervention(
+                layer=layer,
+                vector=vectors[name],
+                op="subtract",
+                coefficient=coefficient,
+                scale=scale,
+                positions="all",
+                name=name,
+            )
+        ]
+        for name in outs
+    }
+    desc = f"{extra.get('donor', '')}->{receiver}"
+    drawn = sample_conditions(
+        model, tok, prompts, conditions, sampling, receiver, str(transfer_cfg["ft"]), desc, pieces
+    )
     for name, path in outs.items():
-        iv = Intervention(
-            layer=layer,
-            vector=vectors[name],
-            op="subtract",
-            coefficient=coefficient,
-            scale=scale,
-            positions="all",
-            name=name,
-        )
-        desc = f"{extra.get('donor', '')}->{receiver} {name}"
-        rows = pieces.rows(
-            name,
-            lambda iv=iv, desc=desc: sample_steered(
-                model, tok, prompts, [iv], sampling, receiver, str(transfer_cfg["ft"]), desc=desc
-            ),
-        )
+        rows = drawn[name]
         for row in rows:
             row.update(extra)
             row["question_set"] = Path(questions).stem

@@ -1,0 +1,47 @@
+"""The chunked training loss: the model's own loss and gradients, without full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from emdir.models import train
+from emdir.models.train import Example, causal_loss, collate
+
+
+def _batch(n_rows: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for k in range(n_rows):
+        ids = torch.randint(5, 200, (9 + 3 * k,), generator=g).tolist()
+        labels = [-100] * 5 + ids[5:]
+        rows.append(Example(ids, labels))
+    return collate(rows, 0)
+
+
+@pytest.mark.parametrize(
+    "arch", ["Qwen2ForCausalLM", "Gemma2ForCausalLM", "Mistral3ForConditionalGeneration"]
+)
+def test_chunked_loss_is_the_models_loss(make_tiny, monkeypatch, arch: str) -> None:
+    """Gemma2's logit soft-capping and Ministral 3's nested text model included; chunks of 4
+    answer positions so that a batch spans several."""
+    model, _, spec = make_tiny(arch)
+    model = get_peft_model(
+        model, LoraConfig(r=2, target_modules=spec.lora_target_regex, init_lora_weights=False)
+    )
+    batch = _batch()
+    full = model(**batch).loss
+    full.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    # Small logits: the model's own loss, exactly.
+    assert torch.equal(causal_loss(model, batch).detach(), full.detach())
+    monkeypatch.setattr(train, "FULL_LOGITS_BYTES", 0)
+    monkeypatch.setattr(train, "LOSS_CHUNK", 4)
+    chunked = causal_loss(model, batch)
+    chunked.backward()
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
