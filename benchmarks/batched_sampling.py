@@ -24,7 +24,9 @@ cost against the unsteered model, as a steering job does:
 - old: for each condition, `sample` inside `intervene` in batches of `--old-batch` (16, the
   batch of config/real.yaml before), then `kl_per_row` over its answers in batches of 8
   answers (16 rows: 8 steered, 8 unsteered twins, the old pass's forward size).
-- new: `sample_conditions` over all conditions, batches from `--memory-gb` (`auto`).
+- new: `sample_conditions` over all conditions, batches from `--memory-gb` (`auto`); its KL
+  pass takes 8 answers (16 rows) a forward too (`emdir.models.memory.KL_ANSWERS`), so the
+  KL rows compare only its per-batch overhead and the LM head kept at answer predictions.
 
 Printed: new tokens per second of each side (sampled tokens / seconds of the whole job, the
 KL included) and their ratio (targets: >= 3x for Qwen2.5-Coder-0.5B, >= 2x for SmolLM2), the

@@ -158,6 +158,13 @@ def _slot(ivs: Sequence[Intervention | None], dtype: torch.dtype, device: torch.
     )
 
 
+def _shared(ivs: list[Intervention | None]) -> list[Intervention | None]:
+    """One entry when every row of the batch has the same intervention (a batch of one
+    condition): its tensors then broadcast, and the edit is computed exactly as `intervene`
+    computes it (the ablation's projection by one matrix-vector product, not a batched one)."""
+    return ivs[:1] if ivs and ivs[0] is not None and all(iv is ivs[0] for iv in ivs) else ivs
+
+
 def _edit(hidden: torch.Tensor, slot: _Slot, select: torch.Tensor | None) -> torch.Tensor:
     """One slot applied; `select` ([B, T] bool) limits it to the positions it names."""
     out = hidden
@@ -198,7 +205,7 @@ def make_hook(layer: int, rows: list[list[Intervention]], ctx: InterventionConte
                 batch = [rows[i] for i in ctx.batch]
             depth = max((len(r) for r in batch), default=0)
             cache[key] = [
-                _slot([r[k] if k < len(r) else None for r in batch], dtype, device)
+                _slot(_shared([r[k] if k < len(r) else None for r in batch]), dtype, device)
                 for k in range(depth)
                 if any(k < len(r) for r in batch)
             ]
@@ -215,7 +222,7 @@ def make_hook(layer: int, rows: list[list[Intervention]], ctx: InterventionConte
             )
         out = hidden
         for slot in slots(hidden.dtype, hidden.device):
-            if slot.uniform_positions is not None and shared:
+            if slot.uniform_positions is not None and ctx.prompt_lengths is None:
                 lo, hi = ctx.window(slot.uniform_positions, first, length)
                 if lo >= hi:
                     continue
