@@ -36,9 +36,9 @@ tokens they process / its seconds) against this core's bf16 rate at the model's 
 with 16, 128 and 512 rows (the limit), and the fraction. The two sides' answers differ only by
 bfloat16 rounding (batch composition); the script prints how many are identical.
 
-    python benchmarks/batched_sampling.py --shape qwen25coder    # ~6 min
-    python benchmarks/batched_sampling.py --shape smollm2        # ~2 min
-    python benchmarks/batched_sampling.py --quick                # both, small: ~2 min
+    python benchmarks/batched_sampling.py --shape qwen25coder    # ~14 min (no AMX, 1 thread)
+    python benchmarks/batched_sampling.py --shape smollm2 --prompts 40   # ~10 min
+    python benchmarks/batched_sampling.py --quick                # both, small: a few minutes
 
 Exits 0 unless something errors, or with --check a target is missed.
 """
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vectors", type=int, default=6)
     ap.add_argument("--coefficients", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=20)
-    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--old-batch", type=int, default=16)
     ap.add_argument("--memory-gb", type=float, default=6.0)
     ap.add_argument("--no-adapter", action="store_true")
