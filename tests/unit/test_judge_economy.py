@@ -390,7 +390,10 @@ def test_the_mode_is_part_of_the_judge_jobs_settings() -> None:
     }
 
 
-REAL_QUESTIONS = Path("/work/shared/data/eval/first_plot_questions.yaml")
+# ../shared beside the checkout, wherever that is (CI clones elsewhere).
+REAL_QUESTIONS = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "eval" / "first_plot_questions.yaml"
+)
 
 
 @pytest.mark.skipif(not REAL_QUESTIONS.exists(), reason="the shared real question file is absent")
