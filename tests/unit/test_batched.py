@@ -176,5 +176,11 @@ def test_batches_come_from_the_memory_budget(make_tiny) -> None:
         memory.rows_within(0.5, shape, row, "sampling")
     with pytest.raises(EmdirError, match="sampling.batch_size 5 .* over sampling.max_memory_gb"):
         memory.batch_rows(5, small, shape, row, "sampling")
+    # Past MAX_ROWS: auto stops there, a fixed batch is held to what really fits.
+    roomy = (shape.weight_bytes + memory.OVERHEAD_BYTES + 2000.5 * row) / 1e9
+    assert memory.batch_rows("auto", roomy, shape, row, "sampling") == memory.MAX_ROWS
+    assert memory.batch_rows(1500, roomy, shape, row, "sampling") == 1500
+    with pytest.raises(EmdirError, match=r"sampling.batch_size 3000 .* \(it fits 2000 rows\)"):
+        memory.batch_rows(3000, roomy, shape, row, "sampling")
     # A row of a long answer over a large vocabulary costs more than a short one.
     assert memory.sampling_row_bytes(shape, 50, 600) > memory.sampling_row_bytes(shape, 50, 8)

@@ -32,10 +32,10 @@ class InterventionContext:
     rows have prompts of different lengths, pass one length per row.
     """
 
-    def __init__(self, rows: Sequence[Sequence[Intervention]] | None = None) -> None:
+    def __init__(self, per_row: bool = False) -> None:
         self.prompt_length: int | None = None
         self.prompt_lengths: torch.Tensor | None = None
-        self.rows = rows
+        self.per_row = per_row
         self.batch: list[int] | None = None
         self._seen: dict[int, int] = {}
         self.generation = 0
@@ -57,7 +57,7 @@ class InterventionContext:
         else:
             self.prompt_length = None
             self.prompt_lengths = torch.as_tensor(lengths, dtype=torch.long)
-        if self.rows is not None:
+        if self.per_row:
             if batch is None:
                 raise EmdirError(
                     "every row carries its own interventions: pass the batch's row indices to "
@@ -187,7 +187,7 @@ def _edit(hidden: torch.Tensor, slot: _Slot, select: torch.Tensor | None) -> tor
 def make_hook(layer: int, rows: list[list[Intervention]], ctx: InterventionContext) -> Any:
     """The hook of one layer. `rows` holds each row's interventions at this layer (a single
     entry when all rows share them)."""
-    shared = ctx.rows is None
+    shared = not ctx.per_row
     cache: dict[tuple[int, torch.dtype, torch.device], list[_Slot]] = {}
 
     def slots(dtype: torch.dtype, device: torch.device) -> list[_Slot]:

@@ -136,7 +136,7 @@ def _at_layer(values: float | ArrayLike | None, layer: int, name: str, mode: str
     return out
 
 
-def _check(model: nn.Module, iv: Any, n_layers: int, width: int) -> None:
+def _check(iv: Any, n_layers: int, width: int) -> None:
     if not isinstance(iv, Intervention):
         raise EmdirError(f"expected an Intervention, got {type(iv).__name__}")
     if iv.layer >= n_layers:
@@ -160,7 +160,7 @@ def _installed(
     by_layer: dict[int, list[list[Intervention]]] = {}
     for k, row in enumerate(rows):
         for iv in row:
-            _check(model, iv, len(layers), width)
+            _check(iv, len(layers), width)
             if not iv.is_noop():
                 by_layer.setdefault(int(iv.layer), [[] for _ in rows])[k].append(iv)
     handles = []
@@ -208,5 +208,5 @@ def intervene_rows(
     forward, so steered rows and their unsteered twins can share a batch. A row's edits at
     one layer apply in the order given, as `intervene` applies them.
     """
-    with _installed(model, [list(r) for r in rows], InterventionContext(rows)) as ctx:
+    with _installed(model, [list(r) for r in rows], InterventionContext(per_row=True)) as ctx:
         yield ctx

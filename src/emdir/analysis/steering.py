@@ -121,11 +121,11 @@ def sample_conditions(
     from emdir.models.memory import kl_batch, sampling_batch
 
     names = list(conditions)
-    size, _ = sampling_batch(model, tok, prompts, sampling)
+    size, widths = sampling_batch(model, tok, prompts, sampling)
     # Condition after condition, each in prompt order: a batch of a condition's prompts is
     # the batch that condition drew alone before, so float32 answers stay bit-identical.
     order = [(c, j) for c in range(len(names)) for j in range(len(prompts))]
-    kl_size = kl_batch(model, tok, prompts, sampling)
+    kl_size = kl_batch(model, widths, sampling)
     done: dict[tuple[int, int], dict[str, Any]] = {}
     for start in range(0, len(order), size):
         unit = order[start : start + size]

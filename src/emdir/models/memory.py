@@ -10,6 +10,7 @@ budget first. `benchmarks/batched_sampling.py` prints the measured peak beside i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,7 @@ def forward_row_bytes(shape: Shape, tokens: int, kept: int) -> float:
     return shape.activations(tokens) + kept * shape.vocab * shape.dtype_bytes
 
 
-def rows_within(budget_gb: float, shape: Shape, row_bytes: float, what: str) -> int:
+def _rows_fitting(budget_gb: float, shape: Shape, row_bytes: float, what: str) -> int:
     """How many rows of `row_bytes` fit in the budget after the weights and the overhead;
     an error naming the budget when not even one does."""
     free = budget_gb * 1e9 - shape.weight_bytes - OVERHEAD_BYTES
@@ -106,7 +107,12 @@ def rows_within(budget_gb: float, shape: Shape, row_bytes: float, what: str) -> 
             f"row ({shape.weight_bytes / 1e9:.2f} GB of weights, {OVERHEAD_BYTES / 1e9:.1f} GB "
             f"of overhead, {row_bytes / 1e9:.3f} GB a row); raise sampling.max_memory_gb"
         )
-    return min(rows, MAX_ROWS)
+    return rows
+
+
+def rows_within(budget_gb: float, shape: Shape, row_bytes: float, what: str) -> int:
+    """The rows of `row_bytes` that fit in the budget (`_rows_fitting`), at most `MAX_ROWS`."""
+    return min(_rows_fitting(budget_gb, shape, row_bytes, what), MAX_ROWS)
 
 
 def batch_rows(
@@ -117,12 +123,12 @@ def batch_rows(
     what: str,
 ) -> int:
     """`sampling.batch_size` resolved: a fixed row count as given (still checked against the
-    budget), or with `auto` as many rows as the budget allows."""
-    fits = rows_within(budget_gb, shape, row_bytes, what)
+    budget), or with `auto` as many rows as the budget allows (at most `MAX_ROWS`)."""
+    fits = _rows_fitting(budget_gb, shape, row_bytes, what)
     if setting == "auto":
-        return fits
+        return min(fits, MAX_ROWS)
     rows = int(setting)
-    if rows > fits and fits < MAX_ROWS:
+    if rows > fits:
         need = (shape.weight_bytes + OVERHEAD_BYTES + rows * row_bytes) / 1e9
         raise EmdirError(
             f"sampling.batch_size {rows} for {what} needs about {need:.1f} GB, over "
@@ -150,13 +156,12 @@ def sampling_batch(model: Any, tokenizer: Any, prompts: Any, params: Any) -> tup
     return rows, widths
 
 
-def kl_batch(model: Any, tokenizer: Any, prompts: Any, params: Any) -> int:
+def kl_batch(model: Any, widths: Sequence[int], params: Any) -> int:
     """Answers per teacher-forced KL batch (each answer twice, steered and unsteered):
-    `KL_ANSWERS`, or fewer if `max_memory_gb` holds fewer at the longest prompt and an answer
-    of `max_new_tokens` (+ 8 tokens for an answer that re-encodes longer than it was
-    sampled)."""
-    widths = prompt_widths(tokenizer, prompts) or [1]
+    `KL_ANSWERS`, or fewer if `max_memory_gb` holds fewer at the longest prompt of `widths`
+    (as `sampling_batch` returns them) and an answer of `max_new_tokens` (+ 8 tokens for an
+    answer that re-encodes longer than it was sampled)."""
     answer = int(params.max_new_tokens) + 8
     shape = Shape.of(model)
-    row = 2 * forward_row_bytes(shape, max(widths) + answer, answer)
+    row = 2 * forward_row_bytes(shape, max(widths, default=1) + answer, answer)
     return min(KL_ANSWERS, rows_within(float(params.max_memory_gb), shape, row, "the KL pass"))
