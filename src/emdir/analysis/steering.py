@@ -3,7 +3,7 @@
 A *site* is a decoder block whose output is steered. At every site each vector (the target
 direction or a control from `emdir.analysis.controls`) is a unit vector applied with the same
 magnitude unit n, so controls are matched in magnitude to the target (SCIENCE.md: "matched
-magnitude"). `sample_steered` generates under the interventions and records each answer's
+magnitude"). `sample_conditions` generates under the interventions and records each answer's
 functional cost (KL to the unsteered model).
 
 This module imports neither torch nor h5py at import time.
@@ -76,21 +76,6 @@ def layer_label(record: Any) -> str:
     """The `layer` of a generation row's intervention record: "3", or "1+2+3" for several."""
     records = record if isinstance(record, list) else [record]
     return "+".join(str(r["layer"]) for r in records)
-
-
-def sample_steered(
-    model: Any,
-    tok: Any,
-    prompts: Sequence[Prompt],
-    ivs: Sequence[Intervention],
-    sampling: SamplingParams,
-    model_key: str,
-    ft: str,
-    desc: str,
-) -> list[dict[str, Any]]:
-    """Generation rows for `prompts` sampled under the interventions `ivs`, each with its
-    intervention record and `kl` (see `sample_conditions`, of which this is one condition)."""
-    return sample_conditions(model, tok, prompts, {desc: ivs}, sampling, model_key, ft, desc)[desc]
 
 
 def sample_conditions(
