@@ -31,9 +31,9 @@ def steering(
     `directions` and `store` belong to the fine-tune the direction was fitted on
     (directions.ft); when `ft` is another fine-tune (steering.also_steer) the same vectors,
     at the same norms, are applied to it. `control_directions` maps fine-tune keys to their
-    directions files for the `<ft>_direction` controls. Every vector x coefficient is sampled in shared
-    batches (`sample_conditions`); a killed job resumes at its first unfinished batch
-    (`emdir.resume`).
+    directions files for the `<ft>_direction` controls. Every vector x coefficient is
+    sampled in shared batches (`sample_conditions`); a killed job resumes at its first
+    unfinished batch (`emdir.resume`).
     """
     from emdir.analysis import directions as dm
     from emdir.analysis import steering as sm
