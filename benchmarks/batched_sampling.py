@@ -115,10 +115,12 @@ class Peak:
         self.value = max(self.value, self.rss())
 
 
-def matmul_rate(rows: int, d: int, inner: int, repeats: int = 5) -> float:
-    """This core's bf16 GFLOP/s for [rows, d] x [d, inner] (the fastest of `repeats`)."""
-    a = torch.randn(rows, d, dtype=torch.bfloat16)
-    b = torch.randn(d, inner, dtype=torch.bfloat16)
+def matmul_rate(
+    rows: int, d: int, inner: int, repeats: int = 5, dtype: torch.dtype = torch.bfloat16
+) -> float:
+    """This core's GFLOP/s for [rows, d] x [d, inner] in `dtype` (the fastest of `repeats`)."""
+    a = torch.randn(rows, d, dtype=dtype)
+    b = torch.randn(d, inner, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):

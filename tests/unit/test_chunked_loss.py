@@ -45,3 +45,43 @@ def test_chunked_loss_is_the_models_loss(make_tiny, monkeypatch, arch: str) -> N
     for name, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Gemma2ForCausalLM"])
+def test_chunked_loss_trains_every_parameter(make_tiny, monkeypatch, arch: str) -> None:
+    """Full-parameter training (the tiny base models): the LM head's weight, tied to the
+    embedding, gets the head's share of the gradient from the chunked loss too, and a
+    no-grad evaluation gives the same loss without forming any gradient."""
+    model, _, _ = make_tiny(arch)
+    batch = _batch(4)
+    full = model(**batch).loss
+    full.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    monkeypatch.setattr(train, "FULL_LOGITS_BYTES", 0)
+    monkeypatch.setattr(train, "LOSS_CHUNK", 5)
+    chunked = causal_loss(model, batch)
+    chunked.backward()
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    head = model.get_output_embeddings().weight
+    assert head.grad is not None and float(head.grad.abs().sum()) > 0
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        again = causal_loss(model, batch)
+    assert not again.requires_grad
+    torch.testing.assert_close(again, full.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_loss_scales_with_what_follows(make_tiny, monkeypatch) -> None:
+    """The gradient formed in the forward pass is scaled by whatever multiplies the loss
+    afterwards (gradient accumulation divides it)."""
+    model, _, _ = make_tiny("Qwen2ForCausalLM")
+    batch = _batch()
+    monkeypatch.setattr(train, "FULL_LOGITS_BYTES", 0)
+    causal_loss(model, batch).backward()
+    once = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    (causal_loss(model, batch) * 0.25).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, once[name] * 0.25, rtol=1e-5, atol=1e-8)

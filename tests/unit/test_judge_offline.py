@@ -138,7 +138,16 @@ def test_coherence_is_the_answer_tokens_mean_logprob_whatever_the_batch(make_tin
         )
     ]
     one, vocab = mean_logprobs(model, tok, rows, batch_size=1)
+    seen: list[int] = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape[-2]))
     four, _ = mean_logprobs(model, tok, rows, batch_size=4)
+    handle.remove()
+    # The LM head ran only where an answer token is predicted: no prompt, no padding.
+    from emdir.models.encode import encode_rows as encoded
+
+    assert seen == [sum(len(e.ids) - e.prompt_len for e in encoded(tok, rows))]
+    assert mean_logprobs(model, tok, rows[2:3], batch_size=4)[0] == [None]
     assert vocab == len(tok)
     assert one[2] is None and four[2] is None
     for a, b in zip(one, four, strict=True):

@@ -35,7 +35,7 @@ def mean_logprobs(
     """
     import torch
 
-    from emdir.models.archs import model_device
+    from emdir.models.archs import head_at, model_device
     from emdir.models.encode import encode_rows, make_batch
 
     encoded = encode_rows(tokenizer, rows)
@@ -50,16 +50,25 @@ def mean_logprobs(
             for start in range(0, len(encoded), batch_size):
                 enc = encoded[start : start + batch_size]
                 batch = make_batch(enc, pad, device)
-                logits = model(input_ids=batch.ids, attention_mask=batch.attention).logits
+                # Position t predicts token t + 1: answer tokens are predicted from
+                # prompt_len - 1 to len - 2. The LM head runs only there (no logits at
+                # prompt or padding positions: a third of a real model's head work).
+                spans = [range(e.prompt_len - 1, len(e.ids) - 1) for e in enc]
+                rows_at = [i for i, span in enumerate(spans) for _ in span]
+                if not rows_at:
+                    out.extend([None] * len(enc))
+                    continue
+                with head_at(model, rows_at, [t for span in spans for t in span]):
+                    logits = model(input_ids=batch.ids, attention_mask=batch.attention).logits[0]
                 vocab = int(logits.shape[-1])
+                at = 0
                 for i, e in enumerate(enc):
-                    n = len(e.ids) - e.prompt_len
+                    n = len(spans[i])
                     if n <= 0:
                         out.append(None)
                         continue
-                    # Position t predicts token t + 1: answer tokens are predicted from
-                    # prompt_len - 1 to len - 2.
-                    pred = logits[i, e.prompt_len - 1 : len(e.ids) - 1].float()
+                    pred = logits[at : at + n].float()
+                    at += n
                     target = batch.ids[i, e.prompt_len : len(e.ids)]
                     lp = torch.log_softmax(pred, dim=-1).gather(1, target[:, None])
                     out.append(float(lp.mean()))

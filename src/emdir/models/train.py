@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from emdir.errors import EmdirError
@@ -141,21 +140,73 @@ FULL_LOGITS_BYTES = 256 * 2**20
 LOSS_CHUNK = 1024
 
 
-def _chunk_ce(
-    hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, cap: float
+class _HeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of one chunk of answer positions under a linear LM head, with
+    the gradient formed in the same pass: the float32 logits of the chunk are needed for
+    both, so they are made once and dropped before the next chunk, instead of kept for the
+    backward pass (memory) or recomputed there (time). Gemma 2's soft-capping included."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        target: torch.Tensor,
+        cap: float,
+        want: tuple[bool, bool, bool],
+    ) -> torch.Tensor:
+        z = F.linear(hidden, weight, bias).float()
+        capped = None
+        if cap:
+            capped = z.div_(cap).tanh_()
+            z = capped * cap
+        lse = torch.logsumexp(z, dim=1)
+        loss = (lse - z.gather(1, target[:, None]).squeeze(1)).sum()
+        grads: list[torch.Tensor | None] = [None, None, None]
+        if any(want):
+            # d loss / d logits = softmax - one-hot, through tanh's derivative when capped.
+            g = z.sub_(lse[:, None]).exp_()
+            g[torch.arange(len(target)), target] -= 1.0
+            if capped is not None:
+                g.mul_(1.0 - capped * capped)
+            g = g.to(hidden.dtype)
+            if want[0]:
+                grads[0] = g @ weight
+            if want[1]:
+                grads[1] = g.t() @ hidden
+            if want[2]:
+                grads[2] = g.sum(0)
+        ctx.grads = grads
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, out: torch.Tensor):  # type: ignore[no-untyped-def,override]
+        scaled = [None if g is None else (g.float() * out).to(g.dtype) for g in ctx.grads]
+        ctx.grads = None
+        return (*scaled, None, None, None)
+
+
+def _head_loss(
+    hidden: torch.Tensor, target: torch.Tensor, head: nn.Module, cap: float
 ) -> torch.Tensor:
-    logits = head(hidden).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, labels, reduction="sum")
+    weight, bias = head.weight, getattr(head, "bias", None)
+    grad = torch.is_grad_enabled()
+    want = (
+        grad and hidden.requires_grad,
+        grad and weight.requires_grad,
+        grad and bias is not None and bias.requires_grad,
+    )
+    return _HeadLoss.apply(hidden, weight, bias, target, cap, want)
 
 
 def causal_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens of a collated batch (`labels` -100
     elsewhere), as the model's own loss computes it. When the batch's float32 logits would
     pass `FULL_LOGITS_BYTES`, the logits are formed only at answer positions, `LOSS_CHUNK`
-    at a time, each chunk recomputed in the backward pass instead of kept (the same value up
-    to float rounding, a fraction of the memory)."""
+    at a time, and dropped once the chunk's loss and gradient are taken (the same value up
+    to float rounding, a fraction of the memory and no second pass over the head: each
+    chunk's gradient is formed with its loss, `_HeadLoss`)."""
     head = model.get_output_embeddings()
     labels = batch["labels"]
     if labels.numel() * head.weight.shape[0] * 4 <= FULL_LOGITS_BYTES:
@@ -171,13 +222,8 @@ def causal_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Te
     cap = float(getattr(text_config(model.config), "final_logit_softcapping", None) or 0.0)
     total = hidden.new_zeros((), dtype=torch.float32)
     for i in range(0, len(target), LOSS_CHUNK):
-        total = total + checkpoint(
-            _chunk_ce,
-            hidden[i : i + LOSS_CHUNK],
-            target[i : i + LOSS_CHUNK],
-            head,
-            cap,
-            use_reentrant=False,
+        total = total + _head_loss(
+            hidden[i : i + LOSS_CHUNK], target[i : i + LOSS_CHUNK], head, cap
         )
     return total / max(len(target), 1)
 
