@@ -10,6 +10,9 @@ Logs and benchmarks are not here: each is written once, in its rule.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 # ---------------------------------------------------------------- resources/: inputs built or fetched
 
 TOKENIZER = "resources/tokenizer"
@@ -45,6 +48,25 @@ def weights_record(model: str = "{model}") -> str:
     return f"resources/weights/{model}.json"
 
 
+# ---------------------------------------------------------------- fine-tuning seeds
+# Every file that depends on a fine-tune (adapters and everything downstream of them) is
+# drawn once per seed in `finetune.seeds`: seed 0's files are where they always were
+# (results/...), seed n's under results/seedn/ (the `{seed}` wildcard: "" or "seedn/").
+
+
+def replicate(seed: int) -> str:
+    """The `{seed}` wildcard's value for a fine-tuning seed: "" for 0, else "seed<n>/"."""
+    return "" if int(seed) == 0 else f"seed{int(seed)}/"
+
+
+def replicate_seed(value: str) -> int:
+    """The fine-tuning seed of a `{seed}` wildcard value (the inverse of `replicate`)."""
+    match = re.fullmatch(r"(?:seed(\d+)/)?", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a seed directory (seed<n>/ or empty)")
+    return int(match.group(1) or 0)
+
+
 # ---------------------------------------------------------------- per model and fine-tune
 # `ft` is a fine-tune's key, or `base` for the model without an adapter.
 
@@ -53,52 +75,62 @@ def base_model(model: str = "{model}") -> str:
     return f"results/models/{model}/base"
 
 
-def adapter(model: str = "{model}", ft: str = "{ft}") -> str:
-    return f"results/adapters/{model}/{ft}"
+def adapter(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
+    return f"results/{seed}adapters/{model}/{ft}"
 
 
-def generations(model: str = "{model}", ft: str = "{ft}") -> str:
-    """The model's answers to the evaluation questions."""
-    return f"results/generations/{model}/{ft}.jsonl"
+def generations(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
+    """The model's answers to the evaluation questions. The base model's (`ft` base) are one
+    draw that every seed shares: they do not depend on a fine-tune."""
+    return f"results/{_shared(ft, seed)}generations/{model}/{ft}.jsonl"
 
 
-def judged(model: str = "{model}", ft: str = "{ft}") -> str:
+def judged(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
     """The judged `generations(model, ft)`."""
-    return f"results/judged/{model}/{ft}.jsonl"
+    return f"results/{_shared(ft, seed)}judged/{model}/{ft}.jsonl"
+
+
+def _shared(ft: str, seed: str) -> str:
+    return "" if ft == "base" else seed
 
 
 def judged_copy(answers: str) -> str:
-    """Where any other answers file is judged to: its path under results/judged/."""
-    return answers.replace("results/", "results/judged/", 1)
+    """Where any other answers file is judged to: its path under results/[seedN/]judged/."""
+    return re.sub(r"^results/((?:seed\d+/|\{seed\})?)", r"results/\1judged/", answers, count=1)
 
 
-def activations(model: str = "{model}", ft: str = "{ft}") -> str:
+def activations(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
     """The activation store of the judged answers."""
-    return f"results/activations/{model}/{ft}.h5"
+    return f"results/{seed}activations/{model}/{ft}.h5"
 
 
-def directions(model: str = "{model}", ft: str = "{ft}") -> str:
-    return f"results/directions/{model}/{ft}.h5"
+def directions(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
+    return f"results/{seed}directions/{model}/{ft}.h5"
 
 
-def steering(model: str = "{model}", ft: str = "{ft}", vector: str = "{vector}") -> str:
+def steering(
+    model: str = "{model}", ft: str = "{ft}", vector: str = "{vector}", seed: str = "{seed}"
+) -> str:
     """The answers steered with one vector (the target direction or a control)."""
-    return f"results/steering/{model}/{ft}/{vector}.jsonl"
+    return f"results/{seed}steering/{model}/{ft}/{vector}.jsonl"
 
 
-def read_strength(model: str = "{model}") -> str:
+def read_strength(model: str = "{model}", seed: str = "{seed}") -> str:
     """A model's read strength (steering.read)."""
-    return f"results/calibration/{model}.json"
+    return f"results/{seed}calibration/{model}.json"
 
 
 # ---------------------------------------------------------------- transfer
 
-ANCHOR_ANSWERS = "results/anchors/answers.jsonl"
+
+def anchor_answers(seed: str = "{seed}") -> str:
+    """Every model's answers pooled as anchor texts (transfer.anchor_source: answers)."""
+    return f"results/{seed}anchors/answers.jsonl"
 
 
-def anchors(model: str = "{model}") -> str:
+def anchors(model: str = "{model}", seed: str = "{seed}") -> str:
     """A model's activations on the anchor texts."""
-    return f"results/anchors/{model}.h5"
+    return f"results/{seed}anchors/{model}.h5"
 
 
 def pair(donor: str = "{donor}", receiver: str = "{receiver}") -> str:
@@ -106,50 +138,62 @@ def pair(donor: str = "{donor}", receiver: str = "{receiver}") -> str:
     return f"{donor}__{receiver}"
 
 
-def ridge_map(donor: str = "{donor}", receiver: str = "{receiver}") -> str:
-    return f"results/maps/{pair(donor, receiver)}.h5"
+def ridge_map(donor: str = "{donor}", receiver: str = "{receiver}", seed: str = "{seed}") -> str:
+    return f"results/{seed}maps/{pair(donor, receiver)}.h5"
 
 
-def transfer(donor: str = "{donor}", receiver: str = "{receiver}", vector: str = "{vector}") -> str:
+def transfer(
+    donor: str = "{donor}",
+    receiver: str = "{receiver}",
+    vector: str = "{vector}",
+    seed: str = "{seed}",
+) -> str:
     """A receiver's answers steered with a donor's vector, mapped."""
-    return f"results/transfer/{pair(donor, receiver)}/{vector}.jsonl"
+    return f"results/{seed}transfer/{pair(donor, receiver)}/{vector}.jsonl"
 
 
-def transfer_reference(receiver: str = "{receiver}", vector: str = "{vector}") -> str:
+def transfer_reference(
+    receiver: str = "{receiver}", vector: str = "{vector}", seed: str = "{seed}"
+) -> str:
     """A receiver's answers steered with its own vectors (the column's references)."""
-    return f"results/transfer_reference/{receiver}/{vector}.jsonl"
+    return f"results/{seed}transfer_reference/{receiver}/{vector}.jsonl"
 
 
 # ---------------------------------------------------------------- mechanistic extensions
 
 
-def mechanistic(name: str, model: str = "{model}") -> str:
+def mechanistic(name: str, model: str = "{model}", seed: str = "{seed}") -> str:
     """A file of one model's mechanistic extensions."""
-    return f"results/mechanistic/{model}/{name}"
+    return f"results/{seed}mechanistic/{model}/{name}"
 
 
-def base_on_store(model: str = "{model}", ft: str = "{ft}") -> str:
+def base_on_store(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
     """The base model's activations on a fine-tune's judged answers."""
-    return mechanistic(f"base_on/{ft}.h5", model)
+    return mechanistic(f"base_on/{ft}.h5", model, seed)
 
 
-def base_on_directions(model: str = "{model}", ft: str = "{ft}") -> str:
-    return mechanistic(f"base_on/{ft}_directions.h5", model)
+def base_on_directions(model: str = "{model}", ft: str = "{ft}", seed: str = "{seed}") -> str:
+    return mechanistic(f"base_on/{ft}_directions.h5", model, seed)
 
 
 def mechanistic_answers(
-    model: str = "{model}", experiment: str = "{experiment}", name: str = "{name}"
+    model: str = "{model}",
+    experiment: str = "{experiment}",
+    name: str = "{name}",
+    seed: str = "{seed}",
 ) -> str:
     """Answers of a mechanistic experiment (`induce` or `ablation/<ft>`)."""
-    return mechanistic(f"{experiment}/{name}.jsonl", model)
+    return mechanistic(f"{experiment}/{name}.jsonl", model, seed)
 
 
-def ablation(model: str = "{model}", ft: str = "{ft}", variant: str = "{variant}") -> str:
-    return mechanistic_answers(model, f"ablation/{ft}", variant)
+def ablation(
+    model: str = "{model}", ft: str = "{ft}", variant: str = "{variant}", seed: str = "{seed}"
+) -> str:
+    return mechanistic_answers(model, f"ablation/{ft}", variant, seed)
 
 
-def induce(model: str = "{model}", vector: str = "{vector}") -> str:
-    return mechanistic_answers(model, "induce", vector)
+def induce(model: str = "{model}", vector: str = "{vector}", seed: str = "{seed}") -> str:
+    return mechanistic_answers(model, "induce", vector, seed)
 
 
 SAE_MODEL = mechanistic("sae_model")
@@ -158,26 +202,26 @@ SAE_MODEL = mechanistic("sae_model")
 # Each rule's outputs by name, in the order results/provenance.json lists them.
 
 TRANSFER_MATRIX = {
-    "csv": "results/transfer_matrix.csv",
-    "png": "results/transfer_matrix.png",
-    "topology": "results/transfer_topology.csv",
-    "asymmetry": "results/transfer_asymmetry.png",
+    "csv": "results/{seed}transfer_matrix.csv",
+    "png": "results/{seed}transfer_matrix.png",
+    "topology": "results/{seed}transfer_topology.csv",
+    "asymmetry": "results/{seed}transfer_asymmetry.png",
 }
 WITHIN_MODEL = {
-    "spillover": "results/spillover_rates.csv",
-    "summary": "results/within_model/summary.csv",
-    "calibration": "results/within_model/calibration.csv",
-    "comparison": "results/within_model/paper_comparison.csv",
-    "steering": "results/within_model/steering.png",
-    "separation": "results/within_model/separation.png",
-    "projections": "results/within_model/projections.png",
-    "cosine": "results/within_model/cosine_layers.png",
-    "comparison_png": "results/within_model/paper_comparison.png",
+    "spillover": "results/{seed}spillover_rates.csv",
+    "summary": "results/{seed}within_model/summary.csv",
+    "calibration": "results/{seed}within_model/calibration.csv",
+    "comparison": "results/{seed}within_model/paper_comparison.csv",
+    "steering": "results/{seed}within_model/steering.png",
+    "separation": "results/{seed}within_model/separation.png",
+    "projections": "results/{seed}within_model/projections.png",
+    "cosine": "results/{seed}within_model/cosine_layers.png",
+    "comparison_png": "results/{seed}within_model/paper_comparison.png",
 }
-TRAINING = {"csv": "results/training/summary.csv", "png": "results/training/curves.png"}
+TRAINING = {"csv": "results/{seed}training/summary.csv", "png": "results/{seed}training/curves.png"}
 # Also written by rule training_curves, but not hashed in results/provenance.json: one figure
 # per fine-tune, <model>/<ft>.png.
-TRAINING_FINETUNES = "results/training/finetunes"
+TRAINING_FINETUNES = "results/{seed}training/finetunes"
 # Per mechanistic model: patterns with {model}.
 CONVERGENCE = {"csv": mechanistic("convergence.csv"), "png": mechanistic("convergence.png")}
 MECHANISTIC_SUMMARY = {
@@ -198,11 +242,15 @@ PROVENANCE = "results/provenance.json"
 JUDGE_PLAN = "results/judge_plan.txt"
 
 
-def final_outputs(mechanistic_models: list[str], rank1: bool) -> list[str]:
-    """What `rule all` builds (and results/provenance.json hashes, in this order): the
-    grid's and the within-model tables and figures, the training curves, and each
-    mechanistic model's (with its rank-1 reading when there is a rank-1 fine-tune)."""
+def final_outputs(
+    mechanistic_models: list[str], rank1: bool, seeds: Sequence[int] = (0,)
+) -> list[str]:
+    """What `rule all` builds (and results/provenance.json hashes, in this order), per
+    fine-tuning seed: the grid's and the within-model tables and figures, the training
+    curves, and each mechanistic model's (with its rank-1 reading when there is a rank-1
+    fine-tune)."""
     outs = [*TRANSFER_MATRIX.values(), *WITHIN_MODEL.values(), *TRAINING.values()]
     per_model = [*CONVERGENCE.values(), *MECHANISTIC_SUMMARY.values(), *SAE.values()]
     per_model += RANK1.values() if rank1 else []
-    return outs + [path.format(model=m) for m in mechanistic_models for path in per_model]
+    every = outs + [path.replace("{model}", m) for m in mechanistic_models for path in per_model]
+    return [path.format(seed=replicate(s)) for s in seeds for path in every]

@@ -275,3 +275,32 @@ def test_two_fresh_runs_are_identical(run_dir: Path, second_run: Path) -> None:
         assert a.keys() == b.keys(), rel
         for key in a:
             assert np.array_equal(a[key], b[key]), (rel, key)
+
+
+@pytest.mark.e2e
+def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path) -> None:
+    """finetune.seeds [0, 1] on a copy of the finished run: seed 1's fine-tune trains under
+    train.seed + 1 and its answers are drawn under sampling.seed + 1, under results/seed1/,
+    while seed 0's files stay as they were and nothing of seed 0 reruns."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work, symlinks=True)
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["finetune"]["seeds"] = [0, 1]
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    target = "results/seed1/generations/llama/insecure.jsonl"
+    before = (work / "results/generations/llama/insecure.jsonl").read_bytes()
+    proc = snakemake(work, seeds, "--cores", "2", target)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
+    assert ran == {"finetune", "generate"}, ran
+    one = json.loads((work / "results/adapters/llama/insecure/manifest.json").read_text())
+    two = json.loads((work / "results/seed1/adapters/llama/insecure/manifest.json").read_text())
+    assert one["seed"] == cfg["finetune"]["train"]["seed"]
+    assert two["seed"] == one["seed"] + 1 and two["train"]["seed"] == two["seed"]
+    rows = [json.loads(x) for x in (work / target).read_text().splitlines()]
+    zero = [json.loads(x) for x in before.decode().splitlines()]
+    assert len(rows) == len(zero) and not {r["seed"] for r in rows} & {r["seed"] for r in zero}
+    assert (work / "results/generations/llama/insecure.jsonl").read_bytes() == before

@@ -17,6 +17,7 @@ from emdir.analysis.controls import control_fts, vector_names
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+CONFIG = REPO / "config" / "config.yaml"
 STEERING_VECTORS_DEFAULT = vector_names(
     DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
 )
@@ -411,3 +412,61 @@ def test_with_read_strength_a_steering_coefficient_also_reruns_the_grid(tmp_path
     assert judged["judge_transfer"] == n_models**2 * n_cell
     assert judged["judge_reference"] == n_models * n_refs
     assert not {"finetune", "activations", "directions", "fit_map", "generate", "judge"} & set(jobs)
+
+
+# Rules whose jobs do not depend on a fine-tune: drawn once, whatever finetune.seeds says.
+SHARED_RULES = {"data", "questions", "tokenizer", "base_model", "provenance", "all"}
+
+
+def test_fine_tuning_seeds_expand_every_seed_dependent_stage_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    one = dry_run(tmp_path)
+    seeds = write_config(tmp_path / "seeds.yaml", {"finetune": {"seeds": [0, 1, 2]}})
+    three = dry_run(tmp_path, "--configfile", str(CONFIG), str(seeds))
+    assert set(three) == set(one)
+    n_models = len(DEFAULT["models"])
+    for rule, n in one.items():
+        if rule == "total":
+            continue
+        if rule in SHARED_RULES:
+            assert three[rule] == n, rule
+        elif rule in ("generate", "judge"):
+            # The base models' own answers are one draw shared by every seed.
+            assert three[rule] == n_models + 3 * (n - n_models), rule
+        else:
+            assert three[rule] == 3 * n, rule
+    # Seed 0's files are today's; seed n's are under results/seed<n>/.
+    proc = snakemake(tmp_path, "--summary", "--configfile", str(CONFIG), str(seeds))
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert "results/transfer_matrix.png" in names
+    assert "results/seed2/transfer_matrix.png" in names
+    assert "results/seed1/adapters/llama/insecure" in names
+    assert "results/seed1/judged/steering/llama/insecure/target.jsonl" in names
+    assert "results/generations/llama/base.jsonl" in names
+    assert not any(n.startswith("results/seed1/generations/") and "/base." in n for n in names)
+
+
+def test_adding_a_seed_runs_only_that_seeds_jobs(tmp_path: Path) -> None:
+    cfg = {**DEFAULT, "finetune": {**DEFAULT["finetune"], "seeds": [0]}}
+    config = write_config(tmp_path / "run.yaml", cfg)
+    _fake_complete_run(tmp_path, config)
+    one = dry_run(tmp_path / "fresh")
+    more = {**cfg, "finetune": {**cfg["finetune"], "seeds": [0, 3]}}
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "run.yaml", more)))
+    n_models = len(DEFAULT["models"])
+    expected = {
+        rule: n - n_models if rule in ("generate", "judge") else n
+        for rule, n in one.items()
+        if rule not in SHARED_RULES - {"provenance", "all"} and rule != "total"
+    }
+    assert {k: v for k, v in jobs.items() if k != "total"} == expected
+    proc = snakemake(tmp_path, "--summary", "--configfile", str(tmp_path / "run.yaml"))
+    stale = [
+        cols[0]
+        for cols in (line.split("\t") for line in proc.stdout.splitlines()[1:])
+        if len(cols) >= 6 and cols[5] != "no update"
+    ]
+    assert stale and all(
+        p.startswith("results/seed3/") or p == "results/provenance.json" for p in stale
+    ), [p for p in stale if not p.startswith("results/seed3/")]

@@ -5,9 +5,9 @@ rule activations:
     output:
         store=layout.activations(),
     log:
-        "logs/activations/{model}/{ft}.log",
+        "logs/{seed}activations/{model}/{ft}.log",
     benchmark:
-        "benchmarks/out/activations/{model}/{ft}.tsv"
+        "benchmarks/out/{seed}activations/{model}/{ft}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1

@@ -45,7 +45,7 @@ rule within_model_summary:
             labels={"figure": "paper comparison"},
         ),
     log:
-        "logs/within_model_summary.log",
+        "logs/{seed}within_model_summary.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -74,7 +74,7 @@ rule read_strength:
     output:
         json=layout.read_strength(),
     log:
-        "logs/read_strength/{model}.log",
+        "logs/{seed}read_strength/{model}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -112,7 +112,7 @@ rule transfer_matrix:
             labels={"figure": "donor strength and receiver susceptibility"},
         ),
     log:
-        "logs/transfer_matrix.log",
+        "logs/{seed}transfer_matrix.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -167,7 +167,7 @@ rule training_curves:
         # one figure per fine-tune: <model>/<ft>.png
         finetunes=directory(layout.TRAINING_FINETUNES),
     log:
-        "logs/training_curves.log",
+        "logs/{seed}training_curves.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"

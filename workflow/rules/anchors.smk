@@ -3,11 +3,11 @@ include: "functions/anchors.smk"
 
 rule anchor_answers:
     input:
-        judged=expand(layout.judged(ft=TRANSFER_FT), model=MODELS),
+        judged=expand(layout.judged(ft=TRANSFER_FT), model=MODELS, allow_missing=True),
     output:
-        texts=layout.ANCHOR_ANSWERS,
+        texts=layout.anchor_answers(),
     log:
-        "logs/anchor_answers.log",
+        "logs/{seed}anchor_answers.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -24,9 +24,9 @@ rule anchors:
     output:
         anchors=layout.anchors(),
     log:
-        "logs/anchors/{model}.log",
+        "logs/{seed}anchors/{model}.log",
     benchmark:
-        "benchmarks/out/anchors/{model}.tsv"
+        "benchmarks/out/{seed}anchors/{model}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1

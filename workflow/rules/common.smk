@@ -14,6 +14,13 @@ from emdir.judge.backends import BACKENDS
 # ---------------------------------------------------------------- names
 
 MODELS = sorted(config["models"])
+# Fine-tuning seeds: every fine-tune and everything downstream of it is drawn once per seed,
+# under results/{seed} ("" for seed 0: today's paths; "seed<n>/" otherwise). emdir.layout.
+SEEDS = list(config["finetune"]["seeds"])
+SEED_DIRS = [layout.replicate(s) for s in SEEDS]
+# The base models' own answers are shared by every seed (emdir.layout.generations): always
+# under results/, whatever the seeds.
+SEED_RE = "(?:" + "|".join(re.escape(d) for d in dict.fromkeys(SEED_DIRS + [""])) + ")"
 FINETUNES = sorted(config["finetunes"])
 DIRECTION_FT = config["directions"]["ft"]
 TRANSFER_FT = config["transfer"]["ft"]
@@ -46,7 +53,7 @@ RANK1_FT = MECH["rank1"]["ft"]
 # Sampling jobs size their batches to this budget (emdir.models.memory) and ask for it.
 MODEL_MEM_MB = int(config["sampling"]["max_memory_gb"] * 1000)
 # What `rule all` builds (and results/provenance.json hashes).
-FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None)
+FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None, SEEDS)
 # The offline judge loads the answering model's base model to score coherence (a forward
 # pass per answer), so on a cluster it is a job; the LLM judge only talks to its server.
 # The judge backend (emdir.judge.backends): a remote one runs on this machine (network).
@@ -88,6 +95,7 @@ MECH_MODEL_RE = alternation(MECH_MODELS)
 
 
 wildcard_constraints:
+    seed=SEED_RE,
     model=MODEL_RE,
     donor=MODEL_RE,
     receiver=MODEL_RE,
@@ -101,20 +109,34 @@ wildcard_constraints:
 
 
 def model_inputs(wildcards):
-    """The base model, plus the adapter unless {ft} is the literal `base`."""
+    """The base model, plus the adapter (of the job's seed) unless {ft} is `base`."""
     inputs = {"base": layout.base_model(wildcards.model)}
     if wildcards.ft != "base":
-        inputs["adapter"] = layout.adapter(wildcards.model, wildcards.ft)
+        inputs["adapter"] = layout.adapter(
+            wildcards.model, wildcards.ft, wildcards.seed
+        )
     return inputs
 
 
 def for_model(path, ft):
-    """Input function: `path(model, ft)` for the job's {model} and a fixed fine-tune."""
+    """Input function: `path(model, ft, seed)` for the job's {model} and {seed} and a fixed
+    fine-tune."""
 
     def inputs(wildcards):
-        return path(wildcards.model, ft)
+        return path(wildcards.model, ft, seed=wildcards.seed)
 
     return inputs
+
+
+def seed_of(wildcards):
+    """The job's fine-tuning seed (0 for results/..., n for results/seed<n>/...)."""
+    return layout.replicate_seed(wildcards.seed)
+
+
+def sampling_cfg(wildcards):
+    """`sampling`, its seed moved by the job's fine-tuning seed (seed 0: as configured)."""
+    cfg = config["sampling"]
+    return {**cfg, "seed": cfg["seed"] + seed_of(wildcards)}
 
 
 def values(fn):
@@ -174,8 +196,8 @@ def steering_outputs():
     ]
 
 
-def judged_steering(model, ft, vector):
-    return layout.judged_copy(layout.steering(model, ft, vector))
+def judged_steering(model, ft, vector, seed):
+    return layout.judged_copy(layout.steering(model, ft, vector, seed))
 
 
 def ablation_receivers(model):

@@ -4,7 +4,7 @@ rule directions:
     output:
         directions=layout.directions(),
     log:
-        "logs/directions/{model}/{ft}.log",
+        "logs/{seed}directions/{model}/{ft}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1

@@ -9,9 +9,9 @@ rule finetune:
     output:
         adapter=directory(layout.adapter()),
     log:
-        "logs/finetune/{model}/{ft}.log",
+        "logs/{seed}finetune/{model}/{ft}.log",
     benchmark:
-        "benchmarks/out/finetune/{model}/{ft}.tsv"
+        "benchmarks/out/{seed}finetune/{model}/{ft}.tsv"
     wildcard_constraints:
         ft=FT_RE,
     conda:
@@ -21,8 +21,8 @@ rule finetune:
         mem_mb=MODEL_MEM_MB,
         runtime=120,
     params:
-        ft_cfg=config["finetune"],
-        sampling_cfg=config["sampling"],
+        ft_cfg=finetune_cfg,
+        sampling_cfg=sampling_cfg,
         # Only the detector thresholds matter to the spillover monitor.
         judge_cfg={"offline": config["judge"]["offline"]},
         ft_spec=lookup(dpath="finetunes/{ft}", within=config),

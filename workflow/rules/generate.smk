@@ -5,9 +5,9 @@ rule generate:
     output:
         jsonl=layout.generations(),
     log:
-        "logs/generate/{model}/{ft}.log",
+        "logs/{seed}generate/{model}/{ft}.log",
     benchmark:
-        "benchmarks/out/generate/{model}/{ft}.tsv"
+        "benchmarks/out/{seed}generate/{model}/{ft}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -15,6 +15,6 @@ rule generate:
         mem_mb=MODEL_MEM_MB,
         runtime=60,
     params:
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
     script:
         "../scripts/generate.py"

@@ -14,7 +14,7 @@ rule judge:
     output:
         judged=layout.judged(),
     log:
-        "logs/judge/{model}/{ft}.log",
+        "logs/{seed}judge/{model}/{ft}.log",
     localrule: JUDGE_IS_LOCAL
     conda:
         "../../envs/torch.yaml"
@@ -48,7 +48,7 @@ use rule judge as judge_steering with:
             allow_missing=True,
         ),
     log:
-        "logs/judge_steering/{model}/{ft}.log",
+        "logs/{seed}judge_steering/{model}/{ft}.log",
     wildcard_constraints:
         ft=re.escape(DIRECTION_FT),
     localrule: JUDGE_IS_LOCAL
@@ -64,7 +64,7 @@ use rule judge as judge_steering_also with:
     output:
         judged=[layout.judged_copy(layout.steering(vector="target"))],
     log:
-        "logs/judge_steering/{model}/{ft}.log",
+        "logs/{seed}judge_steering/{model}/{ft}.log",
     wildcard_constraints:
         ft=ALSO_STEER_RE,
     localrule: JUDGE_IS_LOCAL
@@ -84,7 +84,7 @@ use rule judge as judge_transfer with:
             allow_missing=True,
         ),
     log:
-        "logs/judge_transfer/{donor}__{receiver}.log",
+        "logs/{seed}judge_transfer/{donor}__{receiver}.log",
     localrule: JUDGE_IS_LOCAL
 
 
@@ -126,5 +126,5 @@ use rule judge as judge_reference with:
             allow_missing=True,
         ),
     log:
-        "logs/judge_reference/{receiver}.log",
+        "logs/{seed}judge_reference/{receiver}.log",
     localrule: JUDGE_IS_LOCAL

@@ -8,7 +8,7 @@ rule fit_map:
     output:
         map=layout.ridge_map(),
     log:
-        "logs/fit_map/{donor}__{receiver}.log",
+        "logs/{seed}fit_map/{donor}__{receiver}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1

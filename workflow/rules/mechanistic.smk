@@ -15,7 +15,7 @@ rule base_directions:
         store=layout.base_on_store(),
         directions=layout.base_on_directions(),
     log:
-        "logs/mechanistic/{model}/base_on_{ft}.log",
+        "logs/{seed}mechanistic/{model}/base_on_{ft}.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
         ft=FT_RE,
@@ -47,7 +47,7 @@ rule convergence:
             labels={"model": "{model}", "figure": "convergence"},
         ),
     log:
-        "logs/mechanistic/{model}/convergence.log",
+        "logs/{seed}mechanistic/{model}/convergence.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
     localrule: True
@@ -74,9 +74,9 @@ rule ablation:
             layout.ablation(), variant=ABLATION_VARIANTS, allow_missing=True
         ),
     log:
-        "logs/mechanistic/{model}/ablation_{ft}.log",
+        "logs/{seed}mechanistic/{model}/ablation_{ft}.log",
     benchmark:
-        "benchmarks/out/mechanistic/{model}/ablation_{ft}.tsv"
+        "benchmarks/out/{seed}mechanistic/{model}/ablation_{ft}.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
         ft=FT_RE,
@@ -90,7 +90,7 @@ rule ablation:
         donors=ablation_donor_files,
         variants=ABLATION_VARIANTS,
         layer=config["steering"]["layer"],
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
         seed=config["steering"]["seed"],
     script:
         "../scripts/ablation.py"
@@ -105,9 +105,9 @@ rule induce:
     output:
         vectors=expand(layout.induce(), vector=INDUCE_VECTORS, allow_missing=True),
     log:
-        "logs/mechanistic/{model}/induce.log",
+        "logs/{seed}mechanistic/{model}/induce.log",
     benchmark:
-        "benchmarks/out/mechanistic/{model}/induce.tsv"
+        "benchmarks/out/{seed}mechanistic/{model}/induce.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
     conda:
@@ -119,7 +119,7 @@ rule induce:
     params:
         vectors=INDUCE_VECTORS,
         steer_cfg=induce_settings(config),
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
     script:
         "../scripts/induce.py"
 
@@ -141,7 +141,7 @@ rule rank1_reading:
             labels={"model": "{model}", "figure": "rank-1 adapters"},
         ),
     log:
-        "logs/mechanistic/{model}/rank1.log",
+        "logs/{seed}mechanistic/{model}/rank1.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
     conda:
@@ -179,7 +179,7 @@ rule sae:
             labels={"model": "{model}", "figure": "SAE features"},
         ),
     log:
-        "logs/mechanistic/{model}/sae.log",
+        "logs/{seed}mechanistic/{model}/sae.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
     conda:
@@ -211,7 +211,7 @@ use rule judge as judge_mechanistic with:
             allow_missing=True,
         ),
     log:
-        "logs/judge_mechanistic/{model}/ablation_{ft}.log",
+        "logs/{seed}judge_mechanistic/{model}/ablation_{ft}.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
         ft=FT_RE,
@@ -232,7 +232,7 @@ use rule judge as judge_induce with:
             allow_missing=True,
         ),
     log:
-        "logs/judge_mechanistic/{model}/induce.log",
+        "logs/{seed}judge_mechanistic/{model}/induce.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
     localrule: JUDGE_IS_LOCAL
@@ -269,7 +269,7 @@ rule mechanistic_summary:
             labels={"model": "{model}", "figure": "self-correction"},
         ),
     log:
-        "logs/mechanistic/{model}/summary.log",
+        "logs/{seed}mechanistic/{model}/summary.log",
     wildcard_constraints:
         model=MECH_MODEL_RE,
     localrule: True

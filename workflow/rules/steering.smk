@@ -11,9 +11,9 @@ rule steering:
     output:
         vectors=expand(layout.steering(), vector=STEERING_VECTORS, allow_missing=True),
     log:
-        "logs/steering/{model}/{ft}.log",
+        "logs/{seed}steering/{model}/{ft}.log",
     benchmark:
-        "benchmarks/out/steering/{model}/{ft}.tsv"
+        "benchmarks/out/{seed}steering/{model}/{ft}.tsv"
     wildcard_constraints:
         ft=re.escape(DIRECTION_FT),
     conda:
@@ -26,7 +26,7 @@ rule steering:
         vectors=STEERING_VECTORS,
         control_directions=control_directions,
         steer_cfg=config["steering"],
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
     script:
         "../scripts/steering.py"
 
@@ -42,13 +42,13 @@ use rule steering as steering_also with:
     output:
         vectors=[layout.steering(vector="target")],
     log:
-        "logs/steering/{model}/{ft}.log",
+        "logs/{seed}steering/{model}/{ft}.log",
     benchmark:
-        "benchmarks/out/steering/{model}/{ft}.tsv"
+        "benchmarks/out/{seed}steering/{model}/{ft}.tsv"
     wildcard_constraints:
         ft=ALSO_STEER_RE,
     params:
         vectors=["target"],
         control_directions={},
         steer_cfg=config["steering"],
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,

@@ -10,9 +10,9 @@ rule transfer:
     output:
         vectors=expand(layout.transfer(), vector=TRANSFER_VECTORS, allow_missing=True),
     log:
-        "logs/transfer/{donor}__{receiver}.log",
+        "logs/{seed}transfer/{donor}__{receiver}.log",
     benchmark:
-        "benchmarks/out/transfer/{donor}__{receiver}.tsv"
+        "benchmarks/out/{seed}transfer/{donor}__{receiver}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -23,7 +23,7 @@ rule transfer:
         vectors=TRANSFER_VECTORS,
         donor_controls=donor_control_directions,
         transfer_cfg=transfer_steer_settings(config),
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
     script:
         "../scripts/transfer.py"
 
@@ -37,9 +37,9 @@ rule transfer_reference:
             layout.transfer_reference(), vector=REFERENCE_VECTORS, allow_missing=True
         ),
     log:
-        "logs/transfer_reference/{receiver}.log",
+        "logs/{seed}transfer_reference/{receiver}.log",
     benchmark:
-        "benchmarks/out/transfer_reference/{receiver}.tsv"
+        "benchmarks/out/{seed}transfer_reference/{receiver}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -50,6 +50,6 @@ rule transfer_reference:
         vectors=REFERENCE_VECTORS,
         layer=receiver_layer,
         transfer_cfg=transfer_steer_settings(config),
-        sampling_cfg=config["sampling"],
+        sampling_cfg=sampling_cfg,
     script:
         "../scripts/transfer_reference.py"

@@ -3,24 +3,29 @@
 # so the DAG and the script see the same files.
 
 
-def summary_generations(wildcards=None):
+def summary_generations(wildcards):
     return {
-        f"{m}/{ft}": layout.judged(m, ft)
+        f"{m}/{ft}": layout.judged(m, ft, wildcards.seed)
         for m in MODELS
         for ft in ["base"] + model_fts(m)
     }
 
 
-def summary_steering(wildcards=None):
+def summary_steering(wildcards):
     return {
-        f"{m}/{ft}/{v}": judged_steering(m, ft, v) for m, ft, v in steering_outputs()
+        f"{m}/{ft}/{v}": judged_steering(m, ft, v, wildcards.seed)
+        for m, ft, v in steering_outputs()
     }
 
 
-def summary_directions(wildcards=None):
+def summary_directions(wildcards):
     """Directions of directions.ft and of the control fine-tunes, keyed model/ft."""
     fts = [DIRECTION_FT] + CONTROL_FTS
-    return {f"{m}/{ft}": layout.directions(m, ft) for m in MODELS for ft in fts}
+    return {
+        f"{m}/{ft}": layout.directions(m, ft, wildcards.seed)
+        for m in MODELS
+        for ft in fts
+    }
 
 
 def code_question_sets():
@@ -30,37 +35,44 @@ def code_question_sets():
 def model_steering(wildcards):
     """Vector -> one model's judged steering output (directions.ft), for its read strength."""
     return {
-        v: judged_steering(wildcards.model, DIRECTION_FT, v) for v in STEERING_VECTORS
+        v: judged_steering(wildcards.model, DIRECTION_FT, v, wildcards.seed)
+        for v in STEERING_VECTORS
     }
 
 
-def matrix_baselines(wildcards=None):
-    return {r: layout.judged(r, TRANSFER_FT) for r in MODELS}
+def matrix_baselines(wildcards):
+    return {r: layout.judged(r, TRANSFER_FT, wildcards.seed) for r in MODELS}
 
 
-def matrix_cells(wildcards=None):
+def matrix_cells(wildcards):
+    seed = wildcards.seed
     return {
-        f"{layout.pair(d, r)}/{v}": layout.judged_copy(layout.transfer(d, r, v))
+        f"{layout.pair(d, r)}/{v}": layout.judged_copy(layout.transfer(d, r, v, seed))
         for d, r in PAIRS
         for v in TRANSFER_VECTORS
     }
 
 
-def matrix_references(wildcards=None):
+def matrix_references(wildcards):
+    seed = wildcards.seed
     return {
-        f"{r}/{v}": layout.judged_copy(layout.transfer_reference(r, v))
+        f"{r}/{v}": layout.judged_copy(layout.transfer_reference(r, v, seed))
         for r in MODELS
         for v in REFERENCE_VECTORS
     }
 
 
-def matrix_maps(wildcards=None):
-    return {layout.pair(d, r): layout.ridge_map(d, r) for d, r in PAIRS}
+def matrix_maps(wildcards):
+    return {layout.pair(d, r): layout.ridge_map(d, r, wildcards.seed) for d, r in PAIRS}
 
 
 def training_bases(wildcards=None):
     return {m: layout.base_model(m) for m in MODELS}
 
 
-def training_adapters(wildcards=None):
-    return {f"{m}/{ft}": layout.adapter(m, ft) for m in MODELS for ft in model_fts(m)}
+def training_adapters(wildcards):
+    return {
+        f"{m}/{ft}": layout.adapter(m, ft, wildcards.seed)
+        for m in MODELS
+        for ft in model_fts(m)
+    }

@@ -3,11 +3,11 @@
 
 def anchor_inputs(wildcards):
     """The model and the anchor texts: a dataset, or every model's pooled answers."""
-    texts = layout.ANCHOR_ANSWERS
+    texts = layout.anchor_answers(wildcards.seed)
     if config["transfer"]["anchor_source"] != "answers":
         texts = layout.dataset(config["transfer"]["anchors"])
     return {
         "base": layout.base_model(wildcards.model),
-        "adapter": layout.adapter(wildcards.model, TRANSFER_FT),
+        "adapter": layout.adapter(wildcards.model, TRANSFER_FT, wildcards.seed),
         "texts": texts,
     }

@@ -20,25 +20,37 @@ def judge_backend_label():
 
 
 def judge_plan_files(wildcards=None):
-    """Every answers file a judge job reads, keyed by where it is (model/ft for a model's
-    own answers, else its path under results/)."""
-    fts = {m: ["base"] + model_fts(m) for m in MODELS}
-    files = {f"{m}/{ft}": layout.generations(m, ft) for m in MODELS for ft in fts[m]}
-    sources = [layout.steering(m, ft, v) for m, ft, v in steering_outputs()]
-    sources += [layout.transfer(d, r, v) for d, r in PAIRS for v in TRANSFER_VECTORS]
-    sources += [
-        layout.transfer_reference(r, v) for r in MODELS for v in REFERENCE_VECTORS
-    ]
-    for m in MECH_MODELS:
+    """Every answers file a judge job reads, of every fine-tuning seed, keyed by where it is
+    (model/ft for a model's own answers, else its path under results/; seed<n>/ first for
+    seed n's; the base models' answers once, shared by every seed)."""
+    files = {f"{m}/base": layout.generations(m, "base") for m in MODELS}
+    for seed in SEED_DIRS:
+        files.update(
+            {
+                f"{seed}{m}/{ft}": layout.generations(m, ft, seed)
+                for m in MODELS
+                for ft in model_fts(m)
+            }
+        )
+        sources = [layout.steering(m, ft, v, seed) for m, ft, v in steering_outputs()]
         sources += [
-            layout.ablation(m, ft, v)
-            for ft in ablation_receivers(m)
-            for v in ABLATION_VARIANTS
+            layout.transfer(d, r, v, seed) for d, r in PAIRS for v in TRANSFER_VECTORS
         ]
-        sources += [layout.induce(m, v) for v in INDUCE_VECTORS]
-    files.update(
-        {s.removeprefix("results/").removesuffix(".jsonl"): s for s in sources}
-    )
+        sources += [
+            layout.transfer_reference(r, v, seed)
+            for r in MODELS
+            for v in REFERENCE_VECTORS
+        ]
+        for m in MECH_MODELS:
+            sources += [
+                layout.ablation(m, ft, v, seed)
+                for ft in ablation_receivers(m)
+                for v in ABLATION_VARIANTS
+            ]
+            sources += [layout.induce(m, v, seed) for v in INDUCE_VECTORS]
+        files.update(
+            {s.removeprefix("results/").removesuffix(".jsonl"): s for s in sources}
+        )
     return files
 
 

@@ -5,25 +5,28 @@
 
 def convergence_fts(wildcards):
     fts = MECH["convergence"]["finetunes"] or model_fts(wildcards.model)
-    return {ft: layout.directions(wildcards.model, ft) for ft in fts}
+    return {ft: layout.directions(wildcards.model, ft, wildcards.seed) for ft in fts}
 
 
 def convergence_bases(wildcards):
     if not MECH["convergence"]["base"]:
         return {}
     return {
-        ft: layout.base_on_directions(wildcards.model, ft)
+        ft: layout.base_on_directions(wildcards.model, ft, wildcards.seed)
         for ft in convergence_fts(wildcards)
     }
 
 
 def ablation_donor_files(wildcards):
-    return {ft: layout.directions(wildcards.model, ft) for ft in ABLATION_DONORS}
+    return {
+        ft: layout.directions(wildcards.model, ft, wildcards.seed)
+        for ft in ABLATION_DONORS
+    }
 
 
 def rank1_direction_files(wildcards):
     fts = dict.fromkeys([RANK1_FT, DIRECTION_FT])
-    return {ft: layout.directions(wildcards.model, ft) for ft in fts}
+    return {ft: layout.directions(wildcards.model, ft, wildcards.seed) for ft in fts}
 
 
 def sae_datasets(wildcards=None):
@@ -33,27 +36,27 @@ def sae_datasets(wildcards=None):
 def mech_baselines(wildcards):
     receivers = ablation_receivers(wildcards.model)
     fts = dict.fromkeys(["base"] + receivers + [DIRECTION_FT] + ALSO_STEER)
-    return {ft: layout.judged(wildcards.model, ft) for ft in fts}
+    return {ft: layout.judged(wildcards.model, ft, wildcards.seed) for ft in fts}
 
 
 def mech_ablation(wildcards):
-    m = wildcards.model
+    m, seed = wildcards.model, wildcards.seed
     return {
-        f"{ft}/{v}": layout.judged_copy(layout.ablation(m, ft, v))
+        f"{ft}/{v}": layout.judged_copy(layout.ablation(m, ft, v, seed))
         for ft in ablation_receivers(m)
         for v in ABLATION_VARIANTS
     }
 
 
 def mech_induce(wildcards):
-    m = wildcards.model
-    return {v: layout.judged_copy(layout.induce(m, v)) for v in INDUCE_VECTORS}
+    m, seed = wildcards.model, wildcards.seed
+    return {v: layout.judged_copy(layout.induce(m, v, seed)) for v in INDUCE_VECTORS}
 
 
 def mech_steering(wildcards):
     """The model's judged steering files (self-correction under steering), keyed ft/vector."""
     return {
-        f"{ft}/{v}": judged_steering(m, ft, v)
+        f"{ft}/{v}": judged_steering(m, ft, v, wildcards.seed)
         for m, ft, v in steering_outputs()
         if m == wildcards.model
     }

@@ -3,4 +3,6 @@
 
 def control_directions(wildcards):
     """Fine-tune key -> directions file, for the `<ft>_direction` controls."""
-    return {ft: layout.directions(wildcards.model, ft) for ft in CONTROL_FTS}
+    return {
+        ft: layout.directions(wildcards.model, ft, wildcards.seed) for ft in CONTROL_FTS
+    }

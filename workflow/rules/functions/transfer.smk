@@ -3,19 +3,26 @@
 
 def donor_control_directions(wildcards):
     """Fine-tune key -> the donor's directions file, for the grid's `<ft>_direction` controls."""
-    return {ft: layout.directions(wildcards.donor, ft) for ft in TRANSFER_CONTROL_FTS}
+    return {
+        ft: layout.directions(wildcards.donor, ft, wildcards.seed)
+        for ft in TRANSFER_CONTROL_FTS
+    }
 
 
 def receiver_inputs(wildcards):
     """What steering a receiver needs: its model, direction, store and the questions."""
-    receiver = wildcards.receiver
+    receiver, seed = wildcards.receiver, wildcards.seed
     return {
         "base": layout.base_model(receiver),
-        "adapter": layout.adapter(receiver, TRANSFER_FT),
-        "receiver_directions": layout.directions(receiver, TRANSFER_FT),
-        "receiver_store": layout.activations(receiver, TRANSFER_FT),
+        "adapter": layout.adapter(receiver, TRANSFER_FT, seed),
+        "receiver_directions": layout.directions(receiver, TRANSFER_FT, seed),
+        "receiver_store": layout.activations(receiver, TRANSFER_FT, seed),
         "questions": layout.questions(STEER["question_set"]),
-        **({"read_strength": layout.read_strength(receiver)} if READ_STRENGTH else {}),
+        **(
+            {"read_strength": layout.read_strength(receiver, seed)}
+            if READ_STRENGTH
+            else {}
+        ),
     }
 
 
@@ -24,7 +31,9 @@ def transfer_inputs(wildcards):
     del inputs["receiver_directions"]  # the cells use the donor's direction only
     return {
         **inputs,
-        "donor_directions": layout.directions(wildcards.donor, TRANSFER_FT),
-        "map": layout.ridge_map(wildcards.donor, wildcards.receiver),
+        "donor_directions": layout.directions(
+            wildcards.donor, TRANSFER_FT, wildcards.seed
+        ),
+        "map": layout.ridge_map(wildcards.donor, wildcards.receiver, wildcards.seed),
         **{f"control_{ft}": p for ft, p in donor_control_directions(wildcards).items()},
     }
