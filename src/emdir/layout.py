@@ -238,6 +238,13 @@ SAE = {
 }
 RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 
+# Pooled over the fine-tuning seeds (built when there is more than one): each seed's rows
+# and the pooled ones, with a `seed` column.
+POOLED = {
+    "summary": "results/pooled/within_model/summary.csv",
+    "spillover": "results/pooled/spillover_rates.csv",
+}
+
 PROVENANCE = "results/provenance.json"
 JUDGE_PLAN = "results/judge_plan.txt"
 
@@ -248,9 +255,10 @@ def final_outputs(
     """What `rule all` builds (and results/provenance.json hashes, in this order), per
     fine-tuning seed: the grid's and the within-model tables and figures, the training
     curves, and each mechanistic model's (with its rank-1 reading when there is a rank-1
-    fine-tune)."""
+    fine-tune); then, with more than one seed, the tables pooled over them."""
     outs = [*TRANSFER_MATRIX.values(), *WITHIN_MODEL.values(), *TRAINING.values()]
     per_model = [*CONVERGENCE.values(), *MECHANISTIC_SUMMARY.values(), *SAE.values()]
     per_model += RANK1.values() if rank1 else []
     every = outs + [path.replace("{model}", m) for m in mechanistic_models for path in per_model]
-    return [path.format(seed=replicate(s)) for s in seeds for path in every]
+    pooled = list(POOLED.values()) if len(seeds) > 1 else []
+    return [path.format(seed=replicate(s)) for s in seeds for path in every] + pooled

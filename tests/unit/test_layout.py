@@ -56,7 +56,9 @@ def test_final_outputs_list_the_mechanistic_files_per_model() -> None:
     assert not any("{" in p for p in two)
     assert len(layout.final_outputs(["a"], rank1=False)) == len(none) + 10
     seeds = layout.final_outputs(["a"], rank1=True, seeds=[0, 4])
-    assert len(seeds) == 2 * len(layout.final_outputs(["a"], rank1=True))
+    # Each seed's files, then the tables pooled over the seeds.
+    assert len(seeds) == 2 * len(layout.final_outputs(["a"], rank1=True)) + len(layout.POOLED)
+    assert seeds[-2:] == list(layout.POOLED.values())
     assert seeds[0] == "results/transfer_matrix.csv"
     assert "results/seed4/transfer_matrix.csv" in seeds
     assert "results/seed4/mechanistic/a/rank1.png" in seeds

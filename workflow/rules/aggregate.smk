@@ -179,3 +179,35 @@ rule training_curves:
         adapters=training_adapters,
     script:
         "../scripts/training_curves.py"
+
+
+# The within-model tables pooled over the fine-tuning seeds (only with more than one seed):
+# every seed's rows and the pooled ones, intervals over seeds and questions.
+rule pooled_within_model:
+    input:
+        generations=flat(pooled_generations),
+        steering=flat(pooled_steering),
+        directions=flat(pooled_directions),
+        summaries=expand(layout.WITHIN_MODEL["summary"], seed=SEED_DIRS),
+        spillover=expand(layout.WITHIN_MODEL["spillover"], seed=SEED_DIRS),
+    output:
+        summary=layout.POOLED["summary"],
+        spillover=layout.POOLED["spillover"],
+    log:
+        "logs/pooled_within_model.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        seeds=SEEDS,
+        generations=pooled_generations,
+        steering=pooled_steering,
+        directions=pooled_directions,
+        steer_cfg=config["steering"],
+        stats_cfg=config["stats"],
+        direction_ft=DIRECTION_FT,
+    script:
+        "../scripts/pooled_within_model.py"

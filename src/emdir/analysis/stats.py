@@ -3,7 +3,8 @@
 Two families: the plain functions (`bootstrap_mean_ci`, ...) resample answers independently;
 `QuestionBootstrap` resamples *questions* (answers are clustered by question) and uses the
 same resampled questions for every condition, so an effect (unsteered minus steered) is a
-paired difference. The workflow's tables use the latter; `holm` corrects a family of
+paired difference
+(`emdir.analysis.replicates.SeedBootstrap` adds a level above it: fine-tuning seeds). The workflow's tables use the latter; `holm` corrects a family of
 bootstrap p-values and `verdict` turns a specificity interval into words."""
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def bootstrap_mean_ci(
 ) -> Estimate:
     """Mean of `x` with a percentile-bootstrap CI over its elements."""
     xs = _sample(x, name)
-    _check_params(n_boot, level)
+    check_bootstrap_params(n_boot, level)
     rng = np.random.default_rng(seed)
     return _estimate(float(xs.mean()), _boot_means(xs, n_boot, rng), level)
 
@@ -71,7 +72,7 @@ def bootstrap_diff_ci(
 ) -> Estimate:
     """mean(a) - mean(b) for independent samples, resampling each one independently."""
     xa, xb = _sample(a, names[0]), _sample(b, names[1])
-    _check_params(n_boot, level)
+    check_bootstrap_params(n_boot, level)
     rng = np.random.default_rng(seed)
     reps = _boot_means(xa, n_boot, rng) - _boot_means(xb, n_boot, rng)
     return _estimate(float(xa.mean() - xb.mean()), reps, level)
@@ -103,7 +104,7 @@ def specificity_ci(
             "specificity needs at least one control vector; none was given "
             "(configure controls such as random or orthogonal)"
         )
-    _check_params(n_boot, level)
+    check_bootstrap_params(n_boot, level)
     base = _sample(baseline, "baseline")
     tgt = _sample(target_steered, "target")
     ctl = {k: _sample(v, f"control {k!r}") for k, v in named.items()}
@@ -143,7 +144,7 @@ def bootstrap_mean_effect(
     """
     if not cells:
         raise EmdirError("a mean effect needs at least one cell")
-    _check_params(n_boot, level)
+    check_bootstrap_params(n_boot, level)
     missing = sorted({b for b, _ in cells} - set(baselines))
     if missing:
         raise EmdirError(f"cells refer to unknown baselines {missing}")
@@ -177,7 +178,7 @@ def _sample(x: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _check_params(n_boot: int, level: float) -> None:
+def check_bootstrap_params(n_boot: int, level: float) -> None:
     if n_boot < 1:
         raise EmdirError(f"n_boot must be a positive number of replicates, got {n_boot}")
     if not 0.0 < level < 1.0:
@@ -247,10 +248,13 @@ class QuestionBootstrap:
         n_boot: int = 2000,
         seed: int = 0,
         level: float = 0.95,
+        rng: np.random.Generator | None = None,
     ) -> None:
+        """`rng`, when given, draws the questions instead of a generator seeded by `seed`
+        (a `SeedBootstrap` draws every seed's questions from one generator)."""
         if not conditions:
             raise EmdirError("a question bootstrap needs at least one condition")
-        _check_params(n_boot, level)
+        check_bootstrap_params(n_boot, level)
         self.level = level
         self.n_boot = n_boot
         self.conditions = dict(conditions)
@@ -258,7 +262,7 @@ class QuestionBootstrap:
             sorted({str(q) for c in self.conditions.values() for q in c.questions}), dtype=object
         )
         index = {q: i for i, q in enumerate(self.questions)}
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed) if rng is None else rng
         nq = self.questions.size
         draws = rng.integers(0, nq, size=(n_boot, nq))
         # weights[b, q]: how often question q was drawn in replicate b

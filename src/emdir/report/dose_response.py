@@ -143,20 +143,29 @@ def read_strength(
 def steering_rows(
     model: str,
     ft: str,
-    steered: Mapping[str, list[dict[str, Any]]],
-    base_rows: list[dict[str, Any]],
-    d: Any,
+    steered: Mapping[str, Sequence[list[dict[str, Any]]]],
+    base_rows: Sequence[list[dict[str, Any]]],
+    ds: Sequence[Any],
     direction_ft: str,
     steer_cfg: Mapping[str, Any],
     boot: Mapping[str, Any],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Summary rows (every vector at every coefficient: the dose-response), figure points and
-    calibration rows of one model/fine-tune, all from one paired question bootstrap."""
+    calibration rows of one model/fine-tune, all from one paired bootstrap.
+
+    Per fine-tuning seed: each vector's answers, the unsteered answers and the directions
+    (None where there are none), one entry a seed. With one seed this is that seed's table;
+    with several, every value is pooled over the seeds (`PairedConditions`), and so are the
+    vectors' norms and the separation (their mean over seeds)."""
     from emdir.analysis.steering import layer_label
 
     coefs = sorted(float(c) for c in steer_cfg["coefficients"])
-    conds = _steering_conditions(steered, base_rows, coefs, f"{model}/{ft}")
-    p = PairedConditions(conds, boot)
+    where = f"{model}/{ft}"
+    seeds = [
+        _steering_conditions({v: rows[k] for v, rows in steered.items()}, base, coefs, where)
+        for k, base in enumerate(base_rows)
+    ]
+    p = PairedConditions(seeds, boot)
     behaviour = BEHAVIOUR[str(steer_cfg["behaviour"])]
     controls = [v for v in steered if v != "target"]
     read_c, within = (
@@ -165,9 +174,9 @@ def steering_rows(
     series = {v: v if ft == direction_ft else f"{v} on {ft}" for v in steered}
     base4 = tuple(p.mean3("base", m) for m in ("spill", "garble", "coh", "mis"))
     curve = [_curve_point(model, series[v], 0.0, *base4) for v in steered]
-    record = steered["target"][0]["intervention"]
+    record = steered["target"][0][0]["intervention"]
     layer = layer_label(record)
-    slot = list(d.attrs["layers"]).index(deepest_layer(layer)) if d is not None else None
+    separation = _separation(ds, deepest_layer(layer))
     rows: list[dict[str, Any]] = []
     for c in coefs:
         for vector in steered:
@@ -183,7 +192,9 @@ def steering_rows(
                 "op": _first_site(record)["op"],
                 "coefficient": c,
                 "read": bool(c == read_c),
-                "norm": _first_site(conds[name][0]["intervention"])["norm"],
+                "norm": float(
+                    np.mean([_first_site(c[name][0]["intervention"])["norm"] for c in seeds])
+                ),
                 **p.size(name),
                 "spillover": spill3[0],
                 "lo": spill3[1],
@@ -203,8 +214,7 @@ def steering_rows(
                 **ci_columns("kl", p.mean3(name, "kl")),
                 **ci_columns("misalignment", mis3),
                 **ci_columns("misalignment_effect", p.diff3("base", name, "mis")),
-                "separation_accuracy": d.accuracy[slot] if slot is not None else np.nan,
-                "separation_auroc": d.auroc[slot] if slot is not None else np.nan,
+                **separation,
             }
             if vector == "target" and controls:
                 against = {
@@ -244,6 +254,19 @@ def steering_rows(
                 }
             )
     return rows, curve, calibration
+
+
+def _separation(ds: Sequence[Any], layer: int) -> dict[str, float]:
+    """The directions' held-out separation at `layer`, averaged over seeds (NaN without)."""
+    if not ds or any(d is None for d in ds):
+        return {"separation_accuracy": np.nan, "separation_auroc": np.nan}
+    slots = [list(d.attrs["layers"]).index(layer) for d in ds]
+    return {
+        "separation_accuracy": float(
+            np.mean([d.accuracy[i] for d, i in zip(ds, slots, strict=True)])
+        ),
+        "separation_auroc": float(np.mean([d.auroc[i] for d, i in zip(ds, slots, strict=True)])),
+    }
 
 
 def _excludes_zero(v: tuple[float, ...]) -> bool:

@@ -9,13 +9,14 @@ percentage points for rates and in the metric's own unit for coherence (0-100) a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from emdir.analysis.replicates import SeedBootstrap
 from emdir.analysis.stats import (
     PASSES,
     Clustered,
@@ -135,15 +136,35 @@ def _per_answer(rows: list[dict[str, Any]]) -> dict[str, Clustered]:
 class PairedConditions:
     """Every condition of one comparison in one question bootstrap: the same resampled
     questions for the baseline, the target and each control (conditions are named
-    `<name>|<metric>`)."""
+    `<name>|<metric>`).
 
-    def __init__(self, conditions: Mapping[str, list[dict[str, Any]]], boot: Mapping[str, Any]):
-        flat = {
-            f"{name}|{metric}": c
-            for name, rows in conditions.items()
-            for metric, c in _per_answer(rows).items()
-        }
-        self.qb = QuestionBootstrap(flat, **boot)
+    `conditions` is one draw's (name -> answers) or a list of them, one per fine-tuning seed,
+    every seed with the same names: then the bootstrap is `SeedBootstrap` (seeds, then
+    questions within each seed) and every value is a mean over seeds. A list of one seed
+    gives exactly what its mapping alone gives."""
+
+    def __init__(
+        self,
+        conditions: Mapping[str, list[dict[str, Any]]]
+        | Sequence[Mapping[str, list[dict[str, Any]]]],
+        boot: Mapping[str, Any],
+    ):
+        seeds = [conditions] if isinstance(conditions, Mapping) else list(conditions)
+        flats = [
+            {
+                f"{name}|{metric}": c
+                for name, rows in conds.items()
+                for metric, c in _per_answer(rows).items()
+            }
+            for conds in seeds
+        ]
+        # A metric some seed's answers lack (no KL, no misalignment) is left out of all.
+        shared = set.intersection(*(set(f) for f in flats))
+        flats = [{k: v for k, v in f.items() if k in shared} for f in flats]
+        self.n_seeds = len(flats)
+        self.qb: QuestionBootstrap | SeedBootstrap = (
+            QuestionBootstrap(flats[0], **boot) if len(flats) == 1 else SeedBootstrap(flats, **boot)
+        )
 
     def has(self, name: str, metric: str) -> bool:
         return f"{name}|{metric}" in self.qb.conditions

@@ -135,9 +135,9 @@ def within_model_summary(
         rows, points, calib = steering_rows(
             model,
             ft,
-            steered,
-            load_scored(generations[f"{model}/{ft}"], qset),
-            dirs.get(f"{model}/{direction_ft}"),
+            {v: [rows] for v, rows in steered.items()},
+            [load_scored(generations[f"{model}/{ft}"], qset)],
+            [dirs.get(f"{model}/{direction_ft}")],
             direction_ft,
             steer_cfg,
             boot,

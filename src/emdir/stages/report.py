@@ -35,3 +35,10 @@ def training_curves(**kwargs: Any) -> None:
     from emdir.report.training import training_curves as run
 
     run(**kwargs)
+
+
+def pooled_within_model(**kwargs: Any) -> None:
+    """The within-model tables pooled over fine-tuning seeds (per seed and pooled rows)."""
+    from emdir.report.pooled import pooled_within_model as run
+
+    run(**kwargs)

@@ -2,6 +2,8 @@
 # returns a dict for the script (passed as params) whose values are also the rule's inputs,
 # so the DAG and the script see the same files.
 
+from types import SimpleNamespace
+
 
 def summary_generations(wildcards):
     return {
@@ -76,3 +78,33 @@ def training_adapters(wildcards):
         for m in MODELS
         for ft in model_fts(m)
     }
+
+
+# ---------------------------------------------------------------- pooled over seeds
+# Each is the per-seed function's dict with every value a list: one path per seed.
+
+
+def _per_seed(fn):
+    seeds = [fn(SimpleNamespace(seed=d)) for d in SEED_DIRS]
+    return {key: [s[key] for s in seeds] for key in seeds[0]}
+
+
+def pooled_generations(wildcards=None):
+    return _per_seed(summary_generations)
+
+
+def pooled_steering(wildcards=None):
+    return _per_seed(summary_steering)
+
+
+def pooled_directions(wildcards=None):
+    return _per_seed(summary_directions)
+
+
+def flat(fn):
+    """Input function listing every path of a dict-of-lists-returning input function."""
+
+    def inputs(wildcards):
+        return sorted({p for paths in fn(wildcards).values() for p in paths})
+
+    return inputs

@@ -1,0 +1,149 @@
+"""Within-model results pooled over fine-tuning seeds (issue 29): every effect per seed and
+pooled, with an interval that includes the seed variance (`emdir.analysis.replicates`), the
+spread across seeds, verdicts from the pooled interval (Holm across models at the pooled
+read strength, as each seed's table does) and in how many seeds the per-seed call agrees.
+
+Each seed's own tables (results/[seed<n>/]...) are read back for the per-seed rows, so a
+pooled table repeats them beside its `pooled` rows: one CSV with a `seed` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emdir.report.dose_response import steering_rows
+from emdir.report.effects import (
+    PairedConditions,
+    bootstrap_settings,
+    ci_columns,
+    holm_family,
+    load_scored,
+    write_csv,
+)
+
+POOLED = "pooled"
+# Rows of one effect across the tables: (model, fine-tune, vector, coefficient).
+KEY = ["model", "ft", "vector", "coefficient"]
+
+
+def _call(lo: float, hi: float) -> str:
+    """Which side of zero an interval lies on: up, down, or neither."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "none"
+    return "up" if lo > 0 else "down" if hi < 0 else "none"
+
+
+def _per_seed(paths: Sequence[str | Path], seeds: Sequence[int]) -> pd.DataFrame:
+    return pd.concat(
+        [pd.read_csv(p).assign(seed=str(s)) for p, s in zip(paths, seeds, strict=True)],
+        ignore_index=True,
+    )
+
+
+def _agreement(pooled: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per pooled row: the spread of the per-seed effects and in how many seeds the per-seed
+    effect interval makes the pooled interval's call (up, down, neither), and the per-seed
+    specificity verdict (unadjusted, at the same coefficient) the pooled one."""
+    seeds = per_seed.groupby(KEY, sort=False)
+    out = []
+    for _, row in pooled.iterrows():
+        group = seeds.get_group(tuple(row[k] for k in KEY))
+        n = len(group)
+        call = _call(row["effect_lo"], row["effect_hi"])
+        same = sum(
+            _call(lo, hi) == call
+            for lo, hi in zip(group["effect_lo"], group["effect_hi"], strict=True)
+        )
+        extra: dict[str, Any] = {
+            "n_seeds": n,
+            "effect_seed_sd": float(group["effect_points"].std(ddof=1)) if n > 1 else np.nan,
+            "effect_seed_min": float(group["effect_points"].min()),
+            "effect_seed_max": float(group["effect_points"].max()),
+            "effect_seeds_agree": f"{same}/{n}",
+        }
+        if isinstance(row.get("verdict"), str) and "verdict" in group:
+            agree = int((group["verdict"] == row["verdict"]).sum())
+            extra["verdict_seeds_agree"] = f"{agree}/{n}"
+        out.append(extra)
+    return pd.concat([pooled.reset_index(drop=True), pd.DataFrame(out)], axis=1)
+
+
+def pooled_rates(
+    generations: Mapping[str, Sequence[str | Path]],
+    per_seed: Sequence[str | Path],
+    seeds: Sequence[int],
+    question_set: str,
+    boot: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Spillover, garble and coherence per model x fine-tune: each seed's rows and a pooled
+    row. The base models' answers are one draw shared by every seed, so their pooled row is
+    that draw's (no seed variance to add)."""
+    rows = []
+    for key, paths in generations.items():
+        model, ft = key.split("/")
+        draws = list(dict.fromkeys(str(p) for p in paths))
+        p = PairedConditions([{"x": load_scored(d, question_set)} for d in draws], boot)
+        rows.append(
+            {
+                "model": model,
+                "ft": ft,
+                "seed": POOLED,
+                "n_seeds": len(draws),
+                **dict(zip(("spillover", "lo", "hi"), p.mean3("x", "spill"), strict=True)),
+                **ci_columns("garble", p.mean3("x", "garble")),
+                **ci_columns("coherence", p.mean3("x", "coh")),
+            }
+        )
+    return pd.concat([_per_seed(per_seed, seeds), pd.DataFrame(rows)], ignore_index=True)
+
+
+def pooled_within_model(
+    seeds: Sequence[int],
+    generations: Mapping[str, Sequence[str | Path]],
+    steering: Mapping[str, Sequence[str | Path]],
+    directions: Mapping[str, Sequence[str | Path]],
+    summaries: Sequence[str | Path],
+    spillover: Sequence[str | Path],
+    outs: Mapping[str, str | Path],
+    steer_cfg: Mapping[str, Any],
+    stats_cfg: Mapping[str, Any],
+    direction_ft: str,
+) -> None:
+    """The pooled within-model tables: `outs["summary"]` (the dose-response: every seed's
+    rows and the pooled ones, with the spread and agreement columns) and `outs["spillover"]`
+    (rates). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
+    order; `summaries` / `spillover` are the seeds' own tables."""
+    from emdir.analysis import directions as dm
+
+    qset = str(steer_cfg["question_set"])
+    boot = bootstrap_settings(stats_cfg)
+    grouped: dict[tuple[str, str], dict[str, list[list[dict[str, Any]]]]] = {}
+    for key, paths in steering.items():
+        model, ft, vector = key.split("/")
+        grouped.setdefault((model, ft), {})[vector] = [load_scored(p, qset) for p in paths]
+    pooled: list[dict[str, Any]] = []
+    for (model, ft), steered in grouped.items():
+        dirs = directions.get(f"{model}/{direction_ft}")
+        rows, _, _ = steering_rows(
+            model,
+            ft,
+            steered,
+            [load_scored(p, qset) for p in generations[f"{model}/{ft}"]],
+            [dm.read_directions(p) for p in dirs] if dirs else [None] * len(seeds),
+            direction_ft,
+            steer_cfg,
+            boot,
+        )
+        pooled += rows
+    pooled = holm_family(
+        pooled, "specificity_points", lambda r: bool(r.get("read")), boot, "models at read"
+    )
+    per_seed = _per_seed(summaries, seeds)
+    table = _agreement(pd.DataFrame(pooled).assign(seed=POOLED), per_seed)
+    write_csv(pd.concat([per_seed, table], ignore_index=True), outs["summary"])
+    write_csv(pooled_rates(generations, spillover, seeds, qset, boot), outs["spillover"])

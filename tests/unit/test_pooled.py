@@ -1,0 +1,95 @@
+"""Within-model tables pooled over fine-tuning seeds (emdir.report.pooled), on synthetic
+judged files of two seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from test_aggregate import STATS, STEER, _directions, _outs, _rows, _write
+
+from emdir.report.pooled import pooled_within_model
+from emdir.report.within_model import within_model_summary
+
+KEY = ["model", "ft", "vector", "coefficient"]
+
+
+def _seed(tmp_path: Path, seed: int, target_code: float, base: Path | None = None) -> dict:
+    """One seed's judged files and its own within-model tables. The base model's answers
+    are shared (`base`); the target leaves `target_code` of the answers code."""
+    gens = {"m/insecure": _rows(0.45, None, 10 * seed + 2), "m/secure": _rows(0.15, None, 3)}
+    steer = {}
+    for vector, p_code in (("target", target_code), ("random_0", 0.44), ("orthogonal", 0.43)):
+        steer[f"m/insecure/{vector}"] = _rows(p_code, None, 10 * seed + 4, 0.5) + _rows(
+            p_code, None, 10 * seed + 5, 1.0
+        )
+    steer["m/secure/target"] = _rows(0.12, None, 6, 0.5) + _rows(0.1, None, 7, 1.0)
+    root = tmp_path / f"seed{seed}"
+    paths = _write(root, gens, steer)
+    paths["g"]["m/base"] = base or _write(root, {"m/base": _rows(0.05, None, 1)}, {})["g"]["m/base"]
+    dirs = {"m/insecure": root / "insecure.h5", "m/secure": root / "secure.h5"}
+    for p in dirs.values():
+        _directions(p)
+    outs = _outs(root)
+    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    return {**paths, "d": dirs, "outs": outs}
+
+
+def _pool(tmp_path: Path, seeds: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def per_seed(kind: str) -> dict:
+        return {k: [s[kind][k] for s in seeds] for k in seeds[0][kind]}
+
+    outs = {"summary": tmp_path / "pooled.csv", "spillover": tmp_path / "rates.csv"}
+    pooled_within_model(
+        list(range(len(seeds))),
+        per_seed("g"),
+        per_seed("s"),
+        per_seed("d"),
+        [s["outs"]["summary"] for s in seeds],
+        [s["outs"]["spillover"] for s in seeds],
+        outs,
+        STEER,
+        STATS,
+        "insecure",
+    )
+    return pd.read_csv(outs["summary"]), pd.read_csv(outs["spillover"])
+
+
+def test_seeds_that_disagree_pool_into_a_wider_interval(tmp_path: Path) -> None:
+    # Seed 0's target suppresses spillover (45% -> 10%), seed 1's barely (45% -> 42%).
+    a = _seed(tmp_path, 0, 0.10)
+    b = _seed(tmp_path, 1, 0.42, base=a["g"]["m/base"])
+    df, rates = _pool(tmp_path, [a, b])
+    assert set(df["seed"].astype(str)) == {"0", "1", "pooled"}
+    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY)
+    seeds = {s: df[df.seed.astype(str) == s].set_index(KEY) for s in ("0", "1")}
+    assert len(pooled) == len(seeds["0"]) == len(seeds["1"]) == 2 * 3 + 2
+    row = ("m", "insecure", "target", 1.0)
+    # The pooled effect is the mean of the seeds' (each seed weighs the same) ...
+    mean = (seeds["0"].loc[row, "effect_points"] + seeds["1"].loc[row, "effect_points"]) / 2
+    assert np.isclose(pooled.loc[row, "effect_points"], mean, atol=0.01)  # 4 digits
+    # ... and its interval carries their disagreement: wider than either seed's own.
+    width = pooled.loc[row, "effect_hi"] - pooled.loc[row, "effect_lo"]
+    own = max(s.loc[row, "effect_hi"] - s.loc[row, "effect_lo"] for s in seeds.values())
+    assert width > 1.5 * own
+    assert pooled.loc[row, "n_seeds"] == 2
+    assert pooled.loc[row, "effect_seed_min"] < 5 < 25 < pooled.loc[row, "effect_seed_max"]
+    assert pooled.loc[row, "effect_seeds_agree"] in ("0/2", "1/2")
+    assert pooled.loc[row, "verdict_seeds_agree"].endswith("/2")
+    # Holm across models at the pooled read strength, as each seed's table does.
+    assert pooled["verdict_holm"].notna().sum() == 1
+    # Rates: the shared base answers are one draw; the fine-tunes are pooled over both seeds.
+    r = rates[rates.seed.astype(str) == "pooled"].set_index(["model", "ft"])
+    assert r.loc[("m", "base"), "n_seeds"] == 1 and r.loc[("m", "insecure"), "n_seeds"] == 2
+    assert len(rates) == 3 * 3
+
+
+def test_one_seed_pools_to_its_own_table(tmp_path: Path) -> None:
+    a = _seed(tmp_path, 0, 0.10)
+    df, _ = _pool(tmp_path, [a])
+    pooled = df[df.seed.astype(str) == "pooled"].reset_index(drop=True)
+    own = pd.read_csv(a["outs"]["summary"])
+    for column in ("effect_points", "effect_lo", "effect_hi", "specificity_points", "spec_lo"):
+        assert np.allclose(pooled[column], own[column], equal_nan=True), column
+    assert (pooled["effect_seeds_agree"] == "1/1").all()
