@@ -243,6 +243,8 @@ RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 POOLED = {
     "summary": "results/pooled/within_model/summary.csv",
     "spillover": "results/pooled/spillover_rates.csv",
+    "grid": "results/pooled/transfer_matrix.csv",
+    "grid_png": "results/pooled/transfer_matrix.png",
 }
 
 PROVENANCE = "results/provenance.json"

@@ -347,3 +347,31 @@ def test_a_cell_beaten_by_its_control_is_not_marked_as_passing() -> None:
     assert specificity_mark(-9.0, -2.0, "passes") == "!"
     assert specificity_mark(-2.0, 3.0, "inconclusive") == ""
     assert specificity_mark(2.0, 9.0, float("nan")) == "*"  # no family: the CI alone
+
+
+def test_a_grid_panel_of_small_values_stays_pale() -> None:
+    """The colour scale has a floor: cells of 0 and 0.5 points are not coloured like a large
+    effect because nothing in their panel is larger; a large effect sets its own scale."""
+    from matplotlib.figure import Figure
+
+    from emdir.report.figures_transfer import COLOUR_FLOOR, _heatmap
+
+    for values, lim in (([[0.0, 0.5], [-0.5, 0.0]], COLOUR_FLOOR), ([[0.0, 30.0], [-4, 1]], 30.0)):
+        ax = Figure().subplots()
+        grid = np.array(values)
+        _heatmap(ax, grid, [["x"] * 2] * 2, ["a", "b"], ["a", "b"], 8.0)
+        assert ax.images[0].get_clim() == (-lim, lim)
+
+
+def test_a_pooled_grid_says_in_how_many_seeds_each_cell_agrees(monkeypatch) -> None:
+    import emdir.report.figures_transfer as ft
+
+    shown: list[str] = []
+    monkeypatch.setattr(
+        ft,
+        "save_png",
+        lambda fig, _out: shown.extend(t.get_text() for a in fig.axes for t in a.texts),
+    )
+    df = _grid(2).assign(effect_seeds_agree="2/3")
+    ft.transfer_matrix_png(df, "unused.png")
+    assert sum("2/3 seeds agree" in t for t in shown) == 4

@@ -93,3 +93,67 @@ def test_one_seed_pools_to_its_own_table(tmp_path: Path) -> None:
     for column in ("effect_points", "effect_lo", "effect_hi", "specificity_points", "spec_lo"):
         assert np.allclose(pooled[column], own[column], equal_nan=True), column
     assert (pooled["effect_seeds_agree"] == "1/1").all()
+
+
+def _grid_seed(tmp_path: Path, seed: int, p_target: float) -> dict:
+    """One seed's 2 x 2 grid files and its own grid table: donor a's mapped direction
+    leaves `p_target` of b's answers code (b's unsteered: 50%)."""
+    from emdir.io import write_jsonl
+    from emdir.report.transfer import transfer_matrix
+
+    root = tmp_path / f"grid{seed}"
+    models, files = ["a", "b"], {"baselines": {}, "cells": {}}
+    for k, r in enumerate(models):
+        files["baselines"][r] = root / f"base_{r}.jsonl"
+        write_jsonl(files["baselines"][r], _rows(0.5, None, 100 * seed + k))
+        for j, d in enumerate(models):
+            for vector, p in (("target", p_target if d != r else 0.45), ("random_0", 0.48)):
+                key = f"{d}__{r}/{vector}"
+                files["cells"][key] = root / f"{d}_{r}_{vector}.jsonl"
+                write_jsonl(files["cells"][key], _rows(p, None, 100 * seed + 10 * k + j, 0.5))
+    files["csv"] = root / "grid.csv"
+    transfer_matrix(
+        files["baselines"],
+        files["cells"],
+        files["csv"],
+        root / "grid.png",
+        {"coefficient": 0.5, "behaviour": "spillover"},
+        STATS,
+    )
+    return files
+
+
+def test_the_grid_pools_over_seeds_with_agreement_per_cell(tmp_path: Path) -> None:
+    from emdir.report.pooled import pooled_transfer_matrix
+
+    seeds = [_grid_seed(tmp_path, 0, 0.1), _grid_seed(tmp_path, 1, 0.45)]
+
+    def per_seed(kind: str) -> dict:
+        return {k: [s[kind][k] for s in seeds] for k in seeds[0][kind]}
+
+    out = tmp_path / "pooled.csv"
+    pooled_transfer_matrix(
+        [0, 1],
+        per_seed("baselines"),
+        per_seed("cells"),
+        {},
+        {},
+        [s["csv"] for s in seeds],
+        out,
+        tmp_path / "pooled.png",
+        {"coefficient": 0.5, "behaviour": "spillover"},
+        STATS,
+    )
+    df = pd.read_csv(out)
+    assert set(df.seed.astype(str)) == {"0", "1", "pooled"} and len(df) == 3 * 4 * 2
+    key = ["donor", "receiver", "vector"]
+    cell = ("a", "b", "target")
+    rows = {s: df[df.seed.astype(str) == s].set_index(key).loc[cell] for s in ("0", "1", "pooled")}
+    assert np.isclose(
+        rows["pooled"].suppression, (rows["0"].suppression + rows["1"].suppression) / 2, atol=0.01
+    )
+    widest = max(rows[s].hi - rows[s].lo for s in ("0", "1"))
+    assert rows["pooled"].hi - rows["pooled"].lo > 1.5 * widest
+    assert rows["pooled"].effect_seeds_agree in ("0/2", "1/2")
+    assert rows["pooled"].family == "transfer" and rows["pooled"].family_size == 2
+    assert (tmp_path / "pooled.png").read_bytes()[:4] == b"\x89PNG"

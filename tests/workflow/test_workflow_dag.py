@@ -424,9 +424,9 @@ def test_fine_tuning_seeds_expand_every_seed_dependent_stage_and_nothing_else(
     one = dry_run(tmp_path)
     seeds = write_config(tmp_path / "seeds.yaml", {"finetune": {"seeds": [0, 1, 2]}})
     three = dry_run(tmp_path, "--configfile", str(CONFIG), str(seeds))
-    # With more than one seed, the within-model tables pooled over them.
-    assert set(three) == set(one) | {"pooled_within_model"}
-    assert three["pooled_within_model"] == 1
+    # With more than one seed, the within-model tables and the grid pooled over them.
+    assert set(three) == set(one) | {"pooled_within_model", "pooled_transfer_matrix"}
+    assert three["pooled_within_model"] == three["pooled_transfer_matrix"] == 1
     n_models = len(DEFAULT["models"])
     for rule, n in one.items():
         if rule == "total":
@@ -462,7 +462,7 @@ def test_adding_a_seed_runs_only_that_seeds_jobs(tmp_path: Path) -> None:
         for rule, n in one.items()
         if rule not in SHARED_RULES - {"provenance", "all"} and rule != "total"
     }
-    expected["pooled_within_model"] = 1
+    expected["pooled_within_model"] = expected["pooled_transfer_matrix"] = 1
     assert {k: v for k, v in jobs.items() if k != "total"} == expected
     proc = snakemake(tmp_path, "--summary", "--configfile", str(tmp_path / "run.yaml"))
     stale = [

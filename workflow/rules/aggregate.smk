@@ -211,3 +211,42 @@ rule pooled_within_model:
         direction_ft=DIRECTION_FT,
     script:
         "../scripts/pooled_within_model.py"
+
+
+# The grid pooled over the fine-tuning seeds (only with more than one seed).
+rule pooled_transfer_matrix:
+    input:
+        baselines=flat(pooled_baselines),
+        cells=flat(pooled_cells),
+        references=flat(pooled_references),
+        maps=flat(pooled_maps),
+        per_seed=expand(layout.TRANSFER_MATRIX["csv"], seed=SEED_DIRS),
+    output:
+        csv=layout.POOLED["grid"],
+        png=report(
+            layout.POOLED["grid_png"],
+            caption="../report/transfer_matrix.rst",
+            category="Transfer",
+            labels={"figure": "transfer matrix, pooled over seeds"},
+        ),
+    log:
+        "logs/pooled_transfer_matrix.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        seeds=SEEDS,
+        baselines=pooled_baselines,
+        cells=pooled_cells,
+        references=pooled_references,
+        maps=pooled_maps,
+        transfer_cfg={
+            **transfer_steer_settings(config),
+            "behaviour": config["steering"]["behaviour"],
+        },
+        stats_cfg=config["stats"],
+    script:
+        "../scripts/pooled_transfer_matrix.py"

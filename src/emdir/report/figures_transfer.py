@@ -17,6 +17,9 @@ from emdir.analysis.stats import PASSES
 from emdir.report.figures import TARGET, diverging_colormap, require_columns, save_png
 
 _SPEC_COLUMNS = ("specificity", "spec_lo", "spec_hi", "strongest_control")
+# The smallest colour scale of a grid panel (points, or 0-100 coherence units): an effect
+# colours fully at this size or at the panel's largest, whichever is larger.
+COLOUR_FLOOR = 10.0
 # Extra transfer-grid panels: the target's side effects, (column, title).
 _SIDE_EFFECTS = (
     ("garble_change", "Target: change in garbled answers\n(points, 95% CI)"),
@@ -29,7 +32,8 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
     target's change in garble and coherence, when present).
 
     Rows are donors and columns receivers, in order of first appearance. Each target cell
-    shows its value and CI, and beneath it the strongest control's effect; the specificity
+    shows its value and CI, and beneath it the strongest control's effect (and, pooled over
+    fine-tuning seeds, in how many seeds its own interval agrees); the specificity
     panel marks with * and a bold border the cells that pass (CI above zero) and with "!" the
     cells where a control beats the target (CI below zero). Suppression read
     beside a jump in garble or a fall in coherence is breakage, not steering.
@@ -59,6 +63,8 @@ def transfer_matrix_png(df: pd.DataFrame, out_png: str | Path) -> None:
             supp[i, j] = row["suppression"]
             ctl = controls[(controls["donor"] == donor) & (controls["receiver"] == receiver)]
             supp_text[i][j] = f"{_ci(row['suppression'], row['lo'], row['hi'])}{_control(ctl)}"
+            if isinstance(row.get("effect_seeds_agree"), str):  # pooled over seeds
+                supp_text[i][j] += f"\n{row['effect_seeds_agree']} seeds agree"
             if has_spec and pd.notna(row["specificity"]):
                 spec[i, j] = row["specificity"]
                 star = specificity_mark(row["spec_lo"], row["spec_hi"], row.get("verdict_holm"))
@@ -194,8 +200,10 @@ def _heatmap(
     fontsize: float,
 ) -> None:
     finite = values[np.isfinite(values)]
-    # Symmetric limits centre the diverging map on zero: red suppresses, blue amplifies.
-    lim = max(float(np.abs(finite).max()) if finite.size else 0.0, 1.0)
+    # Symmetric limits centre the diverging map on zero: red suppresses, blue amplifies. The
+    # floor keeps a panel of small values pale: cells of 0.5 points must not look like a
+    # large effect because nothing in the panel is larger.
+    lim = max(float(np.abs(finite).max()) if finite.size else 0.0, COLOUR_FLOOR)
     image = ax.imshow(
         np.ma.masked_invalid(values),
         cmap=diverging_colormap(),

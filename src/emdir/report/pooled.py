@@ -45,25 +45,28 @@ def _per_seed(paths: Sequence[str | Path], seeds: Sequence[int]) -> pd.DataFrame
     )
 
 
-def _agreement(pooled: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+def _agreement(
+    pooled: pd.DataFrame,
+    per_seed: pd.DataFrame,
+    key: Sequence[str] = KEY,
+    effect: tuple[str, str, str] = ("effect_points", "effect_lo", "effect_hi"),
+) -> pd.DataFrame:
     """Per pooled row: the spread of the per-seed effects and in how many seeds the per-seed
     effect interval makes the pooled interval's call (up, down, neither), and the per-seed
     specificity verdict (unadjusted, at the same coefficient) the pooled one."""
-    seeds = per_seed.groupby(KEY, sort=False)
+    value, lo, hi = effect
+    seeds = per_seed.groupby(list(key), sort=False)
     out = []
     for _, row in pooled.iterrows():
-        group = seeds.get_group(tuple(row[k] for k in KEY))
+        group = seeds.get_group(tuple(row[k] for k in key))
         n = len(group)
-        call = _call(row["effect_lo"], row["effect_hi"])
-        same = sum(
-            _call(lo, hi) == call
-            for lo, hi in zip(group["effect_lo"], group["effect_hi"], strict=True)
-        )
+        call = _call(row[lo], row[hi])
+        same = sum(_call(a, b) == call for a, b in zip(group[lo], group[hi], strict=True))
         extra: dict[str, Any] = {
             "n_seeds": n,
-            "effect_seed_sd": float(group["effect_points"].std(ddof=1)) if n > 1 else np.nan,
-            "effect_seed_min": float(group["effect_points"].min()),
-            "effect_seed_max": float(group["effect_points"].max()),
+            "effect_seed_sd": float(group[value].std(ddof=1)) if n > 1 else np.nan,
+            "effect_seed_min": float(group[value].min()),
+            "effect_seed_max": float(group[value].max()),
             "effect_seeds_agree": f"{same}/{n}",
         }
         if isinstance(row.get("verdict"), str) and "verdict" in group:
@@ -147,3 +150,31 @@ def pooled_within_model(
     table = _agreement(pd.DataFrame(pooled).assign(seed=POOLED), per_seed)
     write_csv(pd.concat([per_seed, table], ignore_index=True), outs["summary"])
     write_csv(pooled_rates(generations, spillover, seeds, qset, boot), outs["spillover"])
+
+
+def pooled_transfer_matrix(
+    seeds: Sequence[int],
+    baselines: Mapping[str, Sequence[str | Path]],
+    cells: Mapping[str, Sequence[str | Path]],
+    references: Mapping[str, Sequence[str | Path]],
+    maps: Mapping[str, Sequence[str | Path]],
+    per_seed: Sequence[str | Path],
+    out_csv: str | Path,
+    out_png: str | Path,
+    transfer_cfg: Mapping[str, Any],
+    stats_cfg: Mapping[str, Any],
+) -> None:
+    """The grid pooled over seeds: every seed's rows (its own transfer_matrix.csv) and the
+    pooled ones (suppression and specificity with seed-and-question intervals, Holm across
+    the pooled cells, the spread and agreement columns), and the pooled grid's figure, each
+    cell with the number of seeds whose own suppression interval agrees."""
+    from emdir.report import figures_transfer
+    from emdir.report.transfer import grid_table
+
+    df, _ = grid_table(baselines, cells, transfer_cfg, stats_cfg, references, maps)
+    own = _per_seed(per_seed, seeds)
+    pooled = _agreement(
+        df.assign(seed=POOLED), own, ("donor", "receiver", "vector"), ("suppression", "lo", "hi")
+    )
+    write_csv(pd.concat([own, pooled], ignore_index=True), out_csv)
+    figures_transfer.transfer_matrix_png(pooled, out_png)

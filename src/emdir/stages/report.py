@@ -42,3 +42,10 @@ def pooled_within_model(**kwargs: Any) -> None:
     from emdir.report.pooled import pooled_within_model as run
 
     run(**kwargs)
+
+
+def pooled_transfer_matrix(**kwargs: Any) -> None:
+    """The transfer grid pooled over fine-tuning seeds (per seed and pooled rows, figure)."""
+    from emdir.report.pooled import pooled_transfer_matrix as run
+
+    run(**kwargs)

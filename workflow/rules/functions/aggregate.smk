@@ -101,6 +101,22 @@ def pooled_directions(wildcards=None):
     return _per_seed(summary_directions)
 
 
+def pooled_baselines(wildcards=None):
+    return _per_seed(matrix_baselines)
+
+
+def pooled_cells(wildcards=None):
+    return _per_seed(matrix_cells)
+
+
+def pooled_references(wildcards=None):
+    return _per_seed(matrix_references)
+
+
+def pooled_maps(wildcards=None):
+    return _per_seed(matrix_maps)
+
+
 def flat(fn):
     """Input function listing every path of a dict-of-lists-returning input function."""
 
