@@ -247,6 +247,9 @@ POOLED = {
     "grid_png": "results/pooled/transfer_matrix.png",
 }
 
+# A run checked against a reference (config `reference`): on demand, not in `rule all`.
+REFERENCE_CHECK = {"csv": "results/reference_check.csv", "txt": "results/reference_check.txt"}
+
 PROVENANCE = "results/provenance.json"
 JUDGE_PLAN = "results/judge_plan.txt"
 

@@ -304,3 +304,38 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     zero = [json.loads(x) for x in before.decode().splitlines()]
     assert len(rows) == len(zero) and not {r["seed"] for r in rows} & {r["seed"] for r in zero}
     assert (work / "results/generations/llama/insecure.jsonl").read_bytes() == before
+
+
+@pytest.mark.e2e
+def test_a_rerun_passes_the_reference_check(
+    run_dir: Path, second_run: Path, tmp_path: Path
+) -> None:
+    """The second fresh run's tables as the reference: `snakemake results/reference_check.csv`
+    on (a copy of) the first finds every effect identical and every verdict equal."""
+    import shutil
+
+    reference = tmp_path / "reference"
+    for rel in ("spillover_rates.csv", "within_model/summary.csv", "transfer_matrix.csv"):
+        (reference / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(second_run / "results" / rel, reference / rel)
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work, symlinks=True)
+    # The same config file with the reference named on the command line: nothing else reruns.
+    proc = snakemake(
+        work,
+        CONFIG,
+        "--cores",
+        "1",
+        "--config",
+        f"reference={reference}",
+        "results/reference_check.csv",
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
+    assert ran == {"reference_check"}, ran
+    text = (work / "results" / "reference_check.txt").read_text()
+    n = int(re.search(r"(\d+) effects compared", text)[1])
+    assert n > 50 and f"identical: {n} of {n}" in text, text
+    assert "moved" not in text and "verdict changed" not in text
+    table = pd.read_csv(work / "results" / "reference_check.csv")
+    assert set(table.table) == {"spillover_rates", "within_model", "transfer_matrix"}

@@ -290,7 +290,9 @@ def test_hub_models_need_no_tokenizer(tmp_path: Path) -> None:
 def test_every_shipped_config_dry_runs(tmp_path: Path, config: Path) -> None:
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     jobs = dry_run(tmp_path, "--configfile", str(config), "--replace-workflow-config")
-    assert jobs["transfer"] == jobs["fit_map"] == len(cfg["models"]) ** 2
+    # One grid per fine-tuning seed.
+    seeds = len(cfg.get("finetune", {}).get("seeds", [0]))
+    assert jobs["transfer"] == jobs["fit_map"] == seeds * len(cfg["models"]) ** 2
 
 
 def test_the_quick_overlay_keeps_every_job_with_one_random_draw(tmp_path: Path) -> None:
@@ -382,7 +384,11 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
         (m, ft) for m in ("qwen2", "gemma2", "llama", "ministral3") for ft in ("insecure", "secure")
     } | {("gemma2", "educational"), ("gemma2", "rank1")}
     every = dry_run(tmp_path, "--configfile", str(paper))
-    assert every["sae"] == every["rank1_reading"] == every["mechanistic_summary"] == 1
+    # Three fine-tuning seeds, each with its own mechanistic files; the pooled tables once.
+    seeds = yaml.safe_load(paper.read_text(encoding="utf-8"))["finetune"]["seeds"]
+    assert len(seeds) == 3 and every["finetune"] == 10 * 3
+    assert every["sae"] == every["rank1_reading"] == every["mechanistic_summary"] == 3
+    assert every["pooled_within_model"] == every["pooled_transfer_matrix"] == 1
     assert "resources/downloads/insecure.jsonl" in out
     assert "resources/downloads/secure.jsonl" in out
     assert "resources/downloads/questions/first_plot.yaml" in out
@@ -422,7 +428,9 @@ def test_fine_tuning_seeds_expand_every_seed_dependent_stage_and_nothing_else(
     tmp_path: Path,
 ) -> None:
     one = dry_run(tmp_path)
-    seeds = write_config(tmp_path / "seeds.yaml", {"finetune": {"seeds": [0, 1, 2]}})
+    # The shipped overlay: three seeds.
+    seeds = REPO / "config" / "seeds.yaml"
+    assert yaml.safe_load(seeds.read_text(encoding="utf-8")) == {"finetune": {"seeds": [0, 1, 2]}}
     three = dry_run(tmp_path, "--configfile", str(CONFIG), str(seeds))
     # With more than one seed, the within-model tables and the grid pooled over them.
     assert set(three) == set(one) | {"pooled_within_model", "pooled_transfer_matrix"}

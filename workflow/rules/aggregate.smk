@@ -250,3 +250,32 @@ rule pooled_transfer_matrix:
         stats_cfg=config["stats"],
     script:
         "../scripts/pooled_transfer_matrix.py"
+
+
+# This run's tables (the first seed's) against a reference folder (config `reference`), on
+# demand: snakemake results/reference_check.csv
+rule reference_check:
+    input:
+        run=[
+            layout.WITHIN_MODEL["spillover"].format(seed=SEED_DIRS[0]),
+            layout.WITHIN_MODEL["summary"].format(seed=SEED_DIRS[0]),
+            layout.TRANSFER_MATRIX["csv"].format(seed=SEED_DIRS[0]),
+        ],
+        reference=reference_tables,
+    output:
+        csv=layout.REFERENCE_CHECK["csv"],
+        txt=layout.REFERENCE_CHECK["txt"],
+    log:
+        "logs/reference_check.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        # The folder of the run's tables: spillover_rates.csv's.
+        run_dir=lambda wildcards, input: str(Path(input.run[0]).parent),
+        reference=reference_dir(),
+    script:
+        "../scripts/reference_check.py"

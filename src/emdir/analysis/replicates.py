@@ -7,11 +7,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from emdir.analysis.stats import Clustered, Estimate, QuestionBootstrap, check_bootstrap_params
+from emdir.analysis.stats import (
+    Clustered,
+    Estimate,
+    Intervals,
+    QuestionBootstrap,
+    check_bootstrap_params,
+)
 from emdir.errors import EmdirError
 
 
-class SeedBootstrap:
+class SeedBootstrap(Intervals):
     """A two-level percentile bootstrap for conditions drawn under several fine-tuning seeds:
     each replicate draws the seeds with replacement and, for every seed drawn, its questions
     with replacement (a fresh draw for each copy of a seed drawn twice), shared by every
@@ -76,12 +82,6 @@ class SeedBootstrap:
             drawn = per[self._pick, self._rows]  # [n_boot, slots]
             self._reps[name] = drawn.mean(axis=1)
         return self._reps[name]
-
-    def mean_ci(self, name: str) -> Estimate:
-        return self.estimate(self.mean(name), self.reps(name))
-
-    def diff_ci(self, a: str, b: str) -> Estimate:
-        return self.estimate(self.mean(a) - self.mean(b), self.reps(a) - self.reps(b))
 
     def estimate(self, value: float, reps: np.ndarray) -> Estimate:
         return self._per_seed[0].estimate(value, reps)

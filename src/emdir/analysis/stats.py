@@ -9,6 +9,7 @@ bootstrap p-values and `verdict` turns a specificity interval into words."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,7 +233,28 @@ def clustered(values: ArrayLike, questions: Sequence[Any], name: str = "x") -> C
     return Clustered(xs, qs)
 
 
-class QuestionBootstrap:
+class Intervals(ABC):
+    """Percentile intervals from a bootstrap's replicates: what `QuestionBootstrap` and
+    `emdir.analysis.replicates.SeedBootstrap` share."""
+
+    @abstractmethod
+    def mean(self, name: str) -> float: ...
+
+    @abstractmethod
+    def reps(self, name: str) -> np.ndarray: ...
+
+    @abstractmethod
+    def estimate(self, value: float, reps: np.ndarray) -> Estimate: ...
+
+    def mean_ci(self, name: str) -> Estimate:
+        return self.estimate(self.mean(name), self.reps(name))
+
+    def diff_ci(self, a: str, b: str) -> Estimate:
+        """mean(a) - mean(b), the same resampled questions (and seeds) for both."""
+        return self.estimate(self.mean(a) - self.mean(b), self.reps(a) - self.reps(b))
+
+
+class QuestionBootstrap(Intervals):
     """A percentile bootstrap over questions shared by every condition given to it.
 
     Each replicate draws the question set with replacement (as many questions as there are
@@ -288,13 +310,6 @@ class QuestionBootstrap:
                     self._weights @ self._counts[name]
                 )
         return self._reps[name]
-
-    def mean_ci(self, name: str) -> Estimate:
-        return self.estimate(self.mean(name), self.reps(name))
-
-    def diff_ci(self, a: str, b: str) -> Estimate:
-        """mean(a) - mean(b), the same questions resampled for both."""
-        return self.estimate(self.mean(a) - self.mean(b), self.reps(a) - self.reps(b))
 
     def estimate(self, value: float, reps: np.ndarray) -> Estimate:
         """A percentile interval from replicates (NaN replicates are left out)."""

@@ -2,6 +2,7 @@
 # returns a dict for the script (passed as params) whose values are also the rule's inputs,
 # so the DAG and the script see the same files.
 
+from pathlib import Path
 from types import SimpleNamespace
 
 
@@ -124,3 +125,26 @@ def flat(fn):
         return sorted({p for paths in fn(wildcards).values() for p in paths})
 
     return inputs
+
+
+# ---------------------------------------------------------------- reference check
+
+
+def reference_dir():
+    """The config's reference folder, relative to the repository when not absolute (None
+    when the config names none)."""
+    ref = config["reference"]
+    if ref is None:
+        return None
+    path = Path(ref)
+    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+
+
+def reference_tables(wildcards):
+    """The reference folder's CSVs, so that a changed reference reruns the check."""
+    ref = reference_dir()
+    return (
+        sorted(str(p) for p in Path(ref).rglob("*.csv"))
+        if ref and Path(ref).is_dir()
+        else []
+    )
