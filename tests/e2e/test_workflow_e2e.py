@@ -321,15 +321,9 @@ def test_a_rerun_passes_the_reference_check(
     work = tmp_path / "run"
     shutil.copytree(run_dir, work, symlinks=True)
     # The same config file with the reference named on the command line: nothing else reruns.
-    proc = snakemake(
-        work,
-        CONFIG,
-        "--cores",
-        "1",
-        "--config",
-        f"reference={reference}",
-        "results/reference_check.csv",
-    )
+    # (--config takes every KEY=VALUE after it, so the target comes first.)
+    target = "results/reference_check.csv"
+    proc = snakemake(work, CONFIG, "--cores", "1", target, "--config", f"reference={reference}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
     assert ran == {"reference_check"}, ran
