@@ -193,7 +193,7 @@ def steering_rows(
                 "coefficient": c,
                 "read": bool(c == read_c),
                 "norm": float(
-                    np.mean([_first_site(c[name][0]["intervention"])["norm"] for c in seeds])
+                    np.mean([_first_site(s[name][0]["intervention"])["norm"] for s in seeds])
                 ),
                 **p.size(name),
                 "spillover": spill3[0],

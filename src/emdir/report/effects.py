@@ -161,7 +161,6 @@ class PairedConditions:
         # A metric some seed's answers lack (no KL, no misalignment) is left out of all.
         shared = set.intersection(*(set(f) for f in flats))
         flats = [{k: v for k, v in f.items() if k in shared} for f in flats]
-        self.n_seeds = len(flats)
         self.qb: QuestionBootstrap | SeedBootstrap = (
             QuestionBootstrap(flats[0], **boot) if len(flats) == 1 else SeedBootstrap(flats, **boot)
         )

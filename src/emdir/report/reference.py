@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from emdir.errors import EmdirError
+from emdir.report.effects import write_csv
 
 # table -> (path under results/, key columns, (value, lo, hi) per effect, verdict column)
 TABLES: dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str, str], ...], str | None]] = {
@@ -168,8 +169,6 @@ def check(
     run_dir: str | Path, reference_dir: str | Path, out_csv: str | Path, out_txt: str | Path
 ) -> str:
     """Compare, write the table and the summary, and return the summary."""
-    from emdir.report.effects import write_csv
-
     df = compare(run_dir, reference_dir)
     write_csv(df, out_csv)
     text = summary(df, reference_dir)
