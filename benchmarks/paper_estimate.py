@@ -339,6 +339,7 @@ LIGHT_RULES = {
     "fit_map",
     "judge_plan",
     "mechanistic_summary",
+    "pooled_mechanistic",
     "pooled_transfer_matrix",
     "pooled_within_model",
     "provenance",

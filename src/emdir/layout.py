@@ -243,8 +243,16 @@ RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 POOLED = {
     "summary": "results/pooled/within_model/summary.csv",
     "spillover": "results/pooled/spillover_rates.csv",
+    "steering": "results/pooled/within_model/steering.png",
+    "comparison": "results/pooled/within_model/paper_comparison.csv",
+    "comparison_png": "results/pooled/within_model/paper_comparison.png",
     "grid": "results/pooled/transfer_matrix.csv",
     "grid_png": "results/pooled/transfer_matrix.png",
+}
+# One mechanistic model's tables pooled over the seeds.
+POOLED_MECHANISTIC = {
+    "summary": "results/pooled/mechanistic/{model}/summary.csv",
+    "convergence": "results/pooled/mechanistic/{model}/convergence.csv",
 }
 
 # A run checked against a reference (config `reference`): on demand, not in `rule all`.
@@ -265,5 +273,9 @@ def final_outputs(
     per_model = [*CONVERGENCE.values(), *MECHANISTIC_SUMMARY.values(), *SAE.values()]
     per_model += RANK1.values() if rank1 else []
     every = outs + [path.replace("{model}", m) for m in mechanistic_models for path in per_model]
-    pooled = list(POOLED.values()) if len(seeds) > 1 else []
+    pooled = [*POOLED.values()]
+    pooled += [
+        p.replace("{model}", m) for m in mechanistic_models for p in POOLED_MECHANISTIC.values()
+    ]
+    pooled = pooled if len(seeds) > 1 else []
     return [path.format(seed=replicate(s)) for s in seeds for path in every] + pooled

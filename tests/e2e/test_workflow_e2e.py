@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -281,7 +282,8 @@ def test_two_fresh_runs_are_identical(run_dir: Path, second_run: Path) -> None:
 def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path) -> None:
     """finetune.seeds [0, 1] on a copy of the finished run: seed 1's fine-tune trains under
     train.seed + 1 and its answers are drawn under sampling.seed + 1, under results/seed1/,
-    while seed 0's files stay as they were and nothing of seed 0 reruns."""
+    while seed 0's files stay as they were and nothing of seed 0 reruns. Then the pooled
+    tables (seed 1's whole chain) and the reference check of seed 1 against seed 0."""
     import shutil
 
     work = tmp_path / "run"
@@ -291,7 +293,7 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     seeds = tmp_path / "seeds.yaml"
     seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
     target = "results/seed1/generations/llama/insecure.jsonl"
-    before = (work / "results/generations/llama/insecure.jsonl").read_bytes()
+    before = {p: p.read_bytes() for p in (work / "results").rglob("*") if p.is_file()}
     proc = snakemake(work, seeds, "--cores", "2", target)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
@@ -301,9 +303,56 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     assert one["seed"] == cfg["finetune"]["train"]["seed"]
     assert two["seed"] == one["seed"] + 1 and two["train"]["seed"] == two["seed"]
     rows = [json.loads(x) for x in (work / target).read_text().splitlines()]
-    zero = [json.loads(x) for x in before.decode().splitlines()]
+    zero_path = work / "results/generations/llama/insecure.jsonl"
+    zero = [json.loads(x) for x in before[zero_path].decode().splitlines()]
     assert len(rows) == len(zero) and not {r["seed"] for r in rows} & {r["seed"] for r in zero}
-    assert (work / "results/generations/llama/insecure.jsonl").read_bytes() == before
+
+    pooled = ["results/pooled/within_model/summary.csv", "results/pooled/transfer_matrix.csv"]
+    mech = [f"results/pooled/mechanistic/{m}/summary.csv" for m in cfg["mechanistic"]["models"]]
+    proc = snakemake(work, seeds, "--cores", "2", *pooled, *mech)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    # Seed 0's files are untouched: nothing of seed 0 reran.
+    assert all(p.read_bytes() == b for p, b in before.items()), "a seed-0 file changed"
+    summary = pd.read_csv(work / pooled[0])
+    assert set(summary.seed.astype(str)) == {"0", "1", "pooled"}
+    rows = summary[summary.seed.astype(str) == "pooled"]
+    assert len(rows) == (summary.seed.astype(str) == "1").sum() > 0
+    assert (rows.n_seeds == 2).all() and rows.effect_seeds_agree.str.fullmatch(r"[0-2]/2").all()
+    # The pooled effect is the mean of the seeds' (each seed weighs the same).
+    key = ["model", "ft", "vector", "coefficient"]
+    each = summary[summary.seed.astype(str) != "pooled"].groupby(key).effect_points.mean()
+    pooled_effect = rows.set_index(key).effect_points
+    assert (pooled_effect - each.loc[pooled_effect.index]).abs().max() < 0.01
+    assert rows.effect_seed_sd.notna().all()
+    grid = pd.read_csv(work / pooled[1])
+    cells = grid[grid.seed.astype(str) == "pooled"]
+    assert len(cells) == (grid.seed.astype(str) == "0").sum() > 0
+    assert cells.effect_seeds_agree.str.fullmatch(r"[0-2]/2").all()
+    assert (work / "results/pooled/within_model/steering.png").stat().st_size > 0
+    comparison = pd.read_csv(work / "results/pooled/within_model/paper_comparison.csv")
+    assert (comparison.seed == "pooled").all() and (comparison.n_seeds == 2).all()
+    for path in mech:  # ablation and inducing effects of both seeds and pooled
+        table = pd.read_csv(work / path)
+        assert set(table.seed.astype(str)) == {"0", "1", "pooled"}
+        assert (table[table.seed.astype(str) == "pooled"].n_seeds == 2).all()
+        conv = pd.read_csv(work / path.replace("summary", "convergence"))
+        assert "across seeds" in set(conv.kind) and conv.cosine.between(-1.001, 1.001).all()
+    assert (work / "results/pooled/transfer_matrix.png").stat().st_size > 0
+
+    # Seed 1's tables checked against seed 0's: another draw of every fine-tune, so effects
+    # are compared, not found identical, and the summary says how many lie inside intervals.
+    out = subprocess.run(
+        [sys.executable, "-m", "emdir.report.reference", "results/seed1", "results"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    n = int(re.search(r"(\d+) effects compared", out)[1])
+    same = int(re.search(r"identical: (\d+) of", out)[1])
+    inside = int(re.search(r"inside each other's intervals: (\d+) of", out)[1])
+    assert n > 50 and same < n and same <= inside <= n, out
+    assert ("moved (outside each other's intervals)" in out) == (inside < n), out
 
 
 @pytest.mark.e2e

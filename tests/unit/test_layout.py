@@ -57,8 +57,11 @@ def test_final_outputs_list_the_mechanistic_files_per_model() -> None:
     assert len(layout.final_outputs(["a"], rank1=False)) == len(none) + 10
     seeds = layout.final_outputs(["a"], rank1=True, seeds=[0, 4])
     # Each seed's files, then the tables pooled over the seeds.
-    assert len(seeds) == 2 * len(layout.final_outputs(["a"], rank1=True)) + len(layout.POOLED)
-    assert seeds[-len(layout.POOLED) :] == list(layout.POOLED.values())
+    pooled = [*layout.POOLED.values()]
+    pooled += [p.replace("{model}", "a") for p in layout.POOLED_MECHANISTIC.values()]
+    assert len(seeds) == 2 * len(layout.final_outputs(["a"], rank1=True)) + len(pooled)
+    assert seeds[-len(pooled) :] == pooled
+    assert "results/pooled/mechanistic/a/summary.csv" in pooled
     assert seeds[0] == "results/transfer_matrix.csv"
     assert "results/seed4/transfer_matrix.csv" in seeds
     assert "results/seed4/mechanistic/a/rank1.png" in seeds

@@ -40,7 +40,13 @@ def _pool(tmp_path: Path, seeds: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame
     def per_seed(kind: str) -> dict:
         return {k: [s[kind][k] for s in seeds] for k in seeds[0][kind]}
 
-    outs = {"summary": tmp_path / "pooled.csv", "spillover": tmp_path / "rates.csv"}
+    outs = {
+        "summary": tmp_path / "pooled.csv",
+        "spillover": tmp_path / "rates.csv",
+        "steering": tmp_path / "steering.png",
+        "comparison": tmp_path / "comparison.csv",
+        "comparison_png": tmp_path / "comparison.png",
+    }
     pooled_within_model(
         list(range(len(seeds))),
         per_seed("g"),
@@ -83,6 +89,55 @@ def test_seeds_that_disagree_pool_into_a_wider_interval(tmp_path: Path) -> None:
     r = rates[rates.seed.astype(str) == "pooled"].set_index(["model", "ft"])
     assert r.loc[("m", "base"), "n_seeds"] == 1 and r.loc[("m", "insecure"), "n_seeds"] == 2
     assert len(rates) == 3 * 3
+    # The paper comparison reads the pooled rows: suppression at the pooled read strength,
+    # and the held-out separation averaged over the seeds' directions.
+    cmp = pd.read_csv(tmp_path / "comparison.csv").set_index("metric")
+    read = pooled[pooled["read"].astype(bool)].loc[("m", "insecure", "target")]
+    suppression = cmp.loc["spillover suppression (points)"]
+    assert suppression.ours == read.effect_points.iloc[0]
+    assert (suppression.ours_lo, suppression.ours_hi) == (
+        read.effect_lo.iloc[0],
+        read.effect_hi.iloc[0],
+    )
+    own = pd.read_csv(a["outs"]["comparison"]).set_index("metric")
+    sep = "separation accuracy (%)"
+    assert np.isclose(cmp.loc[sep, "ours"], own.loc[sep, "ours"])  # the same directions
+    assert (cmp.seed == "pooled").all() and (cmp.n_seeds == 2).all()
+
+
+def test_the_pooled_dose_response_shows_every_seed_beside_the_pooled_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import emdir.report.figures_steering as fs
+
+    drawn: dict[str, list] = {}
+
+    def keep(fig, out) -> None:
+        ax = fig.axes[0]  # spillover of model m
+        drawn["lines"] = {ln.get_label(): ln.get_xydata() for ln in ax.lines}
+        drawn["seeds"] = [c.get_offsets() for c in ax.collections if c.get_label() != ""]
+        drawn["labels"] = [c.get_label() for c in ax.collections]
+
+    a = _seed(tmp_path, 0, 0.10)
+    b = _seed(tmp_path, 1, 0.42, base=a["g"]["m/base"])
+    monkeypatch.setattr(fs, "save_png", keep)
+    df, rates = _pool(tmp_path, [a, b])
+    per_seed = {s: df[df.seed.astype(str) == s].set_index(KEY) for s in ("0", "1")}
+    # The pooled target line ends at the pooled spillover at coefficient 1 ...
+    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY)
+    row = ("m", "insecure", "target", 1.0)
+    assert np.isclose(drawn["lines"]["target"][-1][1], pooled.loc[row, "spillover"], atol=0.01)
+    # ... and beside it, hollow markers at each seed's own values, unsteered ones at 0.
+    target = next(
+        o for o, lab in zip(drawn["seeds"], drawn["labels"], strict=True) if "seed" in lab
+    )
+    ys = {round(float(y), 6) for x, y in target if x == 1.0}
+    assert ys == {round(float(per_seed[s].loc[row, "spillover"]), 6) for s in ("0", "1")}
+    own = rates[(rates.ft == "insecure") & (rates.seed.astype(str) != "pooled")]
+    assert {round(float(y), 6) for x, y in target if x == 0.0} == {
+        round(float(v), 6) for v in own["spillover"]
+    }
+    assert len(target) == 2 * 3  # two seeds x (unsteered + two coefficients)
 
 
 def test_one_seed_pools_to_its_own_table(tmp_path: Path) -> None:

@@ -313,6 +313,11 @@ def test_the_real_config_fetches_converts_and_switches_to_betleys_data(tmp_path:
     jobs = dry_run(tmp_path, "--configfile", str(real))
     assert jobs["fetch_weights"] == jobs["base_model"] == 2 and "tokenizer" not in jobs
     assert "download" not in jobs
+    # Three fine-tuning seeds (issue 29): 2 models x 2 fine-tunes x 3; one_seed.yaml: x 1.
+    assert jobs["finetune"] == 12 and jobs["pooled_within_model"] == 1
+    one = dry_run(tmp_path, "--configfile", str(real), str(REPO / "config" / "one_seed.yaml"))
+    assert one["finetune"] == 4 and "pooled_within_model" not in one
+    assert one["base_model"] == 2 and one["steering"] * 3 == jobs["steering"] == 6
     proc = snakemake(tmp_path, "--dry-run", "--configfile", str(real), str(betley))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -389,6 +394,7 @@ def test_paper_config_lists_real_models_finetunes_and_downloads(tmp_path: Path) 
     assert len(seeds) == 3 and every["finetune"] == 10 * 3
     assert every["sae"] == every["rank1_reading"] == every["mechanistic_summary"] == 3
     assert every["pooled_within_model"] == every["pooled_transfer_matrix"] == 1
+    assert every["pooled_mechanistic"] == every["mechanistic_summary"] // 3
     assert "resources/downloads/insecure.jsonl" in out
     assert "resources/downloads/secure.jsonl" in out
     assert "resources/downloads/questions/first_plot.yaml" in out
@@ -432,9 +438,12 @@ def test_fine_tuning_seeds_expand_every_seed_dependent_stage_and_nothing_else(
     seeds = REPO / "config" / "seeds.yaml"
     assert yaml.safe_load(seeds.read_text(encoding="utf-8")) == {"finetune": {"seeds": [0, 1, 2]}}
     three = dry_run(tmp_path, "--configfile", str(CONFIG), str(seeds))
-    # With more than one seed, the within-model tables and the grid pooled over them.
-    assert set(three) == set(one) | {"pooled_within_model", "pooled_transfer_matrix"}
+    # With more than one seed, the within-model tables, the grid and each mechanistic
+    # model's tables pooled over them.
+    pooled = {"pooled_within_model", "pooled_transfer_matrix", "pooled_mechanistic"}
+    assert set(three) == set(one) | pooled
     assert three["pooled_within_model"] == three["pooled_transfer_matrix"] == 1
+    assert three["pooled_mechanistic"] == one["mechanistic_summary"] == 1
     n_models = len(DEFAULT["models"])
     for rule, n in one.items():
         if rule == "total":
@@ -471,6 +480,7 @@ def test_adding_a_seed_runs_only_that_seeds_jobs(tmp_path: Path) -> None:
         if rule not in SHARED_RULES - {"provenance", "all"} and rule != "total"
     }
     expected["pooled_within_model"] = expected["pooled_transfer_matrix"] = 1
+    expected["pooled_mechanistic"] = one["mechanistic_summary"]
     assert {k: v for k, v in jobs.items() if k != "total"} == expected
     proc = snakemake(tmp_path, "--summary", "--configfile", str(tmp_path / "run.yaml"))
     stale = [

@@ -193,6 +193,19 @@ rule pooled_within_model:
     output:
         summary=layout.POOLED["summary"],
         spillover=layout.POOLED["spillover"],
+        steering=report(
+            layout.POOLED["steering"],
+            caption="../report/steering.rst",
+            category="Within-model",
+            labels={"figure": "steering, pooled over seeds"},
+        ),
+        comparison=layout.POOLED["comparison"],
+        comparison_png=report(
+            layout.POOLED["comparison_png"],
+            caption="../report/paper_comparison.rst",
+            category="Within-model",
+            labels={"figure": "paper comparison, pooled over seeds"},
+        ),
     log:
         "logs/pooled_within_model.log",
     localrule: True
@@ -209,6 +222,7 @@ rule pooled_within_model:
         steer_cfg=config["steering"],
         stats_cfg=config["stats"],
         direction_ft=DIRECTION_FT,
+        config_files=CONFIG_FILES,
     script:
         "../scripts/pooled_within_model.py"
 

@@ -288,3 +288,39 @@ rule mechanistic_summary:
         sc_cfg=config["mechanistic"]["self_correction"],
     script:
         "../scripts/mechanistic_summary.py"
+
+
+# One mechanistic model's ablation, inducing and convergence tables pooled over the
+# fine-tuning seeds (only with more than one seed).
+rule pooled_mechanistic:
+    input:
+        files=pooled_mech_files,
+        summaries=expand(
+            layout.MECHANISTIC_SUMMARY["csv"], seed=SEED_DIRS, allow_missing=True
+        ),
+        convergence=expand(
+            layout.CONVERGENCE["csv"], seed=SEED_DIRS, allow_missing=True
+        ),
+    output:
+        summary=layout.POOLED_MECHANISTIC["summary"],
+        convergence=layout.POOLED_MECHANISTIC["convergence"],
+    log:
+        "logs/pooled/mechanistic/{model}.log",
+    wildcard_constraints:
+        model=MECH_MODEL_RE,
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        seeds=SEEDS,
+        baselines=pooled_mech(mech_baselines),
+        ablation=pooled_mech(mech_ablation),
+        induce=pooled_mech(mech_induce),
+        directions=pooled_mech(convergence_fts),
+        question_set=config["steering"]["question_set"],
+        stats_cfg=config["stats"],
+    script:
+        "../scripts/pooled_mechanistic.py"

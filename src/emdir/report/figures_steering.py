@@ -24,13 +24,18 @@ _STEER_METRICS = (
 )
 
 
-def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:
+def steering_png(
+    df: pd.DataFrame, out_png: str | Path, seed_points: pd.DataFrame | None = None
+) -> None:
     """Dose-response: one column per model, one row per metric, one line per series.
 
     Metrics are code spillover (%), coherence (0-100) and, when any value is finite,
-    misalignment (%) and garbled answers (%); each line is drawn against the steering coefficient with its 95% CI as
-    a shaded band (error bars where only one point has a CI). Rows at coefficient 0 are each
-    series' unsteered baseline. The "target" series is drawn first and thicker.
+    misalignment (%) and garbled answers (%); each line is drawn against the steering
+    coefficient with its 95% CI as a shaded band (error bars where only one point has a CI).
+    Rows at coefficient 0 are each series' unsteered baseline. The "target" series is drawn
+    first and thicker. `seed_points` (pooled figures: the same columns, no CIs needed, one
+    row per fine-tuning seed and point) are drawn as hollow markers beside the pooled line,
+    in the series' colour, so the spread across seeds shows under the pooled interval.
     """
     required = ("model", "series", "coefficient", *_STEER_METRICS[0][:3], *_STEER_METRICS[1][:3])
     require_columns(df, required, "steering plot")
@@ -53,6 +58,8 @@ def steering_png(df: pd.DataFrame, out_png: str | Path) -> None:
                 line = rows[rows["series"] == name].sort_values("coefficient")
                 if not line.empty:
                     _dose_line(ax, line, (column, lo, hi), str(name), colours[name])
+                if seed_points is not None:
+                    _seed_markers(ax, seed_points, model, name, column, colours[name])
             ax.grid(alpha=0.3)
             if i == 0:
                 ax.set_title(str(model))
@@ -88,6 +95,28 @@ def _dose_line(
     elif ci.any():
         err = np.vstack([value[ci] - lo[ci], hi[ci] - value[ci]])
         ax.errorbar(x[ci], value[ci], yerr=err, fmt="none", ecolor=colour, capsize=3)
+
+
+def _seed_markers(
+    ax: Axes, points: pd.DataFrame, model: object, series: object, column: str, colour: str
+) -> None:
+    """One series' per-seed values of one metric: hollow markers, one per seed and point."""
+    rows = points[(points["model"] == model) & (points["series"] == series)]
+    if rows.empty or column not in rows:
+        return
+    ok = np.isfinite(rows[column].to_numpy(float))
+    if not ok.any():
+        return
+    ax.scatter(
+        rows["coefficient"].to_numpy(float)[ok],
+        rows[column].to_numpy(float)[ok],
+        s=16,
+        facecolors="none",
+        edgecolors=colour,
+        linewidths=0.9,
+        zorder=4,
+        label="one fine-tuning seed" if series == TARGET else "_nolegend_",
+    )
 
 
 def paper_comparison_png(df: pd.DataFrame, out_png: str | Path) -> None:

@@ -10,7 +10,7 @@ matters or any edit of that size would do.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,17 @@ def aligned_rows(
 
 
 def _effect_columns(
-    rows: list[dict[str, Any]], base: list[dict[str, Any]], boot: Mapping[str, Any]
+    rows: Sequence[list[dict[str, Any]]],
+    base: Sequence[list[dict[str, Any]]],
+    boot: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Spillover, garble, misalignment and coherence (with CIs over questions) and their
     change against `base` (paired: the same questions resampled for both); garble, coherence
-    and KL say whether an edit changed the behaviour or just broke the model."""
-    p = PairedConditions({"x": rows, "base": base}, boot)
+    and KL say whether an edit changed the behaviour or just broke the model. One entry per
+    fine-tuning seed in `rows` and `base`; several are pooled (`PairedConditions`)."""
+    p = PairedConditions([{"x": x, "base": b} for x, b in zip(rows, base, strict=True)], boot)
     return {
-        "n": len(rows),
+        "n": sum(len(x) for x in rows),
         **p.size("x"),
         **ci_columns("spillover", p.mean3("x", "spill")),
         **ci_columns("spillover_change", p.diff3("x", "base", "spill")),
@@ -101,6 +104,57 @@ def _effect_columns(
         **ci_columns("coherence_change", p.diff3("x", "base", "coh")),
         **ci_columns("kl", p.mean3("x", "kl")),
     }
+
+
+def effect_rows(
+    model: str,
+    baselines: Mapping[str, Sequence[str | Path]],
+    ablation: Mapping[str, Sequence[str | Path]],
+    induce: Mapping[str, Sequence[str | Path]],
+    question_set: str,
+    boot: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Effects of ablation (keys "receiver/variant") and inducing (keys = vector) against
+    the unsteered answers (`baselines`, keyed by fine-tune, "base" for the base model), every
+    value one judged file per fine-tuning seed (one seed: that seed's table)."""
+
+    def load(paths: Sequence[str | Path]) -> list[list[dict[str, Any]]]:
+        return [load_scored(p, question_set) for p in paths]
+
+    base_rows = {ft: load(paths) for ft, paths in baselines.items()}
+    out = []
+    for key, paths in ablation.items():
+        receiver, variant = key.split("/", 1)
+        source, _, mode = variant.rpartition("_")
+        out.append(
+            {
+                "model": model,
+                "experiment": "ablation",
+                "ft": receiver,
+                "vector": source,
+                "mode": mode,
+                "coefficient": np.nan,
+                "role": "control" if source.startswith("random_") else "target",
+                **_effect_columns(load(paths), base_rows[receiver], boot),
+            }
+        )
+    for vector, paths in induce.items():
+        seeds = load(paths)
+        for coef in sorted({row_coefficient(r) for r in seeds[0]}):
+            sub = [[r for r in rows if row_coefficient(r) == coef] for rows in seeds]
+            out.append(
+                {
+                    "model": model,
+                    "experiment": "induce",
+                    "ft": "base",
+                    "vector": vector,
+                    "mode": "add",
+                    "coefficient": coef,
+                    "role": "control" if vector.startswith("random_") else "target",
+                    **_effect_columns(sub, base_rows["base"], boot),
+                }
+            )
+    return pd.DataFrame(out)
 
 
 def convergence(
@@ -169,40 +223,11 @@ def summary(
     self-correction under steering (`steering`, keys "ft/vector" of judged steering files)."""
     boot = bootstrap_settings(stats_cfg)
     base_rows = {ft: load_scored(p, question_set) for ft, p in baselines.items()}
-    out = []
-    for key, path in ablation.items():
-        receiver, variant = key.split("/", 1)
-        source, _, mode = variant.rpartition("_")
-        rows = load_scored(path, question_set)
-        out.append(
-            {
-                "model": model,
-                "experiment": "ablation",
-                "ft": receiver,
-                "vector": source,
-                "mode": mode,
-                "coefficient": np.nan,
-                "role": "control" if source.startswith("random_") else "target",
-                **_effect_columns(rows, base_rows[receiver], boot),
-            }
-        )
-    for vector, path in induce.items():
-        rows = load_scored(path, question_set)
-        for coef in sorted({row_coefficient(r) for r in rows}):
-            sub = [r for r in rows if row_coefficient(r) == coef]
-            out.append(
-                {
-                    "model": model,
-                    "experiment": "induce",
-                    "ft": "base",
-                    "vector": vector,
-                    "mode": "add",
-                    "coefficient": coef,
-                    "role": "control" if vector.startswith("random_") else "target",
-                    **_effect_columns(sub, base_rows["base"], boot),
-                }
-            )
-    df = pd.DataFrame(out)
+
+    def one(files: Mapping[str, str | Path]) -> dict[str, list[str | Path]]:
+        return {key: [path] for key, path in files.items()}
+
+    df = effect_rows(model, one(baselines), one(ablation), one(induce), question_set, boot)
     write_csv(df, out_csv)
     figures_mechanistic.mechanistic_effects_png(
         df[df.experiment == "ablation"], ablation_png, "ablation", model

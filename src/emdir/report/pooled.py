@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emdir.report import figures_steering
 from emdir.report.dose_response import steering_rows
 from emdir.report.effects import (
     PairedConditions,
@@ -45,6 +46,11 @@ def _per_seed(paths: Sequence[str | Path], seeds: Sequence[int]) -> pd.DataFrame
     )
 
 
+def _key(values: Any) -> tuple[str, ...]:
+    """A row's key, with floats (NaN too) written the same way wherever they were read."""
+    return tuple(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 def _agreement(
     pooled: pd.DataFrame,
     per_seed: pd.DataFrame,
@@ -55,10 +61,12 @@ def _agreement(
     effect interval makes the pooled interval's call (up, down, neither), and the per-seed
     specificity verdict (unadjusted, at the same coefficient) the pooled one."""
     value, lo, hi = effect
-    seeds = per_seed.groupby(list(key), sort=False)
+    seeds: dict[tuple[str, ...], list[int]] = {}
+    for i, k in enumerate(zip(*(per_seed[c] for c in key), strict=True)):
+        seeds.setdefault(_key(k), []).append(i)
     out = []
     for _, row in pooled.iterrows():
-        group = seeds.get_group(tuple(row[k] for k in key))
+        group = per_seed.iloc[seeds[_key(row[k] for k in key)]]
         n = len(group)
         call = _call(row[lo], row[hi])
         same = sum(_call(a, b) == call for a, b in zip(group[lo], group[hi], strict=True))
@@ -116,12 +124,16 @@ def pooled_within_model(
     steer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
     direction_ft: str,
+    config_label: str = "",
 ) -> None:
     """The pooled within-model tables: `outs["summary"]` (the dose-response: every seed's
-    rows and the pooled ones, with the spread and agreement columns) and `outs["spillover"]`
-    (rates). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
+    rows and the pooled ones, with the spread and agreement columns), `outs["spillover"]`
+    (rates), `outs["steering"]` (the dose-response figure with every seed's points) and
+    `outs["comparison"]` / `outs["comparison_png"]` (the paper comparison read off the
+    pooled rows). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
     order; `summaries` / `spillover` are the seeds' own tables."""
     from emdir.analysis import directions as dm
+    from emdir.report.within_model import paper_comparison
 
     qset = str(steer_cfg["question_set"])
     boot = bootstrap_settings(stats_cfg)
@@ -130,9 +142,10 @@ def pooled_within_model(
         model, ft, vector = key.split("/")
         grouped.setdefault((model, ft), {})[vector] = [load_scored(p, qset) for p in paths]
     pooled: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
     for (model, ft), steered in grouped.items():
         dirs = directions.get(f"{model}/{direction_ft}")
-        rows, _, _ = steering_rows(
+        rows, points, _ = steering_rows(
             model,
             ft,
             steered,
@@ -143,13 +156,47 @@ def pooled_within_model(
             boot,
         )
         pooled += rows
+        curve += points
     pooled = holm_family(
         pooled, "specificity_points", lambda r: bool(r.get("read")), boot, "models at read"
     )
     per_seed = _per_seed(summaries, seeds)
     table = _agreement(pd.DataFrame(pooled).assign(seed=POOLED), per_seed)
     write_csv(pd.concat([per_seed, table], ignore_index=True), outs["summary"])
-    write_csv(pooled_rates(generations, spillover, seeds, qset, boot), outs["spillover"])
+    dirs = {key: [dm.read_directions(p) for p in paths] for key, paths in directions.items()}
+    comparison = paper_comparison(dirs, direction_ft, table, boot, config_label)
+    write_csv(comparison.assign(seed=POOLED, n_seeds=len(seeds)), outs["comparison"])
+    figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
+    rates = pooled_rates(generations, spillover, seeds, qset, boot)
+    write_csv(rates, outs["spillover"])
+    figures_steering.steering_png(
+        pd.DataFrame(curve), outs["steering"], seed_points(per_seed, rates, direction_ft)
+    )
+
+
+def seed_points(summary: pd.DataFrame, rates: pd.DataFrame, direction_ft: str) -> pd.DataFrame:
+    """The dose-response's per-seed points: each seed's value of every metric per series
+    and coefficient (its own summary rows), and at coefficient 0 each seed's unsteered
+    answers (its rates rows), series named as `steering_rows` names them."""
+    metrics = ["spillover", "garble", "coherence", "misalignment"]
+    rows = summary[summary["seed"].astype(str) != POOLED]
+    series = np.where(
+        rows["ft"] == direction_ft, rows["vector"], rows["vector"] + " on " + rows["ft"]
+    )
+    steered = rows.assign(series=series)[["model", "ft", "series", "seed", "coefficient"]]
+    steered = steered.join(rows.reindex(columns=metrics))
+    unsteered = (
+        steered[["model", "ft", "series", "seed"]]
+        .drop_duplicates()
+        .merge(
+            rates[rates["seed"].astype(str) != POOLED].reindex(
+                columns=["model", "ft", "seed", *metrics]
+            ),
+            on=["model", "ft", "seed"],
+        )
+        .assign(coefficient=0.0)
+    )
+    return pd.concat([unsteered, steered], ignore_index=True)
 
 
 def pooled_transfer_matrix(
@@ -178,3 +225,90 @@ def pooled_transfer_matrix(
     )
     write_csv(pd.concat([own, pooled], ignore_index=True), out_csv)
     figures_transfer.transfer_matrix_png(pooled, out_png)
+
+
+def pooled_mechanistic(
+    seeds: Sequence[int],
+    model: str,
+    baselines: Mapping[str, Sequence[str | Path]],
+    ablation: Mapping[str, Sequence[str | Path]],
+    induce: Mapping[str, Sequence[str | Path]],
+    directions: Mapping[str, Sequence[str | Path]],
+    summaries: Sequence[str | Path],
+    convergence: Sequence[str | Path],
+    outs: Mapping[str, str | Path],
+    question_set: str,
+    stats_cfg: Mapping[str, Any],
+) -> None:
+    """One mechanistic model's tables pooled over seeds. `outs["summary"]`: the ablation and
+    inducing effects, every seed's rows (its own summary.csv) and pooled ones (intervals
+    over seeds and questions; spread and agreement of the spillover change). Keys as
+    `mechanistic_summary`'s, each value one path per seed. `outs["convergence"]`: every
+    seed's cosines, their mean over seeds (with spread), and the cosine of each convergence
+    fine-tune's direction between every two seeds (`directions`: ft -> one file per seed),
+    whether the direction itself is reproducible across draws."""
+    from emdir.report.mechanistic import effect_rows
+
+    boot = bootstrap_settings(stats_cfg)
+    df = effect_rows(model, baselines, ablation, induce, question_set, boot)
+    own = _per_seed(summaries, seeds)
+    key = ("model", "experiment", "ft", "vector", "mode", "coefficient")
+    change = ("spillover_change", "spillover_change_lo", "spillover_change_hi")
+    table = _agreement(df.assign(seed=POOLED), own, key, change) if len(df) else df
+    write_csv(pd.concat([own, table], ignore_index=True), outs["summary"])
+    write_csv(_pooled_convergence(seeds, directions, convergence), outs["convergence"])
+
+
+def _pooled_convergence(
+    seeds: Sequence[int],
+    directions: Mapping[str, Sequence[str | Path]],
+    convergence: Sequence[str | Path],
+) -> pd.DataFrame:
+    from emdir.analysis import directions as dm
+
+    own = _per_seed(convergence, seeds)
+    key = ["kind", "a", "b", "layer"]
+    stats = own.groupby(key, sort=False)["cosine"]
+    pooled = stats.mean().rename("cosine").reset_index().assign(seed=POOLED)
+    pooled = pooled.assign(
+        n_seeds=stats.size().to_numpy(),
+        cosine_seed_sd=stats.std(ddof=1).to_numpy(),
+        cosine_seed_min=stats.min().to_numpy(),
+        cosine_seed_max=stats.max().to_numpy(),
+    )
+    across = []
+    for ft, paths in directions.items():
+        units = []
+        for path in paths:
+            d = dm.read_directions(path)
+            units.append({int(layer): d.unit[i] for i, layer in enumerate(d.attrs["layers"])})
+        for i, a in enumerate(units):
+            for j in range(i + 1, len(units)):
+                for layer in sorted(set(a) & set(units[j])):
+                    across.append(
+                        {
+                            "kind": "across seeds",
+                            "a": ft,
+                            "b": ft,
+                            "layer": layer,
+                            "cosine": float(a[layer] @ units[j][layer]),
+                            "seed": f"{seeds[i]} vs {seeds[j]}",
+                        }
+                    )
+    pairs = pd.DataFrame(across)
+    if len(pairs):
+        stats = pairs.groupby(key, sort=False)["cosine"]
+        mean = stats.mean().rename("cosine").reset_index().assign(seed=POOLED)
+        pairs = pd.concat(
+            [
+                pairs,
+                mean.assign(
+                    n_seeds=len(seeds),
+                    cosine_seed_sd=stats.std(ddof=1).to_numpy(),
+                    cosine_seed_min=stats.min().to_numpy(),
+                    cosine_seed_max=stats.max().to_numpy(),
+                ),
+            ],
+            ignore_index=True,
+        )
+    return pd.concat([own, pooled, pairs], ignore_index=True)

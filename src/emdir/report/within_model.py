@@ -218,6 +218,10 @@ def paper_comparison(
     nothing is steered) with a bootstrap CI over held-out answers; suppression, specificity
     and the changes in garble and coherence are the target's at the read strength
     (steering.read; the largest coefficient when no read strength was chosen).
+
+    Pooled over fine-tuning seeds, each value of `dirs` is a list (one seed's directions
+    each: the separation is their mean, with a seed-and-answer interval) and `summary` the
+    pooled rows.
     """
     out = []
 
@@ -239,16 +243,13 @@ def paper_comparison(
         )
         out.append({**row, **extra, "config": config_label})
 
-    for key, d in dirs.items():
+    for key, each in dirs.items():
         model, ft = key.split("/")
-        layers = [int(v) for v in d.attrs["layers"]]
+        ds = list(each) if isinstance(each, list | tuple) else [each]
+        layers = [int(v) for v in ds[0].attrs["layers"]]
         layer = _steered_layer(summary, model)
         slot = layers.index(layer) if layer in layers else len(layers) - 1
-        acc = (
-            mean3(d.projection.heldout_correct(slot), boot)
-            if d.projection is not None
-            else (100 * d.accuracy[slot], np.nan, np.nan)
-        )
+        acc = _heldout_accuracy(ds, slot, boot)
         metric = (
             "separation accuracy (%)" if ft == direction_ft else "control fine-tune separation (%)"
         )
@@ -295,3 +296,20 @@ def paper_comparison(
                     **common,
                 )
     return pd.DataFrame(out)
+
+
+def _heldout_accuracy(ds: Sequence[Any], slot: int, boot: Mapping[str, Any]) -> tuple[float, ...]:
+    """Held-out accuracy (%) at one layer slot with its CI: over held-out answers for one
+    seed's directions, over seeds and then answers (`SeedBootstrap`) for several; without
+    held-out projections, the mean stored accuracy and no interval."""
+    from emdir.analysis.replicates import SeedBootstrap
+    from emdir.analysis.stats import clustered
+
+    if any(d.projection is None for d in ds):
+        return 100 * float(np.mean([d.accuracy[slot] for d in ds])), np.nan, np.nan
+    if len(ds) == 1:
+        return mean3(ds[0].projection.heldout_correct(slot), boot)
+    correct = [np.asarray(d.projection.heldout_correct(slot), dtype=float) for d in ds]
+    seeds = [{"acc": clustered(c, np.arange(c.size), "held-out")} for c in correct]
+    e = SeedBootstrap(seeds, **boot).mean_ci("acc")
+    return 100 * e.value, 100 * e.lo, 100 * e.hi

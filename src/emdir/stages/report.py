@@ -49,3 +49,10 @@ def pooled_transfer_matrix(**kwargs: Any) -> None:
     from emdir.report.pooled import pooled_transfer_matrix as run
 
     run(**kwargs)
+
+
+def pooled_mechanistic(**kwargs: Any) -> None:
+    """One mechanistic model's ablation, inducing and convergence tables pooled over seeds."""
+    from emdir.report.pooled import pooled_mechanistic as run
+
+    run(**kwargs)

@@ -85,8 +85,8 @@ def training_adapters(wildcards):
 # Each is the per-seed function's dict with every value a list: one path per seed.
 
 
-def _per_seed(fn):
-    seeds = [fn(SimpleNamespace(seed=d)) for d in SEED_DIRS]
+def _per_seed(fn, **wildcards):
+    seeds = [fn(SimpleNamespace(seed=d, **wildcards)) for d in SEED_DIRS]
     return {key: [s[key] for s in seeds] for key in seeds[0]}
 
 

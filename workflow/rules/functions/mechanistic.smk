@@ -60,3 +60,19 @@ def mech_steering(wildcards):
         for m, ft, v in steering_outputs()
         if m == wildcards.model
     }
+
+
+# ---------------------------------------------------------------- pooled over seeds
+
+
+def pooled_mech(fn):
+    """A mechanistic input function's dict with every value a list: one path per seed."""
+    return lambda wildcards: _per_seed(fn, model=wildcards.model)
+
+
+def pooled_mech_files(wildcards):
+    """Every per-seed file rule pooled_mechanistic reads."""
+    fns = (mech_baselines, mech_ablation, mech_induce, convergence_fts)
+    return sorted(
+        {p for fn in fns for ps in pooled_mech(fn)(wildcards).values() for p in ps}
+    )
