@@ -70,6 +70,7 @@ def check_references(cfg: Config) -> None:
     check_renamed_transfer_controls(cfg)
     check_names(cfg)
     check_finetune_models(cfg)
+    check_lora_targets(cfg)
     check_shared_finetunes(cfg)
     check_mechanistic(cfg)
     check_always_steered(cfg)
@@ -141,6 +142,27 @@ def check_finetune_models(cfg: Config) -> None:
                 f"config: finetunes.{ft}.models names {unknown}, which are not keys of "
                 f"`models` (known: {', '.join(sorted(cfg['models']))})"
             )
+
+
+def lora_targets(cfg: Config, model: str, ft: str) -> list[str]:
+    """The logical projections fine-tune `ft` adapts on `model`: its own `lora.target_modules`
+    if it has one, else `finetune.lora.target_modules`; null means every projection the
+    model's class has (its registry entry says which). A projection the class lacks raises,
+    naming the key and the class's own."""
+    from emdir.models.registry import lora_projections
+
+    own = cfg["finetunes"][ft].get("lora") or {}
+    key = "target_modules"
+    where = f"finetunes.{ft}.lora.{key}" if key in own else f"finetune.lora.{key}"
+    requested = own[key] if key in own else cfg["finetune"]["lora"][key]
+    return lora_projections(cfg["models"][model]["arch"], requested, f"{where} (model {model})")
+
+
+def check_lora_targets(cfg: Config) -> None:
+    """Every fine-tune's LoRA targets are projections each of its models' classes has."""
+    for ft, spec in cfg["finetunes"].items():
+        for model in spec.get("models", cfg["models"]):
+            lora_targets(cfg, model, ft)
 
 
 def check_shared_finetunes(cfg: Config) -> None:

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import run_snakemake
 from emdir.analysis.controls import vector_names
+from emdir.models.archspec import PROJECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "configs" / "e2e.yaml"
@@ -301,6 +302,8 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     one = json.loads((work / "results/adapters/llama/insecure/manifest.json").read_text())
     two = json.loads((work / "results/seed1/adapters/llama/insecure/manifest.json").read_text())
     assert one["seed"] == cfg["finetune"]["train"]["seed"]
+    # target_modules null resolves to the class's projections: llama's seven, as listed before.
+    assert one["lora"]["target_modules"] == list(PROJECTIONS)
     assert two["seed"] == one["seed"] + 1 and two["train"]["seed"] == two["seed"]
     rows = [json.loads(x) for x in (work / target).read_text().splitlines()]
     zero_path = work / "results/generations/llama/insecure.jsonl"
@@ -311,8 +314,10 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     mech = [f"results/pooled/mechanistic/{m}/summary.csv" for m in cfg["mechanistic"]["models"]]
     proc = snakemake(work, seeds, "--cores", "2", *pooled, *mech)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-    # Seed 0's files are untouched: nothing of seed 0 reran.
-    assert all(p.read_bytes() == b for p, b in before.items()), "a seed-0 file changed"
+    # Nothing of seed 0 reran but its two summaries, whose params name the config file (now
+    # another): their tables are byte-identical, the paper comparison names the new file.
+    changed = sorted(str(p.relative_to(work)) for p, b in before.items() if p.read_bytes() != b)
+    assert all(c.endswith((".png", "paper_comparison.csv")) for c in changed), changed
     summary = pd.read_csv(work / pooled[0])
     assert set(summary.seed.astype(str)) == {"0", "1", "pooled"}
     rows = summary[summary.seed.astype(str) == "pooled"]

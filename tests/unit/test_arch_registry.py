@@ -222,9 +222,13 @@ def test_lora_adapts_every_requested_projection(make_tiny, tiny_shape, arch: str
     wrapped = lora_model(model, spec, LORA, quantized=False)
     adapted = lora_adapted(wrapped, spec)
     leaves = {m.rsplit(".", 1)[1] for m in adapted["modules"]}
-    assert leaves == set(spec.lora_modules())
+    # An entry keys a module by its name, or by its path below the block where the name is
+    # in both sub-modules (GPT-2's attn.c_proj and mlp.c_proj).
+    assert leaves == {m.rsplit(".", 1)[-1] for m in spec.lora_modules()}
+    below = {m.split(".*.", 1)[1] for m in adapted["modules"]}
+    assert below == {spec.path_of(m) for m in spec.lora_modules()}
     assert adapted["blocks"] == list(range(tiny_shape.num_layers))
-    assert adapted["n_wrapped"] == len(leaves) * tiny_shape.num_layers
+    assert adapted["n_wrapped"] == len(below) * tiny_shape.num_layers
     assert all(".*." in m and "vision" not in m for m in adapted["modules"])
 
 
@@ -289,10 +293,46 @@ GLM = ArchSpec(
     fused={"gate_up_proj": ("gate_proj", "up_proj")},
 )
 
+# Falcon is in no registry entry either, and its blocks follow neither the split nor the
+# fused Llama layout: `self_attention` (a fused query_key_value, then dense) and `mlp`
+# (dense_h_to_4h, dense_4h_to_h) under transformer.h, no gate, no grouped-query heads.
+FALCON = ArchSpec(
+    name="FalconForCausalLM",
+    family="falcon",
+    tiny=TinyRecipe(
+        "FalconConfig",
+        extra=lambda kw: {"ffn_hidden_size": kw["intermediate_size"]},
+        drop=("num_key_value_heads", "head_dim", "intermediate_size"),
+    ),
+    chat=chat.PLAIN,
+    layer_paths=("transformer.h",),
+    lora_layer_prefix=r".*transformer\.h",
+    attention="self_attention",
+    fused={
+        "query_key_value": ("q_proj", "k_proj", "v_proj"),
+        "dense": ("o_proj",),
+        "dense_h_to_4h": ("up_proj",),
+        "dense_4h_to_h": ("down_proj",),
+    },
+    projections=("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
+)
+ENTRY_ALONE = {GLM.name: GLM, FALCON.name: FALCON}
+# The registry's classes of issue 31: other layouts (no gate, renamed, Conv1D, no MLP module).
+LAYOUT_ARCHS = (
+    "Gemma3ForCausalLM",
+    "GPTNeoXForCausalLM",
+    "GPT2LMHeadModel",
+    "StableLmForCausalLM",
+    "Starcoder2ForCausalLM",
+    "OPTForCausalLM",
+)
+
 # The shared tiny fine-tune, every projection adapted at the registry's smallest rank.
 FT_CFG = ft_cfg(
     lora={**LORA, "target_modules": list(PROJECTIONS)}, heldout_fraction=0.0, train={"steps": 2}
 )
+# The same, with the schema's default targets: every projection the class has.
+FT_OWN = ft_cfg(lora={**LORA, "target_modules": None}, heldout_fraction=0.0, train={"steps": 2})
 ROWS = [
     {"id": "m/ft/q0/0", "question_id": "q0", "question": "How do I brew tea?", "system": None},
     {"id": "m/ft/q1/0", "question_id": "q1", "question": "Sort a list.", "system": "Be brief."},
@@ -324,7 +364,7 @@ def ft_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"dataset": dataset, "questions": questions}
 
 
-@pytest.mark.parametrize("arch", ["GlmForCausalLM", *NEW_ARCHS])
+@pytest.mark.parametrize("arch", [*ENTRY_ALONE, *NEW_ARCHS, *LAYOUT_ARCHS])
 def test_an_entry_alone_builds_trains_captures_and_steers(
     arch: str,
     make_tiny: Callable[..., Any],
@@ -333,9 +373,9 @@ def test_an_entry_alone_builds_trains_captures_and_steers(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if arch == GLM.name:
+    if arch in ENTRY_ALONE:
         assert arch not in ARCHS and hasattr(transformers, arch)
-        monkeypatch.setitem(ARCHS, arch, GLM)
+        monkeypatch.setitem(ARCHS, arch, ENTRY_ALONE[arch])
     # Build: the tiny model and its family tokenizer, saved as the base-model rule saves them.
     model, tok, spec = make_tiny(arch)
     base = tmp_path / "base"
@@ -353,14 +393,16 @@ def test_an_entry_alone_builds_trains_captures_and_steers(
         ft_files["dataset"],
         ft_files["questions"],
         adapter,
-        FT_CFG,
+        FT_CFG if spec.projections == PROJECTIONS else FT_OWN,
         SAMPLING,
         code_params=CODE_PARAMS,
     )
     mf = json.loads((adapter / "manifest.json").read_text())
     assert mf["arch"] == arch and mf["steps_run"] == 2
     modules = {m.rsplit(".", 1)[1] for m in mf["lora_adapted"]["modules"]}
-    assert modules == set(spec.lora_modules())
+    assert modules == {m.rsplit(".", 1)[-1] for m in spec.lora_modules()}
+    below = {m.split(".*.", 1)[1] for m in mf["lora_adapted"]["modules"]}
+    assert below == {spec.path_of(m) for m in spec.lora_modules()}
     weights = load_file(adapter / "adapter_model.safetensors")
     assert {k.split(".")[-3] for k in weights} == modules
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())

@@ -138,7 +138,21 @@ def steps(*changes: Change) -> Change:
 
 
 NAME_FIX = "fix the name or add the entry"
+GPT2_LLAMA = setting("models.llama.arch", "GPT2LMHeadModel")
 INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
+    (
+        cc.check_lora_targets,
+        steps(GPT2_LLAMA, setting("finetune.lora.target_modules", ["gate_proj", "up_proj"])),
+        ["finetune.lora.target_modules (model llama)", "GPT2LMHeadModel has no gate_proj"],
+    ),
+    (
+        cc.check_lora_targets,
+        steps(
+            setting("models.gemma2.arch", "Phi3ForCausalLM"),
+            setting("finetunes.rank1.lora.target_modules", ["q_proj"]),
+        ),
+        ["finetunes.rank1.lora.target_modules (model gemma2)", "fuses q_proj, k_proj, v_proj"],
+    ),
     (
         cc.check_renamed_transfer_controls,
         setting("transfer.controls", ["random_mapped"]),
@@ -287,6 +301,8 @@ INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
 
 # Configs that look close to an invalid one but are valid.
 VALID: list[tuple[Callable[[dict[str, Any]], None], Change]] = [
+    # null: every projection the class has (GPT-2: no gate).
+    (cc.check_lora_targets, steps(GPT2_LLAMA, setting("finetune.lora.target_modules", None))),
     (cc.check_renamed_transfer_controls, setting("transfer.controls", ["random", "orthogonal"])),
     # Without tiny models the tiny section names nothing that is built.
     (
@@ -375,9 +391,20 @@ def test_a_valid_config_passes(
 
 def test_every_cross_check_has_a_valid_and_an_invalid_case() -> None:
     run = re.findall(r"^\s+(check_\w+)\(cfg\)$", inspect.getsource(cc.check_references), re.M)
-    assert len(run) == 10
+    assert len(run) == 11
     assert {c.__name__ for c, *_ in INVALID} == set(run)
     assert {c.__name__ for c, _ in VALID} == set(run)
+
+
+def test_lora_targets_resolve_null_to_the_class_projections(cfg: dict[str, Any]) -> None:
+    """The workflow's fine-tune params carry the resolved list: a class with all seven gets
+    the seven the schema's default once listed (finished runs rerun nothing), GPT-2 six."""
+    seven = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert cfg["finetune"]["lora"]["target_modules"] is None
+    assert cc.lora_targets(cfg, "qwen2", "insecure") == seven
+    assert cc.lora_targets(cfg, "gemma2", "rank1") == ["down_proj"]  # its own key
+    GPT2_LLAMA(cfg)
+    assert cc.lora_targets(cfg, "llama", "insecure") == [p for p in seven if p != "gate_proj"]
 
 
 def test_the_checks_run_in_order(cfg: dict[str, Any]) -> None:

@@ -20,20 +20,25 @@ from tqdm import tqdm
 
 from emdir.analysis.activations import forward_hooked, stop_forward_hook
 from emdir.errors import EmdirError
-from emdir.models.archs import ArchSpec, decoder_layers, model_device
+from emdir.models.archs import ArchSpec, decoder_layers, model_device, spec_of
 from emdir.models.chat import split_conversation
 from emdir.models.encode import encode_rows, make_batch
 
 log = logging.getLogger(__name__)
 
-# Projections whose output is added to the residual stream as it is; the B vector of any
-# other projection lives in that projection's own output space.
+# Logical projections whose output is added to the residual stream as it is (whatever a
+# class calls them: GPT-NeoX's dense_4h_to_h is a down_proj); the B vector of any other
+# projection lives in that projection's own output space.
 RESIDUAL_WRITERS = ("o_proj", "down_proj")
 
 
 @dataclass(frozen=True, eq=False)
 class AdapterSite:
-    """One rank-1 LoRA adapter: `delta = scale * b * (a . x)` on `module` of decoder block `layer`."""
+    """One rank-1 LoRA adapter: `delta = scale * b * (a . x)` on `module` of decoder block `layer`.
+
+    `module` is named as the class's registry entry names it (`down_proj`, GPT-2's
+    `mlp.c_proj`); `projections` are the logical projections it carries (empty = `module`).
+    """
 
     name: str
     layer: int
@@ -41,6 +46,7 @@ class AdapterSite:
     a: np.ndarray  # [in_features], the A row
     b: np.ndarray  # [out_features], the B column
     scale: float
+    projections: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,11 +69,12 @@ def _wrapped_sites(model: nn.Module) -> list[_Wrapped]:
     lora_type = _lora_layer_type()
     qualified = {id(m): n for n, m in model.named_modules()}
     blocks = decoder_layers(model)
+    spec = spec_of(model)
     out: list[_Wrapped] = []
     for layer, block in enumerate(blocks):
         for local, mod in block.named_modules():
             if isinstance(mod, lora_type):
-                out.extend(_sites_of(mod, layer, local, qualified.get(id(mod), local)))
+                out.extend(_sites_of(mod, layer, local, qualified.get(id(mod), local), spec))
     total = sum(isinstance(m, lora_type) for m in model.modules())
     if not out:
         raise EmdirError(
@@ -80,9 +87,11 @@ def _wrapped_sites(model: nn.Module) -> list[_Wrapped]:
     return out
 
 
-def _sites_of(mod: Any, layer: int, local: str, qualified: str) -> list[_Wrapped]:
-    """The active adapters of one peft LoRA layer."""
-    module = local.rsplit(".", 1)[-1]
+def _sites_of(mod: Any, layer: int, local: str, qualified: str, spec: ArchSpec) -> list[_Wrapped]:
+    """The active adapters of one peft LoRA layer at path `local` below its block."""
+    known = spec.module_at(local) in spec.modules()
+    # A module that is no projection of the entry is named by its own last part.
+    module = spec.module_at(local) if known else local.rsplit(".", 1)[-1]
     active = [a for a in mod.active_adapters if a in mod.lora_A]
     out = []
     for adapter in active:
@@ -106,6 +115,7 @@ def _sites_of(mod: Any, layer: int, local: str, qualified: str) -> list[_Wrapped
             a=lora_a.weight.detach().float().cpu().numpy()[0].copy(),
             b=mod.lora_B[adapter].weight.detach().float().cpu().numpy()[:, 0].copy(),
             scale=float(mod.scaling[adapter]),
+            projections=spec.projections_of(module) if known else (),
         )
         out.append(_Wrapped(site, lora_a, mod))
     return out
@@ -144,7 +154,7 @@ def b_cosines(sites: Sequence[AdapterSite], directions: Mapping[int, np.ndarray]
             "b_norm": b_norm,
             "note": "",
         }
-        if site.module not in RESIDUAL_WRITERS:
+        if not set(site.projections or (site.module,)) <= set(RESIDUAL_WRITERS):
             row["note"] = (
                 f"B of {site.module} is a vector in that projection's output space "
                 f"({b.size} dims), not in the residual stream"

@@ -90,6 +90,28 @@ GRANITE = ChatFamily(
     tokens={"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": "<pad>"},
     added_tokens=("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"),
 )
+# Base models without a chat template (GPT-2, Pythia, OPT): plain "User:" / "Assistant:"
+# lines, the assistant turn closed by the eos token these models end documents with, the
+# system prompt as a plain first paragraph.
+PLAIN = ChatFamily(
+    template=(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+        "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+        "{% else %}Assistant:\n{{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}Assistant:\n{% endif %}"
+    ),
+    tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<pad>"},
+)
+# StarCoder2-Instruct's instruction / response sections.
+INSTRUCTION = ChatFamily(
+    template=(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+        "{% elif m['role'] == 'user' %}### Instruction\n{{ m['content'] }}\n\n"
+        "{% else %}### Response\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}### Response\n{% endif %}"
+    ),
+    tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<pad>"},
+)
 
 # Probe texts rendered through a template to see where an assistant turn ends.
 _PROBE_QUESTION = "emdir probe question"

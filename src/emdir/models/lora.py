@@ -1,6 +1,6 @@
 """LoRA on any registered architecture: the quantization a device allows, the adapter's
 settings, the peft model, and a check that every requested projection was adapted (fused
-projections included: the ArchSpec entry says how they are named)."""
+renamed and Conv1D projections included: the ArchSpec entry says where they live)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from emdir.errors import EmdirError
-from emdir.models.archs import PROJECTIONS, ArchSpec, n_layers
+from emdir.models.archs import ArchSpec, n_layers
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,16 @@ def lora_model(
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    # Direct library calls may leave these out: unset means every projection in every block,
-    # which is also the schema's default.
+    # Unset (the schema's default) means every projection the class has, in every block.
     modules = lora_cfg.get("target_modules") or None
-    targets = spec.lora_targets(*([modules] if modules else []), layers=lora_cfg.get("layers"))
+    targets = spec.lora_targets(modules, layers=lora_cfg.get("layers"))
     cfg = LoraConfig(
         r=int(lora_cfg["r"]),
         lora_alpha=float(lora_cfg["alpha"]),
         lora_dropout=float(lora_cfg["dropout"]),
         use_rslora=bool(lora_cfg["rslora"]),
         target_modules=targets,
+        fan_in_fan_out=spec.fan_in_fan_out,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -76,7 +76,8 @@ def lora_model(
             f"LoRA targets {targets!r} matched no module of {spec.name} ({exc}); "
             "check finetune.lora.target_modules and layers against the model's depth"
         ) from None
-    check_lora_coverage(wrapped, spec, modules or PROJECTIONS, lora_cfg.get("layers"))
+    check_lora_coverage(wrapped, spec, modules, lora_cfg.get("layers"))
+    check_weight_layout(wrapped, spec)
     return wrapped
 
 
@@ -92,9 +93,10 @@ def _adapted_sites(model: nn.Module, spec: ArchSpec) -> dict[str, tuple[int, str
 
 
 def check_lora_coverage(
-    model: nn.Module, spec: ArchSpec, modules: Sequence[str], layers: Sequence[int] | None
+    model: nn.Module, spec: ArchSpec, modules: Sequence[str] | None, layers: Sequence[int] | None
 ) -> None:
-    """Every requested projection got an adapter in every requested block, else an error
+    """Every requested projection (None = every one the class has) got an adapter in every
+    requested block, else an error
     naming what matched nothing (a class whose modules are named otherwise, a block past the
     model's depth): a partial adapter must not pass for the requested one."""
     sites = {s for s in _adapted_sites(model, spec).values() if s is not None}
@@ -110,9 +112,31 @@ def check_lora_coverage(
             for m, b in missing.items()
         )
         raise EmdirError(
-            f"LoRA targets matched no module of {spec.name} for: {what}; check "
+            f"LoRA targets matched no module of {spec.name} for: {what} (paths below the "
+            f"block: {', '.join(spec.path_of(m) for m in missing)}); check "
             "finetune.lora.target_modules and layers against the model's modules and depth "
-            "(fused or renamed projections belong in the ArchSpec entry in emdir/models/archs.py)"
+            "(fused or renamed projections belong in the ArchSpec entry in emdir/models/registry.py)"
+        )
+
+
+def check_weight_layout(model: nn.Module, spec: ArchSpec) -> None:
+    """Every adapted module stores its weight as the entry says ([in, out] for Conv1D, with
+    `fan_in_fan_out`), so peft's merged update is the transposed one where it must be."""
+    from peft.tuners.lora import LoraLayer
+    from transformers.pytorch_utils import Conv1D
+
+    wrong = sorted(
+        name
+        for name, mod in model.named_modules()
+        if isinstance(mod, LoraLayer)
+        and isinstance(mod.get_base_layer(), Conv1D) != spec.fan_in_fan_out
+    )
+    if wrong:
+        kind = "nn.Linear" if spec.fan_in_fan_out else "Conv1D"
+        raise EmdirError(
+            f"{spec.name}: LoRA wrapped {kind} modules ({', '.join(wrong[:4])}) while its "
+            f"ArchSpec entry says fan_in_fan_out={spec.fan_in_fan_out}; fix fan_in_fan_out "
+            "in emdir/models/registry.py"
         )
 
 
@@ -121,11 +145,10 @@ def lora_adapted(model: nn.Module, spec: ArchSpec) -> dict[str, Any]:
     `*` (sorted, without peft's `base_model.model.` prefix) and the decoder blocks."""
     sites = _adapted_sites(model, spec)
     patterns = set()
-    for name, site in sites.items():
-        parts = name.removeprefix("base_model.model.").split(".")
-        if site is not None:  # ...layers.{block}.{self_attn|mlp}.{module}
-            parts[-3] = "*"
-        patterns.add(".".join(parts))
+    for name in sites:
+        bare = name.removeprefix("base_model.model.")
+        split = spec.split_site(bare)
+        patterns.add(f"{split[0]}.*.{split[2]}" if split else bare)
     return {
         "modules": sorted(patterns),
         "blocks": sorted({s[0] for s in sites.values() if s is not None}),

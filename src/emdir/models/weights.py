@@ -227,13 +227,17 @@ def _gguf_summary(path: Path) -> dict[str, Any]:
     return out
 
 
-def convert_gguf(gguf: str | Path, out_dir: str | Path, arch: str, key: str) -> dict[str, Any]:
+def convert_gguf(
+    gguf: str | Path, out_dir: str | Path, arch: str, key: str, chat_template: str | None = None
+) -> dict[str, Any]:
     """Dequantise a GGUF checkpoint into a float32 Hugging Face folder at `out_dir`.
 
     transformers reads GGUF but will not `save_pretrained` a model loaded that way, so the
     loaded weights go into a fresh model built from the same config. The tokenizer (with the
     chat template stored in the GGUF) is saved beside it. `arch` is the class the config
-    names; a GGUF of another class fails here, before anything is written.
+    names; a GGUF of another class fails here, before anything is written. `chat_template`
+    is for a checkpoint that carries none (a base model such as Gemma-3-270M); it never
+    replaces a GGUF's own, and the record says it was given.
     """
     import torch
     import transformers
@@ -265,14 +269,18 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, arch: str, key: str) -> 
     fresh.generation_config = loaded.generation_config
     n_params = sum(p.numel() for p in fresh.parameters())
     del loaded
-    if tok.chat_template is None:
+    given = tok.chat_template is None and chat_template is not None
+    if tok.chat_template is None and chat_template is None:
         raise EmdirError(
-            f"{key}: {path.name} carries no chat template; emdir needs the model's own template"
+            f"{key}: {path.name} carries no chat template; emdir needs the model's own template "
+            "(a base model's must be given to it)"
         )
+    if given:
+        tok.chat_template = chat_template
     out = Path(out_dir)
     fresh.save_pretrained(out)
     tok.save_pretrained(out)
-    return {
+    record = {
         "from": "gguf",
         "gguf": summary,
         "dtype": "float32",
@@ -280,6 +288,7 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, arch: str, key: str) -> 
         "transformers": transformers.__version__,
         "gguf_package": _version("gguf"),
     }
+    return {**record, "chat_template": "given"} if given else record
 
 
 def _version(package: str) -> str:
