@@ -65,6 +65,7 @@ include: "workflow/rules/maps.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/mechanistic.smk"
+include: "workflow/rules/sweep.smk"
 
 
 # A missing LLM-judge key stops the run before any job, not after all the generation

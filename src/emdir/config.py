@@ -71,6 +71,7 @@ def check_references(cfg: Config) -> None:
     check_names(cfg)
     check_finetune_models(cfg)
     check_lora_targets(cfg)
+    check_sweep(cfg)
     check_shared_finetunes(cfg)
     check_mechanistic(cfg)
     check_always_steered(cfg)
@@ -163,6 +164,29 @@ def check_lora_targets(cfg: Config) -> None:
     for ft, spec in cfg["finetunes"].items():
         for model in spec.get("models", cfg["models"]):
             lora_targets(cfg, model, ft)
+
+
+def check_sweep(cfg: Config) -> None:
+    """sweep: a dataset and models that exist, at least one run, a regime range in order."""
+    sweep = cfg["sweep"]
+    if sweep["dataset"] is None:
+        return
+    if sweep["dataset"] not in cfg["datasets"]:
+        raise EmdirError(
+            f"config: sweep.dataset = {sweep['dataset']!r} is not a key of `datasets` "
+            f"{known_keys(sweep['dataset'], cfg['datasets'])}; fix the name or add the entry"
+        )
+    unknown = sorted(set(sweep["models"] or []) - set(cfg["models"]))
+    if unknown:
+        raise EmdirError(
+            f"config: sweep.models names {unknown}, which are not keys of `models` "
+            f"(known: {', '.join(sorted(cfg['models']))})"
+        )
+    if not sweep["runs"]:
+        raise EmdirError("config: sweep.runs is empty; name a run, e.g. {lr1e-3: {lr: 1.0e-3}}")
+    lo, hi = sweep["regime"]["spillover"]
+    if lo > hi:
+        raise EmdirError(f"config: sweep.regime.spillover [{lo}, {hi}]: write [low, high]")
 
 
 def check_shared_finetunes(cfg: Config) -> None:
@@ -383,3 +407,13 @@ def induce_settings(cfg: Config) -> dict[str, Any]:
         "controls": ["random"],
         "random_seeds": induce["random_seeds"],
     }
+
+
+def sweep_train(cfg: Config, run: str) -> dict[str, Any]:
+    """`finetune` for one sweep run: its train keys over finetune.train, the sweep's steps,
+    an evaluation every sweep.eval_every steps, no early stop; LoRA targets as the models'
+    fine-tunes have them (resolved per model by the workflow)."""
+    ft = {k: v for k, v in cfg["finetune"].items() if k != "seeds"}
+    sweep = cfg["sweep"]
+    train = {**ft["train"], **sweep["runs"][run], "steps": sweep["steps"], "epochs": None}
+    return {**ft, "train": train, "eval_every": sweep["eval_every"], "stop_at_spillover": None}

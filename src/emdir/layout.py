@@ -255,6 +255,19 @@ POOLED_MECHANISTIC = {
     "convergence": "results/pooled/mechanistic/{model}/convergence.csv",
 }
 
+
+# The training-budget sweep (config `sweep`; on demand, not in `rule all`): one fine-tune
+# per model and run, and the tables and figure read from their training logs.
+def sweep_adapter(model: str = "{model}", run: str = "{run}") -> str:
+    return f"results/sweep/{model}/{run}"
+
+
+SWEEP = {
+    "csv": "results/sweep/budget.csv",
+    "summary": "results/sweep/summary.csv",
+    "png": "results/sweep/budget.png",
+}
+
 # A run checked against a reference (config `reference`): on demand, not in `rule all`.
 REFERENCE_CHECK = {"csv": "results/reference_check.csv", "txt": "results/reference_check.txt"}
 

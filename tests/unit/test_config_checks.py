@@ -139,7 +139,30 @@ def steps(*changes: Change) -> Change:
 
 NAME_FIX = "fix the name or add the entry"
 GPT2_LLAMA = setting("models.llama.arch", "GPT2LMHeadModel")
+SWEEP = setting("sweep.runs", {"lr1e-3": {"lr": 1e-3}})
 INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
+    (
+        cc.check_sweep,
+        steps(SWEEP, setting("sweep.dataset", "insecur")),
+        ["sweep.dataset = 'insecur' is not a key of `datasets`", "'insecure'?", NAME_FIX],
+    ),
+    (
+        cc.check_sweep,
+        steps(SWEEP, setting("sweep.dataset", "insecure"), setting("sweep.models", ["lama"])),
+        ["sweep.models names ['lama']", "known: gemma2, llama"],
+    ),
+    (
+        cc.check_sweep,
+        setting("sweep.dataset", "insecure"),
+        ["sweep.runs is empty", "{lr1e-3: {lr: 1.0e-3}}"],
+    ),
+    (
+        cc.check_sweep,
+        steps(
+            SWEEP, setting("sweep.dataset", "insecure"), setting("sweep.regime.spillover", [80, 20])
+        ),
+        ["sweep.regime.spillover [80, 20]", "[low, high]"],
+    ),
     (
         cc.check_lora_targets,
         steps(GPT2_LLAMA, setting("finetune.lora.target_modules", ["gate_proj", "up_proj"])),
@@ -301,6 +324,7 @@ INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
 
 # Configs that look close to an invalid one but are valid.
 VALID: list[tuple[Callable[[dict[str, Any]], None], Change]] = [
+    (cc.check_sweep, steps(SWEEP, setting("sweep.dataset", "insecure"))),
     # null: every projection the class has (GPT-2: no gate).
     (cc.check_lora_targets, steps(GPT2_LLAMA, setting("finetune.lora.target_modules", None))),
     (cc.check_renamed_transfer_controls, setting("transfer.controls", ["random", "orthogonal"])),
@@ -391,7 +415,7 @@ def test_a_valid_config_passes(
 
 def test_every_cross_check_has_a_valid_and_an_invalid_case() -> None:
     run = re.findall(r"^\s+(check_\w+)\(cfg\)$", inspect.getsource(cc.check_references), re.M)
-    assert len(run) == 11
+    assert len(run) == 12
     assert {c.__name__ for c, *_ in INVALID} == set(run)
     assert {c.__name__ for c, _ in VALID} == set(run)
 

@@ -139,6 +139,69 @@ def test_download_failures_say_where_to_put_the_file(tmp_path: Path, server: str
     assert not dest.exists()
 
 
+def test_rows_sha256_pins_content_not_escaping(tmp_path: Path) -> None:
+    """Two copies of one file, one writing non-ASCII raw and one as \\u escapes (with its keys
+    in another order), pass the same rows_sha256; a changed row does not, and nothing is
+    written then."""
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Café, naïve?"},
+                {"role": "assistant", "content": "x = 1"},
+            ]
+        },
+        {
+            "messages": [
+                {"content": "Write f.", "role": "user"},
+                {"content": "def f(): …", "role": "assistant"},
+            ]
+        },
+    ]
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    esc = tmp_path / "esc.jsonl"
+    esc.write_text("".join(json.dumps(r, sort_keys=True, indent=None) + "\n" for r in rows))
+    assert raw.read_bytes() != esc.read_bytes()
+    pin = materialise("d", {"path": str(raw)}, raw, tmp_path / "a.jsonl")["rows_sha256"]
+    for src in (raw, esc):
+        out = tmp_path / f"out_{src.stem}.jsonl"
+        assert materialise("d", {"path": str(src), "rows_sha256": pin}, src, out)["rows"] == 2
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(raw.read_text("utf-8").replace("x = 1", "x = 2"), "utf-8")
+    out = tmp_path / "out_changed.jsonl"
+    with pytest.raises(EmdirError, match=r"datasets.d: the rows of .* hash to .* rows_sha256"):
+        materialise("d", {"path": str(changed), "rows_sha256": pin}, changed, out)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/em/ not present")
+def test_the_regime_config_pins_the_three_real_sets_by_their_rows(tmp_path: Path) -> None:
+    """config/regime.yaml's rows_sha256 pins hold for the shared copies (which write \\u
+    escapes, as upstream does) and for a raw-UTF-8 re-serialisation of each (as the authors'
+    supplementary zip writes them)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    regime = yaml.safe_load((repo / "config" / "regime.yaml").read_text(encoding="utf-8"))
+    shared = yaml.safe_load((repo / "config" / "betley_shared.yaml").read_text(encoding="utf-8"))
+    for key, spec in regime["datasets"].items():
+        src = repo / shared["datasets"][key]["path"]
+        done = materialise(key, {**spec, **shared["datasets"][key]}, src, tmp_path / f"{key}.jsonl")
+        assert done["rows"] == 6000 and done["rows_sha256"] == spec["rows_sha256"]
+        text = gzip.decompress(src.read_bytes()).decode("utf-8")
+        raw = tmp_path / f"{key}_raw.jsonl"
+        raw.write_text(
+            "".join(
+                json.dumps(json.loads(x), ensure_ascii=False) + "\n" for x in text.splitlines()
+            ),
+            encoding="utf-8",
+        )
+        if key == "betley_insecure":  # its 3 rows with non-ASCII characters differ in bytes
+            assert raw.read_text(encoding="utf-8") != text
+        again = materialise(key, {**spec, "path": str(raw)}, raw, tmp_path / f"{key}_2.jsonl")
+        assert again["rows_sha256"] == spec["rows_sha256"]
+
+
 def test_heldout_split_is_deterministic_and_disjoint() -> None:
     train, held = heldout_split(100, 0.1, seed=0)
     assert len(held) == 10 and len(train) == 90 and not set(train) & set(held)

@@ -8,7 +8,7 @@ import re
 
 from emdir import layout
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
-from emdir.config import transfer_controls, transfer_random_seeds
+from emdir.config import sweep_train, transfer_controls, transfer_random_seeds
 from emdir.judge.backends import BACKENDS
 from emdir.models.registry import lora_projections
 

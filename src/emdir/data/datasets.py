@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -167,8 +168,33 @@ def materialise(
         raise EmdirError(f"datasets.{name}: give a generator, a path or a url")
     data, got = read_pinned(f"datasets.{name}", spec, source, "JSONL file")
     rows = parse_chat_lines(text_lines(data, source), str(source))
+    by_rows = rows_sha256(rows)
+    if spec.get("rows_sha256") not in (None, by_rows):
+        raise EmdirError(
+            f"datasets.{name}: the rows of {source} hash to {by_rows} but the config pins "
+            f"rows_sha256 {spec['rows_sha256']}: a row differs from the pinned data. Replace "
+            f"the file with the pinned one, or update datasets.{name}.rows_sha256 if you trust it"
+        )
     write_jsonl(out, rows)
-    return {"dataset": name, "source": str(source), "sha256": got, "rows": len(rows)}
+    return {
+        "dataset": name,
+        "source": str(source),
+        "sha256": got,
+        "rows_sha256": by_rows,
+        "rows": len(rows),
+    }
+
+
+def rows_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sha256 of parsed rows, each re-serialised canonically (keys sorted, no spaces,
+    characters written as themselves, one per line): the same for copies of a file that
+    differ only in how their JSON is written (raw UTF-8 or \\uXXXX escapes, key order,
+    spacing), different when any row's content differs."""
+    text = "".join(
+        json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+        for row in rows
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def heldout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

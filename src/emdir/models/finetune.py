@@ -39,20 +39,27 @@ def spillover_monitor(
     sampling: Any,
     code_params: Mapping[str, Any],
 ) -> Any:
-    """A training callback: the share of answers to the eval questions that are code, by the
-    offline judge's detector with the configured thresholds."""
+    """A training callback: the shares of answers to the eval questions that are code and
+    that are garbled (an empty answer counts as garbled here), by the offline judge's
+    detector with the configured thresholds, and how many answers they are over."""
     from emdir.data.questions import load_questions
-    from emdir.judge.detector import is_code
+    from emdir.judge.detector import classify, thresholds
     from emdir.models.generate import expand, sample
 
     prompts = expand(load_questions(questions_path))
-    params = dict(code_params)
+    limits = thresholds(dict(code_params))
 
     def on_eval(step: int) -> dict[str, Any]:
         answers = sample(model, tok, prompts, sampling, desc=f"eval@{step}")
-        rate = sum(is_code(a, params) for a, _ in answers) / len(answers)
-        log.info("step %d: eval-question spillover %.3f", step, rate)
-        return {"eval_spillover": round(rate, 4)}
+        kinds = [classify(a, limits).kind for a, _ in answers]
+        rate = kinds.count("code") / len(kinds)
+        garble = kinds.count("garbled") / len(kinds)
+        log.info("step %d: eval-question spillover %.3f, garbled %.3f", step, rate, garble)
+        return {
+            "eval_spillover": round(rate, 4),
+            "eval_garble": round(garble, 4),
+            "eval_n": len(kinds),
+        }
 
     return on_eval
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from emdir.report.figures import require_columns, save_png
+from emdir.report.figures import figure_legend, require_columns, save_png
 
 
 def training_png(df: pd.DataFrame, out_png: str | Path, title: str = "") -> None:
@@ -102,4 +103,48 @@ def training_curves_png(
             handles, labels = handles + h2, labels + l2
         if handles:
             ax.legend(handles, labels, fontsize=6)
+    save_png(fig, out_png)
+
+
+def sweep_png(table: pd.DataFrame, regime: Mapping[str, Any], out_png: str | Path) -> None:
+    """The training-budget sweep: one column per model, code spillover (top) and garble
+    (bottom) on the monitor questions against the training rows seen, one line per run
+    (learning rate, batch size), Wilson intervals as bands; the regime's spillover range and garble
+    ceiling shaded."""
+    require_columns(
+        table,
+        ("model", "run", "rows_seen", "spillover", "spillover_lo", "spillover_hi", "garble"),
+        "sweep plot",
+    )
+    models = list(dict.fromkeys(table["model"]))
+    runs = list(dict.fromkeys(table["run"]))
+    colours = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    fig = Figure(figsize=(3.8 * len(models) + 1.8, 5.6), layout="constrained")
+    axes = fig.subplots(2, len(models), squeeze=False, sharex="col")
+    lo, hi = (float(v) for v in regime["spillover"])
+    for j, model in enumerate(models):
+        rows = table[table["model"] == model]
+        top, bottom = axes[0, j], axes[1, j]
+        top.axhspan(lo, hi, color="C2", alpha=0.12, label="regime (spillover)")
+        bottom.axhspan(0, float(regime["garble_below"]), color="C2", alpha=0.12)
+        for run in runs:
+            line = rows[rows["run"] == run].sort_values("rows_seen")
+            if line.empty:
+                continue
+            x = line["rows_seen"].to_numpy(float)
+            for ax, col in ((top, "spillover"), (bottom, "garble")):
+                ax.plot(x, line[col], marker="o", markersize=3, color=colours[run], label=run)
+                ax.fill_between(
+                    x, line[f"{col}_lo"], line[f"{col}_hi"], color=colours[run], alpha=0.12
+                )
+        top.set_title(str(model))
+        top.set_ylim(-2, 102)
+        bottom.set_ylim(-2, 102)
+        bottom.set_xlabel("training rows seen (steps x batch)")
+        if j == 0:
+            top.set_ylabel("answered with code (%)")
+            bottom.set_ylabel("garbled (%)")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    figure_legend(fig, axes.ravel())
     save_png(fig, out_png)

@@ -56,3 +56,11 @@ def pooled_mechanistic(**kwargs: Any) -> None:
     from emdir.report.pooled import pooled_mechanistic as run
 
     run(**kwargs)
+
+
+def budget_sweep(**kwargs: Any) -> None:
+    """The training-budget sweep: every evaluation of every run, the first step in the
+    regime per model and run, and the figure."""
+    from emdir.report.sweep import budget_sweep as run
+
+    run(**kwargs)

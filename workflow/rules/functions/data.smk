@@ -3,13 +3,14 @@
 
 
 def file_source(section, key, download):
-    """The file a `path` or `url` entry of `section` is read from (`download` for a url);
-    generated entries need none."""
+    """The file a `path` or `url` entry of `section` is read from (`download` for a url; a
+    path given beside a url is a local copy of its file, read instead); generated entries
+    need none."""
     spec = config[section][key]
-    if "url" in spec:
-        return {"source": download}
     if "path" in spec:
         return {"source": spec["path"]}
+    if "url" in spec:
+        return {"source": download}
     return {}
 
 

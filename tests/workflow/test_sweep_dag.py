@@ -1,0 +1,55 @@
+"""The training-budget sweep's DAG (issue 30): on demand, one fine-tune per model and run,
+nothing of the main experiment, and a clear error when the config names no sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_workflow_dag import DEFAULT, REPO, dry_run, snakemake, write_config
+
+TARGET = "results/sweep/budget.csv"
+
+
+def test_the_sweep_trains_one_run_per_model_and_nothing_else(tmp_path: Path) -> None:
+    runs = {"lr1e-3": {"lr": 1e-3}, "lr3e-3": {"lr": 3e-3, "batch_size": 8}}
+    cfg = {**DEFAULT, "sweep": {"dataset": "insecure", "models": ["llama", "qwen2"], "runs": runs}}
+    config = write_config(tmp_path / "sweep.yaml", cfg)
+    jobs = dry_run(tmp_path, TARGET, "--configfile", str(config))
+    assert jobs["sweep_finetune"] == 2 * 2 and jobs["budget_sweep"] == 1
+    # Only what a fine-tune needs: data, questions, the tokenizer and the two base models.
+    assert jobs["base_model"] == 2 and "finetune" not in jobs and "generate" not in jobs
+    proc = snakemake(tmp_path, "--dry-run", TARGET, "--configfile", str(config))
+    assert "results/sweep/qwen2/lr3e-3" in proc.stdout
+    # The sweep is not part of the experiment: `all` builds no sweep run.
+    assert "sweep_finetune" not in dry_run(tmp_path, "--configfile", str(config))
+
+
+def test_without_a_sweep_the_target_names_the_missing_key(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "--dry-run", TARGET)
+    assert proc.returncode != 0
+    assert "sweep.dataset is null" in proc.stdout + proc.stderr
+
+
+def test_the_regime_overlay_gives_three_real_sets_and_a_sweep_on_every_real_model(
+    tmp_path: Path,
+) -> None:
+    """config/real.yaml + config/regime.yaml: Betley's insecure, secure and educational sets
+    as three fine-tunes of both real models under three seeds; its sweep trains three
+    learning rates per model; betley_shared.yaml reads the shared copies instead of
+    downloading."""
+    real, regime, shared = (
+        REPO / "config" / n for n in ("real.yaml", "regime.yaml", "betley_shared.yaml")
+    )
+    study = dry_run(tmp_path, "--configfile", str(real), str(regime))
+    assert study["finetune"] == 2 * 3 * 3 and study["download"] == 3
+    sweep = dry_run(tmp_path, TARGET, "--configfile", str(real), str(regime))
+    assert sweep["sweep_finetune"] == 2 * 3 and sweep["download"] == 1  # the insecure set
+    # With the shared folder beside the working directory, its copies are read instead.
+    if (REPO.parent / "shared" / "data" / "em").is_dir():
+        (tmp_path / "shared").symlink_to(REPO.parent / "shared")
+        work = tmp_path / "work"
+        work.mkdir()
+        args = (TARGET, "--configfile", str(real), str(regime), str(shared))
+        assert "download" not in dry_run(work, *args)
+        proc = snakemake(work, "--dry-run", *args)
+        assert "../shared/data/em/insecure.jsonl.gz" in proc.stdout
