@@ -53,3 +53,11 @@ def test_the_regime_overlay_gives_three_real_sets_and_a_sweep_on_every_real_mode
         assert "download" not in dry_run(work, *args)
         proc = snakemake(work, "--dry-run", *args)
         assert "../shared/data/em/insecure.jsonl.gz" in proc.stdout
+
+
+def test_the_1p5b_overlay_adds_a_third_real_model_to_the_sweep(tmp_path: Path) -> None:
+    real, regime, big = (
+        REPO / "config" / n for n in ("real.yaml", "regime.yaml", "regime_1p5b.yaml")
+    )
+    jobs = dry_run(tmp_path, TARGET, "--configfile", str(real), str(regime), str(big))
+    assert jobs["sweep_finetune"] == 3 * 3 and jobs["fetch_weights"] == jobs["base_model"] == 3

@@ -21,11 +21,13 @@ CONFIG = REPO / "config" / "config.yaml"
 STEERING_VECTORS_DEFAULT = vector_names(
     DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
 )
-# Whole experiments; overlays (no `models`, e.g. real_betley.yaml) are added to one of them.
+# Whole experiments (with models and fine-tunes); overlays (e.g. real_betley.yaml, or
+# regime_1p5b.yaml, which adds a model) are added to one of them.
 SHIPPED = sorted(
     p
     for p in (REPO / "config").glob("*.yaml")
-    if p.name != "schema.yaml" and "models" in yaml.safe_load(p.read_text(encoding="utf-8"))
+    if p.name != "schema.yaml"
+    and {"models", "finetunes"} <= set(yaml.safe_load(p.read_text(encoding="utf-8")))
 )
 
 

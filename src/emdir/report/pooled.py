@@ -267,15 +267,7 @@ def _pooled_convergence(
     from emdir.analysis import directions as dm
 
     own = _per_seed(convergence, seeds)
-    key = ["kind", "a", "b", "layer"]
-    stats = own.groupby(key, sort=False)["cosine"]
-    pooled = stats.mean().rename("cosine").reset_index().assign(seed=POOLED)
-    pooled = pooled.assign(
-        n_seeds=stats.size().to_numpy(),
-        cosine_seed_sd=stats.std(ddof=1).to_numpy(),
-        cosine_seed_min=stats.min().to_numpy(),
-        cosine_seed_max=stats.max().to_numpy(),
-    )
+    pooled = _cosine_mean(own).assign(n_seeds=own.groupby(COS_KEY, sort=False).size().to_numpy())
     across = []
     for ft, paths in directions.items():
         units = []
@@ -297,18 +289,27 @@ def _pooled_convergence(
                     )
     pairs = pd.DataFrame(across)
     if len(pairs):
-        stats = pairs.groupby(key, sort=False)["cosine"]
-        mean = stats.mean().rename("cosine").reset_index().assign(seed=POOLED)
         pairs = pd.concat(
-            [
-                pairs,
-                mean.assign(
-                    n_seeds=len(seeds),
-                    cosine_seed_sd=stats.std(ddof=1).to_numpy(),
-                    cosine_seed_min=stats.min().to_numpy(),
-                    cosine_seed_max=stats.max().to_numpy(),
-                ),
-            ],
-            ignore_index=True,
+            [pairs, _cosine_mean(pairs).assign(n_seeds=len(seeds))], ignore_index=True
         )
     return pd.concat([own, pooled, pairs], ignore_index=True)
+
+
+COS_KEY = ["kind", "a", "b", "layer"]
+
+
+def _cosine_mean(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison and layer: the mean cosine over `rows` (seeds, or pairs of seeds) and
+    its spread, as a `pooled` row."""
+    stats = rows.groupby(COS_KEY, sort=False)["cosine"]
+    return (
+        stats.mean()
+        .rename("cosine")
+        .reset_index()
+        .assign(
+            seed=POOLED,
+            cosine_seed_sd=stats.std(ddof=1).to_numpy(),
+            cosine_seed_min=stats.min().to_numpy(),
+            cosine_seed_max=stats.max().to_numpy(),
+        )
+    )
