@@ -248,6 +248,7 @@ POOLED = {
     "comparison_png": "results/pooled/within_model/paper_comparison.png",
     "grid": "results/pooled/transfer_matrix.csv",
     "grid_png": "results/pooled/transfer_matrix.png",
+    "topology": "results/pooled/transfer_topology.csv",
 }
 # One mechanistic model's tables pooled over the seeds.
 POOLED_MECHANISTIC = {

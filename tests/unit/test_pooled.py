@@ -198,6 +198,7 @@ def test_the_grid_pools_over_seeds_with_agreement_per_cell(tmp_path: Path) -> No
         tmp_path / "pooled.png",
         {"coefficient": 0.5, "behaviour": "spillover"},
         STATS,
+        tmp_path / "topology.csv",
     )
     df = pd.read_csv(out)
     assert set(df.seed.astype(str)) == {"0", "1", "pooled"} and len(df) == 3 * 4 * 2
@@ -212,3 +213,9 @@ def test_the_grid_pools_over_seeds_with_agreement_per_cell(tmp_path: Path) -> No
     assert rows["pooled"].effect_seeds_agree in ("0/2", "1/2")
     assert rows["pooled"].family == "transfer" and rows["pooled"].family_size == 2
     assert (tmp_path / "pooled.png").read_bytes()[:4] == b"\x89PNG"
+    # Donor strength and receiver susceptibility over the pooled off-diagonal cells: donor a's
+    # one off-diagonal cell (a -> b) is the pooled target suppression of that cell.
+    topo = pd.read_csv(tmp_path / "topology.csv").set_index(["role", "model"])
+    donor = topo.loc[("donor", "a")]
+    assert donor.cells == 1 and donor.n_seeds == 2 and (topo.seed == "pooled").all()
+    assert np.isclose(donor.mean_suppression, rows["pooled"].suppression, atol=0.01)

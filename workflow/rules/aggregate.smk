@@ -243,6 +243,7 @@ rule pooled_transfer_matrix:
             category="Transfer",
             labels={"figure": "transfer matrix, pooled over seeds"},
         ),
+        topology=layout.POOLED["topology"],
     log:
         "logs/pooled_transfer_matrix.log",
     localrule: True

@@ -16,4 +16,5 @@ pooled_transfer_matrix(
     out_png=snakemake.output.png,
     transfer_cfg=snakemake.params.transfer_cfg,
     stats_cfg=snakemake.params.stats_cfg,
+    out_topology=snakemake.output.topology,
 )

@@ -210,15 +210,19 @@ def pooled_transfer_matrix(
     out_png: str | Path,
     transfer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
+    out_topology: str | Path | None = None,
 ) -> None:
     """The grid pooled over seeds: every seed's rows (its own transfer_matrix.csv) and the
     pooled ones (suppression and specificity with seed-and-question intervals, Holm across
     the pooled cells, the spread and agreement columns), and the pooled grid's figure, each
-    cell with the number of seeds whose own suppression interval agrees."""
+    cell with the number of seeds whose own suppression interval agrees; with
+    `out_topology`, donor strength and receiver susceptibility pooled the same way."""
     from emdir.report import figures_transfer
     from emdir.report.transfer import grid_table
 
-    df, _ = grid_table(baselines, cells, transfer_cfg, stats_cfg, references, maps)
+    df, topology = grid_table(baselines, cells, transfer_cfg, stats_cfg, references, maps)
+    if out_topology is not None:
+        write_csv(topology.assign(seed=POOLED, n_seeds=len(seeds)), out_topology)
     own = _per_seed(per_seed, seeds)
     pooled = _agreement(
         df.assign(seed=POOLED), own, ("donor", "receiver", "vector"), ("suppression", "lo", "hi")
