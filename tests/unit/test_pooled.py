@@ -68,7 +68,7 @@ def test_seeds_that_disagree_pool_into_a_wider_interval(tmp_path: Path) -> None:
     b = _seed(tmp_path, 1, 0.42, base=a["g"]["m/base"])
     df, rates = _pool(tmp_path, [a, b])
     assert set(df["seed"].astype(str)) == {"0", "1", "pooled"}
-    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY)
+    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY).sort_index()
     seeds = {s: df[df.seed.astype(str) == s].set_index(KEY) for s in ("0", "1")}
     assert len(pooled) == len(seeds["0"]) == len(seeds["1"]) == 2 * 3 + 2
     row = ("m", "insecure", "target", 1.0)
@@ -124,7 +124,7 @@ def test_the_pooled_dose_response_shows_every_seed_beside_the_pooled_line(
     df, rates = _pool(tmp_path, [a, b])
     per_seed = {s: df[df.seed.astype(str) == s].set_index(KEY) for s in ("0", "1")}
     # The pooled target line ends at the pooled spillover at coefficient 1 ...
-    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY)
+    pooled = df[df.seed.astype(str) == "pooled"].set_index(KEY).sort_index()
     row = ("m", "insecure", "target", 1.0)
     assert np.isclose(drawn["lines"]["target"][-1][1], pooled.loc[row, "spillover"], atol=0.01)
     # ... and beside it, hollow markers at each seed's own values, unsteered ones at 0.
