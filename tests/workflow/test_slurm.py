@@ -26,6 +26,7 @@ LOCAL_GPU_PROFILE = REPO / "profiles" / "local-gpu" / "config.yaml"
 GPU_RULES = {
     "base_model",
     "finetune",
+    "sweep_finetune",
     "generate",
     "activations",
     "steering",
