@@ -171,7 +171,7 @@ def steering_rows(
     read_c, within = (
         choose_read(p, controls, coefs, steer_cfg["read"]) if controls else (np.nan, False)
     )
-    series = {v: v if ft == direction_ft else f"{v} on {ft}" for v in steered}
+    series = {v: series_name(v, ft, direction_ft) for v in steered}
     base4 = tuple(p.mean3("base", m) for m in ("spill", "garble", "coh", "mis"))
     curve = [_curve_point(model, series[v], 0.0, *base4) for v in steered]
     record = steered["target"][0][0]["intervention"]
@@ -254,6 +254,12 @@ def steering_rows(
                 }
             )
     return rows, curve, calibration
+
+
+def series_name(vector: str, ft: str, direction_ft: str) -> str:
+    """A dose-response series: the vector, with the fine-tune it steers when that is not the
+    directions' own (`target on secure`)."""
+    return vector if ft == direction_ft else f"{vector} on {ft}"
 
 
 def _separation(ds: Sequence[Any], layer: int) -> dict[str, float]:

@@ -108,20 +108,20 @@ def _effect_columns(
 
 def effect_rows(
     model: str,
-    baselines: Mapping[str, Sequence[str | Path]],
+    base_rows: Mapping[str, Sequence[list[dict[str, Any]]]],
     ablation: Mapping[str, Sequence[str | Path]],
     induce: Mapping[str, Sequence[str | Path]],
     question_set: str,
     boot: Mapping[str, Any],
 ) -> pd.DataFrame:
     """Effects of ablation (keys "receiver/variant") and inducing (keys = vector) against
-    the unsteered answers (`baselines`, keyed by fine-tune, "base" for the base model), every
-    value one judged file per fine-tuning seed (one seed: that seed's table)."""
+    the unsteered answers (`base_rows`, keyed by fine-tune, "base" for the base model: one
+    list of scored answers per fine-tuning seed), every ablation and inducing value one
+    judged file per seed (one seed: that seed's table)."""
 
     def load(paths: Sequence[str | Path]) -> list[list[dict[str, Any]]]:
         return [load_scored(p, question_set) for p in paths]
 
-    base_rows = {ft: load(paths) for ft, paths in baselines.items()}
     out = []
     for key, paths in ablation.items():
         receiver, variant = key.split("/", 1)
@@ -157,6 +157,14 @@ def effect_rows(
     return pd.DataFrame(out)
 
 
+def layer_units(path: str | Path) -> dict[int, np.ndarray]:
+    """A directions file's unit direction per captured layer, keyed by layer index."""
+    from emdir.analysis import directions as dm
+
+    d = dm.read_directions(path)
+    return {int(layer): d.unit[i] for i, layer in enumerate(d.attrs["layers"])}
+
+
 def convergence(
     ft_directions: Mapping[str, str | Path],
     base_directions: Mapping[str, str | Path],
@@ -166,12 +174,7 @@ def convergence(
 ) -> None:
     """Cosine per layer between every pair of fine-tune directions, and between each
     fine-tune's direction and the base model's on the same answers."""
-    from emdir.analysis import directions as dm
-
-    units = {}
-    for ft, path in ft_directions.items():
-        d = dm.read_directions(path)
-        units[ft] = {int(layer): d.unit[i] for i, layer in enumerate(d.attrs["layers"])}
+    units = {ft: layer_units(path) for ft, path in ft_directions.items()}
     rows = []
     names = list(units)
     for i, a in enumerate(names):
@@ -180,11 +183,9 @@ def convergence(
                 cos = float(units[a][layer] @ units[b][layer])
                 rows.append({"kind": "fine-tunes", "a": a, "b": b, "layer": layer, "cosine": cos})
     for ft, path in base_directions.items():
-        d = dm.read_directions(path)
-        for i, layer in enumerate(d.attrs["layers"]):
-            layer = int(layer)
+        for layer, unit in layer_units(path).items():
             if layer in units.get(ft, {}):
-                cos = float(d.unit[i] @ units[ft][layer])
+                cos = float(unit @ units[ft][layer])
                 rows.append(
                     {
                         "kind": "base vs fine-tuned",
@@ -224,10 +225,10 @@ def summary(
     boot = bootstrap_settings(stats_cfg)
     base_rows = {ft: load_scored(p, question_set) for ft, p in baselines.items()}
 
-    def one(files: Mapping[str, str | Path]) -> dict[str, list[str | Path]]:
-        return {key: [path] for key, path in files.items()}
+    def one(files: Mapping[str, Any]) -> dict[str, list[Any]]:
+        return {key: [value] for key, value in files.items()}
 
-    df = effect_rows(model, one(baselines), one(ablation), one(induce), question_set, boot)
+    df = effect_rows(model, one(base_rows), one(ablation), one(induce), question_set, boot)
     write_csv(df, out_csv)
     figures_mechanistic.mechanistic_effects_png(
         df[df.experiment == "ablation"], ablation_png, "ablation", model

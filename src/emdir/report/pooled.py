@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from emdir.report import figures_steering
-from emdir.report.dose_response import steering_rows
+from emdir.report.dose_response import series_name, steering_rows
 from emdir.report.effects import (
     PairedConditions,
     bootstrap_settings,
@@ -137,6 +137,7 @@ def pooled_within_model(
 
     qset = str(steer_cfg["question_set"])
     boot = bootstrap_settings(stats_cfg)
+    dirs = {key: [dm.read_directions(p) for p in paths] for key, paths in directions.items()}
     grouped: dict[tuple[str, str], dict[str, list[list[dict[str, Any]]]]] = {}
     for key, paths in steering.items():
         model, ft, vector = key.split("/")
@@ -144,13 +145,12 @@ def pooled_within_model(
     pooled: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []
     for (model, ft), steered in grouped.items():
-        dirs = directions.get(f"{model}/{direction_ft}")
         rows, points, _ = steering_rows(
             model,
             ft,
             steered,
             [load_scored(p, qset) for p in generations[f"{model}/{ft}"]],
-            [dm.read_directions(p) for p in dirs] if dirs else [None] * len(seeds),
+            dirs.get(f"{model}/{direction_ft}") or [None] * len(seeds),
             direction_ft,
             steer_cfg,
             boot,
@@ -163,7 +163,6 @@ def pooled_within_model(
     per_seed = _per_seed(summaries, seeds)
     table = _agreement(pd.DataFrame(pooled).assign(seed=POOLED), per_seed)
     write_csv(pd.concat([per_seed, table], ignore_index=True), outs["summary"])
-    dirs = {key: [dm.read_directions(p) for p in paths] for key, paths in directions.items()}
     comparison = paper_comparison(dirs, direction_ft, table, boot, config_label)
     write_csv(comparison.assign(seed=POOLED, n_seeds=len(seeds)), outs["comparison"])
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
@@ -180,9 +179,9 @@ def seed_points(summary: pd.DataFrame, rates: pd.DataFrame, direction_ft: str) -
     answers (its rates rows), series named as `steering_rows` names them."""
     metrics = ["spillover", "garble", "coherence", "misalignment"]
     rows = summary[summary["seed"].astype(str) != POOLED]
-    series = np.where(
-        rows["ft"] == direction_ft, rows["vector"], rows["vector"] + " on " + rows["ft"]
-    )
+    series = [
+        series_name(v, ft, direction_ft) for v, ft in zip(rows["vector"], rows["ft"], strict=True)
+    ]
     steered = rows.assign(series=series)[["model", "ft", "series", "seed", "coefficient"]]
     steered = steered.join(rows.reindex(columns=metrics))
     unsteered = (
@@ -254,7 +253,10 @@ def pooled_mechanistic(
     from emdir.report.mechanistic import effect_rows
 
     boot = bootstrap_settings(stats_cfg)
-    df = effect_rows(model, baselines, ablation, induce, question_set, boot)
+    base_rows = {
+        ft: [load_scored(p, question_set) for p in paths] for ft, paths in baselines.items()
+    }
+    df = effect_rows(model, base_rows, ablation, induce, question_set, boot)
     own = _per_seed(summaries, seeds)
     key = ("model", "experiment", "ft", "vector", "mode", "coefficient")
     change = ("spillover_change", "spillover_change_lo", "spillover_change_hi")
@@ -268,16 +270,13 @@ def _pooled_convergence(
     directions: Mapping[str, Sequence[str | Path]],
     convergence: Sequence[str | Path],
 ) -> pd.DataFrame:
-    from emdir.analysis import directions as dm
+    from emdir.report.mechanistic import layer_units
 
     own = _per_seed(convergence, seeds)
     pooled = _cosine_mean(own).assign(n_seeds=own.groupby(COS_KEY, sort=False).size().to_numpy())
     across = []
     for ft, paths in directions.items():
-        units = []
-        for path in paths:
-            d = dm.read_directions(path)
-            units.append({int(layer): d.unit[i] for i, layer in enumerate(d.attrs["layers"])})
+        units = [layer_units(path) for path in paths]
         for i, a in enumerate(units):
             for j in range(i + 1, len(units)):
                 for layer in sorted(set(a) & set(units[j])):

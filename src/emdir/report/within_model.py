@@ -154,7 +154,8 @@ def within_model_summary(
     figures_steering.steering_png(pd.DataFrame(curve), outs["steering"])
     figures_directions.separation_png(pd.DataFrame(sep_rows), outs["separation"])
     _direction_figures(dirs, direction_ft, summary_df, outs)
-    comparison = paper_comparison(dirs, direction_ft, summary_df, boot, config_label)
+    one_seed = {key: [d] for key, d in dirs.items()}
+    comparison = paper_comparison(one_seed, direction_ft, summary_df, boot, config_label)
     write_csv(comparison, outs["comparison"])
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
 
@@ -206,7 +207,7 @@ def _direction_figures(
 
 
 def paper_comparison(
-    dirs: Mapping[str, Any],
+    dirs: Mapping[str, Sequence[Any]],
     direction_ft: str,
     summary: pd.DataFrame,
     boot: Mapping[str, Any],
@@ -219,9 +220,9 @@ def paper_comparison(
     and the changes in garble and coherence are the target's at the read strength
     (steering.read; the largest coefficient when no read strength was chosen).
 
-    Pooled over fine-tuning seeds, each value of `dirs` is a list (one seed's directions
-    each: the separation is their mean, with a seed-and-answer interval) and `summary` the
-    pooled rows.
+    Each value of `dirs` is a list of one seed's directions per fine-tuning seed; with
+    several, the separation is their mean with a seed-and-answer interval, and `summary`
+    holds the pooled rows.
     """
     out = []
 
@@ -243,9 +244,8 @@ def paper_comparison(
         )
         out.append({**row, **extra, "config": config_label})
 
-    for key, each in dirs.items():
+    for key, ds in dirs.items():
         model, ft = key.split("/")
-        ds = list(each) if isinstance(each, list | tuple) else [each]
         layers = [int(v) for v in ds[0].attrs["layers"]]
         layer = _steered_layer(summary, model)
         slot = layers.index(layer) if layer in layers else len(layers) - 1

@@ -14,12 +14,17 @@ def finetune_cfg(wildcards):
     """
     cfg = {k: v for k, v in config["finetune"].items() if k != "seeds"}
     train = cfg["train"]
-    lora = cfg["lora"]
-    if lora["target_modules"] is None:
-        arch = config["models"][wildcards.model]["arch"]
-        lora = {**lora, "target_modules": lora_projections(arch, None, "finetune.lora")}
     return {
         **cfg,
-        "lora": lora,
+        "lora": class_lora(cfg["lora"], wildcards.model),
         "train": {**train, "seed": train["seed"] + seed_of(wildcards)},
     }
+
+
+def class_lora(lora, model):
+    """`finetune.lora` with null `target_modules` resolved to the projections `model`'s
+    class has (the fine-tunes' and the sweep's params carry the list, not null)."""
+    if lora["target_modules"] is not None:
+        return lora
+    arch = config["models"][model]["arch"]
+    return {**lora, "target_modules": lora_projections(arch, None, "finetune.lora")}

@@ -27,11 +27,7 @@ def sweep_cfg(wildcards):
     and evaluations, LoRA targets resolved for the model's class as its fine-tunes get them.
     """
     cfg = sweep_train(config, wildcards.run)
-    lora = cfg["lora"]
-    if lora["target_modules"] is None:
-        arch = config["models"][wildcards.model]["arch"]
-        lora = {**lora, "target_modules": lora_projections(arch, None, "finetune.lora")}
-    return {**cfg, "lora": lora}
+    return {**cfg, "lora": class_lora(cfg["lora"], wildcards.model)}
 
 
 def sweep_adapters(wildcards=None):
