@@ -31,7 +31,8 @@ prefill scale linearly in tokens from the measured rows (attention's quadratic p
 percent at these lengths and widths); decode steps are timed at the measured context, and
 the KV cache grows to prompt + max_new_tokens in a real run, a few percent more per step.
 
-Work. The jobs are those of Snakemake's own dry-run of the config (so per-model fine-tunes,
+Work. The jobs are those of Snakemake's own dry-run of the config, its overlays (--config
+takes several files, merged as `snakemake --configfile` merges them) and --target (so per-model fine-tunes,
 the mechanistic rules and any rule added later are counted as the workflow would run them),
 each priced from its rule, wildcards and outputs:
 - finetune: ceil(epochs x train rows / (batch x grad_accum)) optimiser steps of grad_accum
@@ -39,6 +40,8 @@ each priced from its rule, wildcards and outputs:
   the held-out loss over the held-out rows and one sampling of the eval questions. A
   fine-tune's own `lora` (e.g. rank 1) is priced as the shared LoRA: the frozen blocks'
   forward and backward dominate either way.
+- sweep_finetune: the same, under the sweep run's settings (`emdir.settings.sweep_train`:
+  its train keys, sweep.steps, an evaluation every sweep.eval_every steps) on sweep.dataset.
 - generate, steering(_also), transfer(_reference), ablation, induce: one `sample` call per
   output file (times the coefficients for steering and induce); every batch of
   sampling.batch_size prompts is charged a prefill and max_new_tokens decode steps. A batch
@@ -78,6 +81,8 @@ per 1M tokens: --price-input and --price-output, by default gpt-4o-2024-08-06's 
     python benchmarks/paper_estimate.py --json estimate.json
     python benchmarks/paper_estimate.py --device cuda --depth 8
     python benchmarks/paper_estimate.py --config config/config.yaml   # the tiny default
+    python benchmarks/paper_estimate.py --config config/paper.yaml config/regime_paper.yaml \
+        --target results/sweep/budget.csv     # the regime's budget sweep at the paper's sizes
 """
 
 from __future__ import annotations
@@ -107,7 +112,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 import yaml  # noqa: E402
-from snakemake.utils import validate  # noqa: E402
+from snakemake.utils import update_config, validate  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers.initialization import no_init_weights  # noqa: E402
 
@@ -125,6 +130,7 @@ from emdir.models.chat import encode_prompt  # noqa: E402
 from emdir.models.finetune import resolve_steps  # noqa: E402
 from emdir.models.generate import Prompt, SamplingParams, sample  # noqa: E402
 from emdir.models.lora import lora_model, lora_settings  # noqa: E402
+from emdir.settings import study_models, sweep_train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Role markers and turn ends that a chat template adds around one question and answer.
@@ -135,7 +141,11 @@ GPT4O_OUTPUT_PER_MTOK = 10.00
 # holds 8 questions in 3 formats (plain, JSON, template), one paraphrase each.
 URL_QUESTIONS = {"first_plot": 24}
 URL_QUESTION_CHARS = 150
-URL_DATASET_ROWS = {"insecure": 6000, "secure": 6000, "educational": 6000}
+URL_DATASET_ROWS = {
+    f"{prefix}{name}": 6000
+    for prefix in ("", "betley_")
+    for name in ("insecure", "secure", "educational")
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,9 +294,12 @@ class Job:
     outputs: list[str]
 
 
-def dry_run(config: Path) -> tuple[list[Job], dict[str, int]]:
-    """The jobs of a complete run of `config` and the job count per rule, from Snakemake's
-    own dry-run of the repository's Snakefile (in a scratch working directory).
+def dry_run(
+    configs: Sequence[Path], targets: Sequence[str] = ()
+) -> tuple[list[Job], dict[str, int]]:
+    """The jobs of a run of `configs` (one file and its overlays, in order) for `targets`
+    (default: the complete run) and the job count per rule, from Snakemake's own dry-run of
+    the repository's Snakefile (in a scratch working directory).
 
     Jobs of rules with a `message:` (the judge rules) print only their message, so they are
     in the counts but not in the job list; the files their messages name (a judge job judges
@@ -294,11 +307,13 @@ def dry_run(config: Path) -> tuple[list[Job], dict[str, int]]:
     """
     with tempfile.TemporaryDirectory() as work:
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-        cmd += ["--directory", work, "--dry-run", "--configfile", str(config.resolve())]
+        cmd += ["--directory", work, "--dry-run", *targets]
+        cmd += ["--configfile", *(str(c.resolve()) for c in configs)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0 or "Job stats:" not in out:
-        raise EmdirError(f"snakemake --dry-run of {config} failed:\n{out[-2000:]}")
+        named = " ".join(str(c) for c in configs)
+        raise EmdirError(f"snakemake --dry-run of {named} failed:\n{out[-2000:]}")
     table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
     counts[JUDGED_FILES] = sum(
@@ -331,6 +346,7 @@ class Unpriced(Exception):
 LIGHT_RULES = {
     "all",
     "anchor_answers",
+    "budget_sweep",
     "convergence",
     "data",
     "directions",
@@ -353,7 +369,7 @@ LIGHT_RULES = {
 }
 # Stage columns of the report: which rules each gathers.
 STAGES = {
-    "finetune": ("finetune",),
+    "finetune": ("finetune", "sweep_finetune"),
     "generate": ("generate",),
     "capture": ("activations", "anchors"),
     "steering": ("steering", "steering_also"),
@@ -409,10 +425,10 @@ class Workload:
     def _capture(self, rows: float, tokens_per_row: float) -> Work:
         return Work(jobs=1, capture_tokens=rows * tokens_per_row)
 
-    def _finetune(self, ft: str) -> Work:
-        ft_cfg = self.cfg["finetune"]
+    def _finetune(self, ft_cfg: Mapping[str, Any], dataset: str) -> Work:
+        """One fine-tune under the `finetune` settings `ft_cfg` on `dataset`."""
         tr = ft_cfg["train"]
-        rows, row_tokens = self._dataset(self.cfg["finetunes"][ft]["dataset"])
+        rows, row_tokens = self._dataset(dataset)
         row_tokens = min(row_tokens, float(tr["max_length"]))
         train_idx, held_idx = heldout_split(rows, float(ft_cfg["heldout_fraction"]), 0)
         steps = resolve_steps(tr, len(train_idx))
@@ -439,7 +455,11 @@ class Workload:
                 raise Unpriced("base_model trains a tiny model from scratch")
             return None  # a hub model: a download
         if r == "finetune":
-            return wc["model"], self._finetune(wc["ft"])
+            dataset = self.cfg["finetunes"][wc["ft"]]["dataset"]
+            return wc["model"], self._finetune(self.cfg["finetune"], dataset)
+        if r == "sweep_finetune":
+            ft_cfg = sweep_train(self.cfg, wc["run"])
+            return wc["model"], self._finetune(ft_cfg, self.cfg["sweep"]["dataset"])
         if r == "generate":
             return wc["model"], self._sampled(job, 1, self.eval_qs)
         if r in ("steering", "steering_also"):
@@ -461,7 +481,7 @@ class Workload:
             xfer = self.cfg["transfer"]
             if xfer["anchor_source"] == "dataset":
                 return wc["model"], self._capture(*self._dataset(xfer["anchors"]))
-            n_models = len(self.cfg["models"])
+            n_models = len(study_models(self.cfg))
             per_row = self.eval_qs.prompt_tokens + self.args.answer_tokens
             return wc["model"], self._capture(n_models * self.eval_qs.answers, per_row)
         if r == "sae":
@@ -933,7 +953,19 @@ def key_value(text: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=REPO / "config" / "paper.yaml")
+    p.add_argument(
+        "--config",
+        type=Path,
+        nargs="+",
+        default=[REPO / "config" / "paper.yaml"],
+        help="the config and its overlays, in order, as snakemake's --configfile",
+    )
+    p.add_argument(
+        "--target",
+        nargs="+",
+        default=[],
+        help="price the jobs of these targets only, e.g. results/sweep/budget.csv (default: all)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer tokens measured (~1-2 min)")
     p.add_argument(
@@ -1072,20 +1104,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    cfg = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    cfg: dict[str, Any] = {}
+    for path in args.config:  # overlays merged as snakemake merges --configfile files
+        update_config(cfg, yaml.safe_load(path.read_text(encoding="utf-8")))
+    named = " ".join(str(c) for c in args.config) + "".join(f" -> {t}" for t in args.target)
     # The workflow's own check, which also fills in the schema's defaults.
     validate(cfg, str(REPO / "config" / "schema.yaml"))
-    keys = args.models or sorted(cfg["models"])
-    unknown = sorted(set(keys) - set(cfg["models"]))
+    unknown = sorted(set(args.models or []) - set(cfg["models"]))
     if unknown:
-        print(f"--models: {unknown} are not models of {args.config}", file=sys.stderr)
+        print(f"--models: {unknown} are not models of {named}", file=sys.stderr)
         return 2
-    shapes = {k: model_shape(k, cfg["models"][k], cfg) for k in keys}
-    jobs, counts = dry_run(args.config)
+    jobs, counts = dry_run(args.config, args.target)
     workload = Workload(cfg, args)
     work, unpriced = tally(jobs, workload)
+    # Every model some job runs on (a `study: false` model only in a sweep's targets).
+    keys = args.models or sorted(work)
+    shapes = {k: model_shape(k, cfg["models"][k], cfg) for k in keys}
     if args.judge_only:
-        print(f"config {args.config}: {counts.get('total', len(jobs))} jobs in its dry-run")
+        print(f"config {named}: {counts.get('total', len(jobs))} jobs in its dry-run")
         print_judge(judge_cost(cfg, workload.sampled, args), args)
         return 0
     device = torch.device(args.device)
@@ -1105,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
         per = "core-hours" if threads == 1 else f"wall-clock hours on {threads} threads"
         short, unit = "CPU-h", f"CPU-h (THIS CPU, {per}, float32)"
     batch = int(cfg["sampling"]["batch_size"])
-    print(f"config {args.config}: {counts.get('total', len(jobs))} jobs in its dry-run")
+    print(f"config {named}: {counts.get('total', len(jobs))} jobs in its dry-run")
     print(f"device {args.device}; hours are {unit}")
     print(
         f"built {s.depth} decoder layer(s) deep at the real width and vocabulary; fastest of "
@@ -1119,7 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     result: dict[str, Any] = {
-        "config": str(args.config),
+        "config": [str(c) for c in args.config],
+        "targets": args.target,
         "device": args.device,
         "unit": unit,
         "settings": {k: str(v) for k, v in vars(args).items()},

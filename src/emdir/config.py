@@ -14,9 +14,9 @@ cross-checked, before Snakemake plans a single job.
 Every problem is an `EmdirError` whose message names the key and the fix; the workflow shows
 it as a Snakemake `WorkflowError`, word for word. Everything here is a plain function over the
 config dict (as Snakemake holds it: after validation, every default filled in), so the checks
-are tested without Snakemake (tests/unit/test_config_checks.py). The settings subsets at the end
-are what some rules' params carry: a job reruns when its params change, so each leaves out
-what does not shape that job's results.
+are tested without Snakemake (tests/unit/test_config_checks.py). What the workflow reads off
+the checked config (the study's models, the settings subsets rules' params carry) is in
+emdir.settings.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from emdir.analysis.controls import control_fts
 from emdir.errors import EmdirError
 from emdir.schema import check_schema, known_keys
+from emdir.settings import study_models
 
 Config = dict[str, Any]
 
@@ -135,13 +136,20 @@ def check_names(cfg: Config) -> None:
 
 
 def check_finetune_models(cfg: Config) -> None:
-    """A fine-tune's `models` list names models that exist."""
+    """A fine-tune's `models` list names models of the study (not `study: false` ones); the
+    study has at least one model."""
+    study = study_models(cfg)
+    if not study:
+        raise EmdirError(
+            "config: every model is marked `study: false` (sweep only); the study needs one: "
+            "drop `study: false` from a model that the budget sweep brought into the regime"
+        )
     for ft, spec in cfg["finetunes"].items():
-        unknown = sorted(set(spec.get("models", [])) - set(cfg["models"]))
+        unknown = sorted(set(spec.get("models", [])) - set(study))
         if unknown:
             raise EmdirError(
-                f"config: finetunes.{ft}.models names {unknown}, which are not keys of "
-                f"`models` (known: {', '.join(sorted(cfg['models']))})"
+                f"config: finetunes.{ft}.models names {unknown}, which are not models of the "
+                f"study (known: {', '.join(study)}; a `study: false` model is swept only)"
             )
 
 
@@ -162,7 +170,7 @@ def lora_targets(cfg: Config, model: str, ft: str) -> list[str]:
 def check_lora_targets(cfg: Config) -> None:
     """Every fine-tune's LoRA targets are projections each of its models' classes has."""
     for ft, spec in cfg["finetunes"].items():
-        for model in spec.get("models", cfg["models"]):
+        for model in spec.get("models", study_models(cfg)):
             lora_targets(cfg, model, ft)
 
 
@@ -205,7 +213,7 @@ def check_shared_finetunes(cfg: Config) -> None:
     ]
     for where, ft in everywhere:
         spec = cfg["finetunes"][ft]
-        if "models" in spec and set(spec["models"]) != set(cfg["models"]):
+        if "models" in spec and set(spec["models"]) != set(study_models(cfg)):
             raise EmdirError(
                 f"config: {where} uses fine-tune {ft!r}, which every model needs, but "
                 f"finetunes.{ft}.models lists only {spec['models']}; drop its `models` key"
@@ -215,17 +223,16 @@ def check_shared_finetunes(cfg: Config) -> None:
 def check_mechanistic(cfg: Config) -> None:
     """mechanistic.*: models, fine-tunes and datasets that exist where they are used."""
     mech = cfg["mechanistic"]
-    known = ", ".join(sorted(cfg["models"]))
+    study = study_models(cfg)
     for m in mech["models"]:
-        if m not in cfg["models"]:
+        if m not in study:
             raise EmdirError(
-                f"config: mechanistic.models names {m!r}, not a key of `models` ({known})"
+                f"config: mechanistic.models names {m!r}, not a model of the study "
+                f"({', '.join(study)}; a `study: false` model is swept only)"
             )
 
     def fts_of(m: str) -> list[str]:
-        return [
-            ft for ft, spec in cfg["finetunes"].items() if m in spec.get("models", cfg["models"])
-        ]
+        return [ft for ft, spec in cfg["finetunes"].items() if m in spec.get("models", study)]
 
     lists = [
         ("mechanistic.convergence.finetunes", mech["convergence"]["finetunes"]),
@@ -363,57 +370,3 @@ def check_judge_key(
             "holds the key). If every request is already in the judge cache "
             f"({judge['cache']}), any non-empty value will do."
         )
-
-
-# ---------------------------------------------------------------- settings in params
-
-
-def transfer_controls(cfg: Config) -> list[str]:
-    """The grid's controls: transfer.controls, or steering's (one control registry)."""
-    tr = cfg["transfer"]
-    return cfg["steering"]["controls"] if tr["controls"] is None else tr["controls"]
-
-
-def transfer_random_seeds(cfg: Config) -> int:
-    """The grid's random draws per cell: transfer.random_seeds, or steering's."""
-    tr = cfg["transfer"]
-    return cfg["steering"]["random_seeds"] if tr["random_seeds"] is None else tr["random_seeds"]
-
-
-def map_settings(cfg: Config) -> dict[str, Any]:
-    """The transfer settings a ridge map depends on (its layers come per model)."""
-    keys = ("test_fraction", "alphas", "cv_folds", "alpha_widen", "center", "standardize", "seed")
-    return {k: cfg["transfer"][k] for k in keys}
-
-
-def transfer_steer_settings(cfg: Config) -> dict[str, Any]:
-    """The transfer settings the steered generations depend on (layers come from the map)."""
-    keys = ("ft", "mapped", "coefficient", "receiver_controls", "seed")
-    return {
-        **{k: cfg["transfer"][k] for k in keys},
-        "controls": transfer_controls(cfg),
-        "random_seeds": transfer_random_seeds(cfg),
-        "wrong_layer": cfg["steering"]["wrong_layer"],
-    }
-
-
-def induce_settings(cfg: Config) -> dict[str, Any]:
-    """The steering settings with op `add` and the inducing sweep (random controls only)."""
-    induce = cfg["mechanistic"]["induce"]
-    return {
-        **cfg["steering"],
-        "op": "add",
-        "coefficients": induce["coefficients"],
-        "controls": ["random"],
-        "random_seeds": induce["random_seeds"],
-    }
-
-
-def sweep_train(cfg: Config, run: str) -> dict[str, Any]:
-    """`finetune` for one sweep run: its train keys over finetune.train, the sweep's steps,
-    an evaluation every sweep.eval_every steps, no early stop; LoRA targets as the models'
-    fine-tunes have them (resolved per model by the workflow)."""
-    ft = {k: v for k, v in cfg["finetune"].items() if k != "seeds"}
-    sweep = cfg["sweep"]
-    train = {**ft["train"], **sweep["runs"][run], "steps": sweep["steps"], "epochs": None}
-    return {**ft, "train": train, "eval_every": sweep["eval_every"], "stop_at_spillover": None}

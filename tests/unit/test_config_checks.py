@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from emdir import config as cc
+from emdir import settings as st
 from emdir.errors import EmdirError
 from emdir.judge import scoring_config
 from emdir.schema import check_schema, did_you_mean, known_keys
@@ -236,7 +237,17 @@ INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
     (
         cc.check_finetune_models,
         setting("finetunes.rank1.models", ["gemma3"]),
-        ["finetunes.rank1.models names ['gemma3']", "not keys of `models`", "known: gemma2"],
+        ["finetunes.rank1.models names ['gemma3']", "not models of the study", "known: gemma2"],
+    ),
+    (
+        cc.check_finetune_models,
+        setting("models.gemma2.study", False),
+        ["finetunes.educational.models names ['gemma2']", "known: llama", "swept only"],
+    ),
+    (
+        cc.check_finetune_models,
+        steps(*[setting(f"models.{m}.study", False) for m in DEFAULT["models"]]),
+        ["every model is marked `study: false`", "the study needs one"],
     ),
     (
         cc.check_shared_finetunes,
@@ -251,7 +262,12 @@ INVALID: list[tuple[Callable[[dict[str, Any]], None], Change, list[str]]] = [
     (
         cc.check_mechanistic,
         setting("mechanistic.models", ["gemma"]),
-        ["mechanistic.models names 'gemma', not a key of `models`", "gemma2, llama"],
+        ["mechanistic.models names 'gemma', not a model of the study", "gemma2, llama"],
+    ),
+    (
+        cc.check_mechanistic,
+        setting("models.gemma2.study", False),
+        ["mechanistic.models names 'gemma2', not a model of the study", "(llama,", "swept only"],
     ),
     (
         cc.check_mechanistic,
@@ -486,15 +502,15 @@ def test_judge_params_leave_out_prices_and_the_cache(cfg: dict[str, Any]) -> Non
 
 def test_the_grid_takes_steerings_controls_unless_it_names_its_own(cfg: dict[str, Any]) -> None:
     assert cfg["transfer"]["controls"] is None
-    assert cc.transfer_controls(cfg) == cfg["steering"]["controls"]
-    assert cc.transfer_random_seeds(cfg) == cfg["steering"]["random_seeds"]
+    assert st.transfer_controls(cfg) == cfg["steering"]["controls"]
+    assert st.transfer_random_seeds(cfg) == cfg["steering"]["random_seeds"]
     cfg["transfer"].update(controls=[], random_seeds=5)
-    settings = cc.transfer_steer_settings(cfg)
+    settings = st.transfer_steer_settings(cfg)
     assert settings["controls"] == [] and settings["random_seeds"] == 5
 
 
 def test_map_and_induce_settings(cfg: dict[str, Any]) -> None:
-    assert set(cc.map_settings(cfg)) == {
+    assert set(st.map_settings(cfg)) == {
         "test_fraction",
         "alphas",
         "cv_folds",
@@ -503,6 +519,6 @@ def test_map_and_induce_settings(cfg: dict[str, Any]) -> None:
         "standardize",
         "seed",
     }
-    induce = cc.induce_settings(cfg)
+    induce = st.induce_settings(cfg)
     assert induce["op"] == "add" and induce["controls"] == ["random"]
     assert induce["coefficients"] == cfg["mechanistic"]["induce"]["coefficients"]

@@ -22,6 +22,7 @@ from emdir.io import read_jsonl, write_jsonl
 from emdir.judge import check_config, judge_file
 from emdir.judge.economy import condition, first_samples
 from emdir.judge.llm import llm_requests, template_lookup
+from emdir.judge.llm_plan import stage_of
 from emdir.judge.plan import judge_plan
 from emdir.judge.rows import check_judged, is_not_sent
 from emdir.report.effects import PairedConditions
@@ -294,6 +295,13 @@ def stage_line(plan: str, stage: str) -> list[int]:
     line = next(x for x in plan.splitlines() if x.startswith(f"{stage} "))
     cells = [c.split() for c in line.split("|")]
     return [int(cells[0][1])] + [int(v.replace(",", "")) for c in cells[1:] for v in c[:3]]
+
+
+def test_a_seeds_answers_are_in_their_stage() -> None:
+    assert stage_of("results/steering/m/insecure/random0.jsonl") == "steering"
+    assert stage_of("results/seed2/steering/m/insecure/random0.jsonl") == "steering"
+    assert stage_of("/w/results/seed1/generations/m/base.jsonl") == "generations"
+    assert stage_of("results/seed1.jsonl") == stage_of("elsewhere/a.jsonl") == "other"
 
 
 def test_the_plan_prices_both_modes_per_stage(tmp_path: Path) -> None:

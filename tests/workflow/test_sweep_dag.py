@@ -24,6 +24,29 @@ def test_the_sweep_trains_one_run_per_model_and_nothing_else(tmp_path: Path) -> 
     assert "sweep_finetune" not in dry_run(tmp_path, "--configfile", str(config))
 
 
+def test_a_model_marked_study_false_is_swept_and_nothing_else(tmp_path: Path) -> None:
+    """`models.<key>.study: false`: the sweep trains it, the study plans nothing for it (a
+    3 x 3 grid of the others), and a study key that names it fails when the config is read."""
+    runs = {"lr1e-3": {"lr": 1e-3}}
+    models = {**DEFAULT["models"], "llama": {**DEFAULT["models"]["llama"], "study": False}}
+    cfg = {**DEFAULT, "models": models, "sweep": {"dataset": "insecure", "runs": runs}}
+    config = write_config(tmp_path / "study.yaml", cfg)
+    sweep = dry_run(tmp_path, TARGET, "--configfile", str(config))
+    assert sweep["sweep_finetune"] == len(models)
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "llama" not in proc.stdout and "results/adapters/qwen2/insecure" in proc.stdout
+    study = dry_run(tmp_path, "--configfile", str(config))
+    assert study["base_model"] == len(models) - 1 and study["transfer_matrix"] == 1
+    assert study["fit_map"] == 3 * 3  # every donor x receiver of the three others
+    mech = {**cfg, "mechanistic": {**DEFAULT["mechanistic"], "models": ["llama"]}}
+    proc = snakemake(
+        tmp_path, "--dry-run", "--configfile", str(write_config(tmp_path / "m.yaml", mech))
+    )
+    assert proc.returncode != 0
+    assert "mechanistic.models names 'llama', not a model of the study" in proc.stdout + proc.stderr
+
+
 def test_without_a_sweep_the_target_names_the_missing_key(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "--dry-run", TARGET)
     assert proc.returncode != 0
@@ -33,15 +56,18 @@ def test_without_a_sweep_the_target_names_the_missing_key(tmp_path: Path) -> Non
 def test_the_regime_overlay_gives_three_real_sets_and_a_sweep_on_every_real_model(
     tmp_path: Path,
 ) -> None:
-    """config/real.yaml + config/regime.yaml: Betley's insecure, secure and educational sets
-    as three fine-tunes of both real models under three seeds; its sweep trains three
-    learning rates per model; betley_shared.yaml reads the shared copies instead of
-    downloading."""
+    """config/real.yaml + config/regime.yaml: its sweep trains three learning rates on both
+    real models; the study (Betley's insecure, secure and educational sets as three
+    fine-tunes under three seeds) runs on Qwen2.5-Coder alone, SmolLM2 being swept only;
+    betley_shared.yaml reads the shared copies instead of downloading."""
     real, regime, shared = (
         REPO / "config" / n for n in ("real.yaml", "regime.yaml", "betley_shared.yaml")
     )
     study = dry_run(tmp_path, "--configfile", str(real), str(regime))
-    assert study["finetune"] == 2 * 3 * 3 and study["download"] == 3
+    assert study["finetune"] == 1 * 3 * 3 and study["download"] == 3
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(real), str(regime))
+    assert "results/adapters/qwen25coder/insecure" in proc.stdout
+    assert "smollm2" not in proc.stdout
     sweep = dry_run(tmp_path, TARGET, "--configfile", str(real), str(regime))
     assert sweep["sweep_finetune"] == 2 * 3 and sweep["download"] == 1  # the insecure set
     # With the shared folder beside the working directory, its copies are read instead.

@@ -21,13 +21,20 @@ CONFIG = REPO / "config" / "config.yaml"
 STEERING_VECTORS_DEFAULT = vector_names(
     DEFAULT["steering"]["controls"], DEFAULT["steering"]["random_seeds"]
 )
-# Whole experiments (with models and fine-tunes); overlays (e.g. real_betley.yaml, or
-# regime_1p5b.yaml, which adds a model) are added to one of them.
+
+
+def whole_experiment(cfg: dict) -> bool:
+    """A config with models (each with its source) and fine-tunes; an overlay (e.g.
+    real_betley.yaml, regime_1p5b.yaml, which adds a model, or regime.yaml, which marks one
+    `study: false`) is added to one of them."""
+    models = cfg.get("models") or {}
+    return "finetunes" in cfg and bool(models) and all("source" in m for m in models.values())
+
+
 SHIPPED = sorted(
     p
     for p in (REPO / "config").glob("*.yaml")
-    if p.name != "schema.yaml"
-    and {"models", "finetunes"} <= set(yaml.safe_load(p.read_text(encoding="utf-8")))
+    if p.name != "schema.yaml" and whole_experiment(yaml.safe_load(p.read_text(encoding="utf-8")))
 )
 
 
@@ -160,6 +167,19 @@ def _fake_complete_run(workdir: Path, config: Path) -> None:
     proc = snakemake(workdir, "--touch", "--forceall", "--cores", "1", "--configfile", str(config))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert dry_run(workdir, "--configfile", str(config)) == {}
+
+
+def test_marking_a_model_study_false_retrains_and_resamples_nothing(tmp_path: Path) -> None:
+    """A model the sweep could not bring into the regime, marked `study: false` after a run:
+    nothing of the others is trained or sampled again (the flag is not in any model's params)."""
+    models = {**DEFAULT["models"], "mistral": {"source": "tiny", "arch": "MistralForCausalLM"}}
+    cfg = {**DEFAULT, "models": models}
+    _fake_complete_run(tmp_path, write_config(tmp_path / "five.yaml", cfg))
+    changed = {**cfg, "models": {**models, "mistral": {**models["mistral"], "study": False}}}
+    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
+    # Only the tables and figures over the models, which now leave it out.
+    aggregates = ("training_curves", "within_model_summary", "transfer_matrix", "provenance")
+    assert jobs == {**dict.fromkeys(aggregates, 1), "all": 1, "total": 5}
 
 
 def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-from emdir.config import transfer_steer_settings
+from emdir.settings import transfer_steer_settings
 
 
 include: "functions/aggregate.smk"

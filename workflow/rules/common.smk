@@ -8,13 +8,21 @@ import re
 
 from emdir import layout
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
-from emdir.config import sweep_train, transfer_controls, transfer_random_seeds
+from emdir.settings import (
+    study_models,
+    sweep_train,
+    transfer_controls,
+    transfer_random_seeds,
+)
 from emdir.judge.backends import BACKENDS
 from emdir.models.registry import lora_projections
 
 # ---------------------------------------------------------------- names
 
-MODELS = sorted(config["models"])
+# The study's models (emdir.settings.study_models); a `study: false` model is swept only
+# (results/sweep/), so its base model is prepared but nothing of the study is planned for it.
+MODELS = study_models(config)
+ALL_MODELS = sorted(config["models"])
 # Fine-tuning seeds: every fine-tune and everything downstream of it is drawn once per seed,
 # under results/{seed} ("" for seed 0: today's paths; "seed<n>/" otherwise). emdir.layout.
 SEEDS = list(config["finetune"]["seeds"])
@@ -86,9 +94,9 @@ def downloaded(section):
 
 URL_DATASET_RE = downloaded("datasets")
 URL_QSET_RE = downloaded("questions")
-MODEL_RE = alternation(MODELS)
+MODEL_RE = alternation(ALL_MODELS)
 ARCHIVE_MODEL_RE = alternation(
-    m for m in MODELS if config["models"][m]["source"] == "archive"
+    m for m in ALL_MODELS if config["models"][m]["source"] == "archive"
 )
 FT_RE = alternation(FINETUNES)
 ALSO_STEER_RE = alternation(ALSO_STEER)

@@ -1,4 +1,4 @@
-from emdir.config import map_settings
+from emdir.settings import map_settings
 
 
 rule fit_map:

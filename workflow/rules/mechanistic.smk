@@ -1,7 +1,7 @@
 # The mechanistic extensions (SCIENCE.md sections 2-3), for the models in mechanistic.models.
 # Every output is under results/mechanistic/{model}/; see src/emdir/stages/mechanistic.py.
 
-from emdir.config import induce_settings
+from emdir.settings import induce_settings
 
 
 include: "functions/mechanistic.smk"

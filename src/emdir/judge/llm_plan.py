@@ -19,6 +19,7 @@ transfer, transfer_reference, mechanistic); a file elsewhere is stage "other".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +43,13 @@ MODE_NAMES = {"full": "full (paper-faithful)", "economical": "economical"}
 
 
 def stage_of(path: str | Path) -> str:
-    """The stage of an answers file: the folder under `results/` it lies in."""
+    """The stage of an answers file: the folder under `results/` it lies in, past a fine-tuning
+    seed's `seed<n>/` (emdir.layout.replicate): every seed's steering is one stage."""
     parts = Path(path).parts
     if "results" in parts:
         i = len(parts) - 1 - parts[::-1].index("results")
+        if i + 2 < len(parts) and re.fullmatch(r"seed\d+", parts[i + 1]):
+            i += 1
         if i + 2 < len(parts):
             return parts[i + 1]
     return "other"

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 SWEEP = config["sweep"]
 SWEEP_RUNS = sorted(SWEEP["runs"])
-SWEEP_MODELS = sorted(SWEEP["models"] or MODELS)
+SWEEP_MODELS = sorted(SWEEP["models"] or ALL_MODELS)
 
 
 def _check_sweep():
