@@ -10,8 +10,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "emdir"
 # Lower layers never import higher ones. The top-level modules (errors, io, schema,
-# provenance, resume, logs) are the floor every layer stands on; config and layout, which the
-# workflow reads (validation, cross-checks, paths), stand above every layer.
+# provenance, resume, logs) are the floor every layer stands on; config, settings and layout,
+# which the workflow reads (validation, cross-checks, settings, paths), stand above every layer.
 LAYERS = {
     "": 0,
     "data": 1,
@@ -22,6 +22,7 @@ LAYERS = {
     "report": 5,
     "stages": 6,
     "config": 7,
+    "settings": 7,
     "layout": 7,
 }
 MAX_LINES = 420
