@@ -181,6 +181,18 @@ REAL_SHAPES: dict[str, RealShape] = {
 }
 
 
+def fixed_batch(cfg: Mapping[str, Any]) -> int:
+    """sampling.batch_size, which the estimate needs as a number."""
+    batch = cfg["sampling"]["batch_size"]
+    if batch == "auto":
+        raise EmdirError(
+            "sampling.batch_size is auto (sized per job from sampling.max_memory_gb when it "
+            "runs); the estimate prices fixed batches: add an overlay with sampling: "
+            "{batch_size: N} for the batch the device would run"
+        )
+    return int(batch)
+
+
 def model_shape(key: str, entry: Mapping[str, Any], cfg: Mapping[str, Any]) -> RealShape:
     if entry["source"] == "tiny":
         s = cfg["tiny"]["shape"]
@@ -196,9 +208,10 @@ def model_shape(key: str, entry: Mapping[str, Any], cfg: Mapping[str, Any]) -> R
         )
     hf_id = entry.get("hf_id", "")
     if hf_id not in REAL_SHAPES:
+        named = f"hf_id {hf_id!r}" if hf_id else f"source {entry['source']!r} (no hf_id)"
         raise EmdirError(
-            f"models.{key}: no shape known for {hf_id!r}; add its hub config's sizes to "
-            "REAL_SHAPES in benchmarks/paper_estimate.py"
+            f"models.{key}: no shape known for {named}; add its hub config's sizes to "
+            "REAL_SHAPES in benchmarks/paper_estimate.py (keyed by hf_id)"
         )
     return REAL_SHAPES[hf_id]
 
@@ -389,7 +402,7 @@ class Workload:
         self.steer_qs = qsets[cfg["steering"]["question_set"]]
         self.dir_qs = qsets[cfg["directions"]["question_set"]]
         self.monitor = qsets[cfg["finetune"]["eval_questions"]]
-        self.batch = int(cfg["sampling"]["batch_size"])
+        self.batch = fixed_batch(cfg)
         self.new_tokens = int(cfg["sampling"]["max_new_tokens"])
         # sampled output file -> (answers, question set), for the judge
         self.sampled: dict[str, tuple[int, QuestionSet]] = {}
@@ -669,7 +682,7 @@ class Probes:
         self.cap_batch = token_batch(self.cap_rows, s.capture_seq, tok, s.device)
         del self.cap_batch["labels"]
         samp = cfg["sampling"]
-        batch = int(samp["batch_size"])
+        batch = fixed_batch(cfg)
         questions = data.general_questions(batch, 0) + data.general_questions(batch, 0, "monitor")
         questions += data.coding_questions(batch, 0)
         self.prompts = [
@@ -1140,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = torch.get_num_threads()
         per = "core-hours" if threads == 1 else f"wall-clock hours on {threads} threads"
         short, unit = "CPU-h", f"CPU-h (THIS CPU, {per}, float32)"
-    batch = int(cfg["sampling"]["batch_size"])
+    batch = fixed_batch(cfg)
     print(f"config {named}: {counts.get('total', len(jobs))} jobs in its dry-run")
     print(f"device {args.device}; hours are {unit}")
     print(
@@ -1230,4 +1243,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except EmdirError as err:  # a config the estimate cannot price: one line, not a traceback
+        print(f"paper_estimate: {err}", file=sys.stderr)
+        sys.exit(2)

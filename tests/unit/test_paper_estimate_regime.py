@@ -6,6 +6,7 @@ Only the dry-run and the work per job are checked (no model is measured, no timi
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -74,3 +75,18 @@ def test_the_two_regime_overlays_pin_the_same_rows() -> None:
         assert paper["datasets"][name]["rows_sha256"] == pin
     assert paper["questions"]["monitor"] == real["questions"]["monitor"]
     assert paper["finetune"]["heldout_fraction"] == real["finetune"]["heldout_fraction"]
+
+
+def test_a_config_it_cannot_price_gets_one_line_naming_the_fix(tmp_path: Path) -> None:
+    """real.yaml sizes its batches at run time (auto) and names archive models (no hub
+    config): the estimate says so in a line, not a traceback."""
+    script = REPO / "benchmarks" / "paper_estimate.py"
+    auto = [sys.executable, str(script), "--judge-only", "--config", str(CONFIG / "real.yaml")]
+    proc = subprocess.run(auto, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sampling.batch_size is auto" in proc.stderr and "{batch_size: N}" in proc.stderr
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("sampling: {batch_size: 64}\n", encoding="utf-8")
+    proc = subprocess.run([*auto, str(fixed)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "models.qwen25coder: no shape known for source 'archive'" in proc.stderr
