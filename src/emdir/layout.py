@@ -209,6 +209,7 @@ TRANSFER_MATRIX = {
 }
 WITHIN_MODEL = {
     "spillover": "results/{seed}spillover_rates.csv",
+    "contrasts": "results/{seed}within_model/finetune_contrasts.csv",
     "summary": "results/{seed}within_model/summary.csv",
     "calibration": "results/{seed}within_model/calibration.csv",
     "comparison": "results/{seed}within_model/paper_comparison.csv",
@@ -243,6 +244,7 @@ RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 POOLED = {
     "summary": "results/pooled/within_model/summary.csv",
     "spillover": "results/pooled/spillover_rates.csv",
+    "contrasts": "results/pooled/within_model/finetune_contrasts.csv",
     "steering": "results/pooled/within_model/steering.png",
     "comparison": "results/pooled/within_model/paper_comparison.csv",
     "comparison_png": "results/pooled/within_model/paper_comparison.png",

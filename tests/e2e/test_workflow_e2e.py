@@ -165,6 +165,13 @@ def test_rates_summary_and_stores(run_dir: Path) -> None:
             assert (res / "activations" / model / f"{ft}.h5").exists()
     for png in ("steering", "separation", "projections", "cosine_layers", "paper_comparison"):
         assert (res / "within_model" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    contrasts = pd.read_csv(res / "within_model" / "finetune_contrasts.csv")
+    pairs = set(zip(contrasts.ft, contrasts.versus, strict=True))
+    assert {("insecure", "base"), ("secure", "base"), ("insecure", "secure")} <= pairs
+    assert (contrasts.lo <= contrasts.difference).all() and (
+        contrasts.difference <= contrasts.hi
+    ).all()
+    assert set(contrasts.call) <= {"higher", "lower", "inconclusive"}
     comparison = pd.read_csv(res / "within_model" / "paper_comparison.csv")
     assert set(comparison.metric) == {
         "separation accuracy (%)",
@@ -336,6 +343,9 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     assert (work / "results/pooled/within_model/steering.png").stat().st_size > 0
     comparison = pd.read_csv(work / "results/pooled/within_model/paper_comparison.csv")
     assert (comparison.seed == "pooled").all() and (comparison.n_seeds == 2).all()
+    contrasts = pd.read_csv(work / "results/pooled/within_model/finetune_contrasts.csv")
+    assert set(contrasts.seed.astype(str)) == {"0", "1", "pooled"}
+    assert contrasts[contrasts.seed == "pooled"].seeds_agree.str.fullmatch(r"[0-2]/2").all()
     for path in mech:  # ablation and inducing effects of both seeds and pooled
         table = pd.read_csv(work / path)
         assert set(table.seed.astype(str)) == {"0", "1", "pooled"}

@@ -90,7 +90,7 @@ def _write(
 
 def _outs(tmp_path: Path) -> dict[str, Path]:
     """Every output within_model_summary writes."""
-    csvs = ("summary", "calibration", "spillover", "comparison")
+    csvs = ("summary", "calibration", "spillover", "contrasts", "comparison")
     names = (*csvs, "steering", "separation", "projections", "cosine", "comparison_png")
     return {k: tmp_path / "out" / f"{k}.{'csv' if k in csvs else 'png'}" for k in names}
 
@@ -123,6 +123,24 @@ def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
         paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure", config_label="test.yaml"
     )
     return outs
+
+
+def test_the_fine_tunes_are_contrasted_with_the_base_and_the_insecure_one(tmp_path: Path) -> None:
+    """finetune_contrasts.csv: insecure (45% spillover) against base (5%) and against the
+    secure control (15%), paired by question; the difference is the rates' difference."""
+    outs = _summary(tmp_path, None)
+    df = pd.read_csv(outs["contrasts"]).set_index(["ft", "versus"])
+    rates = pd.read_csv(outs["spillover"]).set_index("ft")["spillover"]
+    assert sorted(df.index) == [("insecure", "base"), ("insecure", "secure"), ("secure", "base")]
+    for (a, b), row in df.iterrows():
+        # (the tables are written to 4 significant digits)
+        assert row.difference == pytest.approx(rates[a] - rates[b], abs=0.01)
+        assert row.spillover == pytest.approx(rates[a], abs=0.01)
+        assert row.lo <= row.difference <= row.hi
+        assert row.n_seeds == 1 and row.n_questions > 0
+    assert df.loc[("insecure", "secure"), "call"] == "higher"  # 45% vs 15%
+    assert df.loc[("insecure", "base"), "lo"] > 0
+    assert {"garble_difference", "garble_difference_lo", "garble_difference_hi"} <= set(df.columns)
 
 
 @pytest.mark.parametrize("p_em", [0.3, None])

@@ -48,7 +48,7 @@ def test_judged_files_mirror_their_answers() -> None:
 def test_final_outputs_list_the_mechanistic_files_per_model() -> None:
     none = layout.final_outputs([], rank1=False)
     assert none[:2] == ["results/transfer_matrix.csv", "results/transfer_matrix.png"]
-    assert len(none) == len(set(none)) == 15
+    assert len(none) == len(set(none)) == 16
     two = layout.final_outputs(["a", "b"], rank1=True)
     per_model = (len(two) - len(none)) // 2
     assert per_model == 13 and two[len(none)] == "results/mechanistic/a/convergence.csv"

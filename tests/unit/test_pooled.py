@@ -43,6 +43,7 @@ def _pool(tmp_path: Path, seeds: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame
     outs = {
         "summary": tmp_path / "pooled.csv",
         "spillover": tmp_path / "rates.csv",
+        "contrasts": tmp_path / "contrasts.csv",
         "steering": tmp_path / "steering.png",
         "comparison": tmp_path / "comparison.csv",
         "comparison_png": tmp_path / "comparison.png",
@@ -148,6 +149,34 @@ def test_one_seed_pools_to_its_own_table(tmp_path: Path) -> None:
     for column in ("effect_points", "effect_lo", "effect_hi", "specificity_points", "spec_lo"):
         assert np.allclose(pooled[column], own[column], equal_nan=True), column
     assert (pooled["effect_seeds_agree"] == "1/1").all()
+
+
+def test_the_fine_tune_contrasts_pool_over_seeds(tmp_path: Path) -> None:
+    """Each seed's contrasts beside the pooled ones: the pooled difference is the mean of the
+    seeds' (the base answers shared), and one seed pools to its own table."""
+    a = _seed(tmp_path, 0, 0.10)
+    b = _seed(tmp_path, 1, 0.42, base=a["g"]["m/base"])
+    _pool(tmp_path, [a, b])
+    df = pd.read_csv(tmp_path / "contrasts.csv")
+    df["seed"] = df["seed"].astype(str)
+    key = ["model", "ft", "versus"]
+    pooled = df[df.seed == "pooled"].set_index(key)
+    seeds = [df[df.seed == s].set_index(key) for s in ("0", "1")]
+    assert len(pooled) == len(seeds[0]) == 3  # insecure - base, secure - base, insecure - secure
+    mean = (seeds[0]["difference"] + seeds[1]["difference"]) / 2
+    # (the tables are written to 4 significant digits)
+    assert np.allclose(pooled["difference"], mean.loc[pooled.index], atol=0.01)
+    assert (pooled["n_seeds"] == 2).all()
+    assert set(pooled["seeds_agree"]) <= {"0/2", "1/2", "2/2"}
+    assert pooled.loc[("m", "insecure", "base"), "seeds_agree"] == "2/2"
+    own = pd.read_csv(a["outs"]["contrasts"]).set_index(key)
+    assert np.allclose(seeds[0]["difference"], own.loc[seeds[0].index, "difference"], atol=0.01)
+    (tmp_path / "one").mkdir()
+    _pool(tmp_path / "one", [a])
+    one = pd.read_csv(tmp_path / "one" / "contrasts.csv")
+    one = one[one.seed.astype(str) == "pooled"].set_index(key)
+    for column in ("difference", "lo", "hi"):
+        assert np.allclose(one[column], own.loc[one.index, column], atol=0.01), column
 
 
 def _grid_seed(tmp_path: Path, seed: int, p_target: float) -> dict:

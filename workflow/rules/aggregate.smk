@@ -13,6 +13,7 @@ rule within_model_summary:
         summary=layout.WITHIN_MODEL["summary"],
         calibration=layout.WITHIN_MODEL["calibration"],
         spillover=layout.WITHIN_MODEL["spillover"],
+        contrasts=layout.WITHIN_MODEL["contrasts"],
         steering=report(
             layout.WITHIN_MODEL["steering"],
             caption="../report/steering.rst",
@@ -193,6 +194,7 @@ rule pooled_within_model:
     output:
         summary=layout.POOLED["summary"],
         spillover=layout.POOLED["spillover"],
+        contrasts=layout.POOLED["contrasts"],
         steering=report(
             layout.POOLED["steering"],
             caption="../report/steering.rst",

@@ -128,7 +128,7 @@ def pooled_within_model(
 ) -> None:
     """The pooled within-model tables: `outs["summary"]` (the dose-response: every seed's
     rows and the pooled ones, with the spread and agreement columns), `outs["spillover"]`
-    (rates), `outs["steering"]` (the dose-response figure with every seed's points) and
+    (rates), `outs["contrasts"]` (the fine-tunes against each other), `outs["steering"]` (the dose-response figure with every seed's points) and
     `outs["comparison"]` / `outs["comparison_png"]` (the paper comparison read off the
     pooled rows). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
     order; `summaries` / `spillover` are the seeds' own tables."""
@@ -168,9 +168,46 @@ def pooled_within_model(
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
     rates = pooled_rates(generations, spillover, seeds, qset, boot)
     write_csv(rates, outs["spillover"])
+    write_csv(pooled_contrasts(generations, seeds, qset, boot, direction_ft), outs["contrasts"])
     figures_steering.steering_png(
         pd.DataFrame(curve), outs["steering"], seed_points(per_seed, rates, direction_ft)
     )
+
+
+def pooled_contrasts(
+    generations: Mapping[str, Sequence[str | Path]],
+    seeds: Sequence[int],
+    question_set: str,
+    boot: Mapping[str, Any],
+    direction_ft: str,
+) -> pd.DataFrame:
+    """`finetune_contrasts` per seed and pooled over the seeds (the pooled difference is the
+    mean of the seeds', its interval the two-level bootstrap's), with in how many seeds the
+    per-seed call is the pooled one (`seeds_agree`)."""
+    from emdir.report.within_model import finetune_contrasts
+
+    loaded: dict[str, list[dict[str, Any]]] = {}
+    answers = {
+        key: [loaded.setdefault(str(p), load_scored(p, question_set)) for p in paths]
+        for key, paths in generations.items()
+    }
+    per_seed = pd.concat(
+        [
+            finetune_contrasts({k: [draws[i]] for k, draws in answers.items()}, direction_ft, boot)
+            .drop(columns="n_seeds")
+            .assign(seed=str(seed))
+            for i, seed in enumerate(seeds)
+        ],
+        ignore_index=True,
+    )
+    pooled = finetune_contrasts(answers, direction_ft, boot).assign(seed=POOLED)
+    key = ["model", "ft", "versus"]
+    calls = per_seed.groupby(key)["call"].apply(list)
+    pooled["seeds_agree"] = [
+        f"{sum(c == row['call'] for c in calls[tuple(row[k] for k in key)])}/{len(seeds)}"
+        for _, row in pooled.iterrows()
+    ]
+    return pd.concat([per_seed, pooled], ignore_index=True)
 
 
 def seed_points(summary: pd.DataFrame, rates: pd.DataFrame, direction_ft: str) -> pd.DataFrame:

@@ -68,11 +68,12 @@ def within_model_summary(
     """Spillover per model x fine-tune; per steering output and coefficient: spillover,
     misalignment and coherence with CIs, effects against the unsteered baseline, and for the
     target the specificity against the strongest control; separation per layer; figures; the
-    comparison with the paper.
+    comparison with the paper; the fine-tunes' spillover against each other
+    (`finetune_contrasts`).
 
     `steering` keys are `model/ft/vector`, `directions` keys `model/ft`, `generations` keys
-    `model/ft` (ft may be `base`). `outs` names the files: summary, spillover, steering,
-    separation, projections, cosine, comparison, comparison_png. `code_sets` names the
+    `model/ft` (ft may be `base`). `outs` names the files: summary, spillover, contrasts,
+    steering, separation, projections, cosine, comparison, comparison_png. `code_sets` names the
     coding-question sets: how often those are answered with code is the sanity check that a
     model still codes when asked to.
     """
@@ -108,6 +109,8 @@ def within_model_summary(
             }
         )
     write_csv(pd.DataFrame(rates), outs["spillover"])
+    answers = {key: [load_scored(path, qset)] for key, path in generations.items()}
+    write_csv(finetune_contrasts(answers, direction_ft, boot), outs["contrasts"])
 
     dirs = {key: dm.read_directions(path) for key, path in directions.items()}
     sep_rows = []
@@ -158,6 +161,56 @@ def within_model_summary(
     comparison = paper_comparison(one_seed, direction_ft, summary_df, boot, config_label)
     write_csv(comparison, outs["comparison"])
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
+
+
+def finetune_contrasts(
+    answers: Mapping[str, Sequence[list[dict[str, Any]]]],
+    direction_ft: str,
+    boot: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Is the spillover about the fine-tuning set's content or about fine-tuning on code at
+    all? Per model: every fine-tune against the base model, and `direction_ft` (insecure)
+    against each other fine-tune (the controls), as differences in spillover and garble paired
+    by question (one question bootstrap draws both sides' answers to the same questions).
+
+    `answers` maps `model/ft` (ft may be `base`) to one list of scored answers per fine-tuning
+    seed (the base model's: its one draw, repeated); with several seeds the interval is the
+    two-level `SeedBootstrap`'s and the difference the mean of the seeds'. `call` says which
+    side of zero the interval lies on: `higher`, `lower` or `inconclusive`."""
+    by_model: dict[str, dict[str, Sequence[list[dict[str, Any]]]]] = {}
+    for key, draws in answers.items():
+        model, ft = key.split("/")
+        by_model.setdefault(model, {})[ft] = draws
+    rows = []
+    for model, fts in by_model.items():
+        pairs = [(ft, "base") for ft in fts if ft != "base" and "base" in fts]
+        if direction_ft in fts:
+            pairs += [(direction_ft, ft) for ft in fts if ft not in ("base", direction_ft)]
+        for a, b in pairs:
+            n = max(len(fts[a]), len(fts[b]))
+            draws_a = list(fts[a]) * (n // len(fts[a]))
+            draws_b = list(fts[b]) * (n // len(fts[b]))
+            p = PairedConditions(
+                [{"a": x, "b": y} for x, y in zip(draws_a, draws_b, strict=True)], boot
+            )
+            diff, lo, hi = p.diff3("a", "b", "spill")
+            rows.append(
+                {
+                    "model": model,
+                    "ft": a,
+                    "versus": b,
+                    "n_seeds": n,
+                    **p.size("a"),
+                    "spillover": p.mean3("a", "spill")[0],
+                    "versus_spillover": p.mean3("b", "spill")[0],
+                    "difference": diff,
+                    "lo": lo,
+                    "hi": hi,
+                    "call": "higher" if lo > 0 else "lower" if hi < 0 else "inconclusive",
+                    **ci_columns("garble_difference", p.diff3("a", "b", "garble")),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _steered_layer(summary: pd.DataFrame, model: str) -> int | None:
