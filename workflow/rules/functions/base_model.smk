@@ -9,8 +9,9 @@ def archive_cfg(wildcards):
 
 
 def model_cfg(wildcards):
-    """The model's entry as its base model sees it (transfer_layer only matters to transfer,
-    `study` only to what is planned: marking a model `study: false` rebuilds nothing)."""
+    """The model's entry as its base model sees it: transfer_layer only matters to
+    transfer, `study` to what is planned (marking a model `study: false` rebuilds nothing).
+    """
     entry = config["models"][wildcards.model]
     out = {k: v for k, v in entry.items() if k not in ("transfer_layer", "study")}
     if "archive" in entry:
