@@ -84,21 +84,35 @@ def _agreement(
     return pd.concat([pooled.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
+def load_draws(
+    generations: Mapping[str, Sequence[str | Path]], question_set: str
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """Each key's scored answers per seed, every file read once: a draw shared by every seed
+    (the base model's answers) is the same list in each seed's place."""
+    loaded: dict[str, list[dict[str, Any]]] = {}
+
+    def read(path: str | Path) -> list[dict[str, Any]]:
+        if str(path) not in loaded:
+            loaded[str(path)] = load_scored(path, question_set)
+        return loaded[str(path)]
+
+    return {key: [read(p) for p in paths] for key, paths in generations.items()}
+
+
 def pooled_rates(
-    generations: Mapping[str, Sequence[str | Path]],
+    answers: Mapping[str, Sequence[list[dict[str, Any]]]],
     per_seed: Sequence[str | Path],
     seeds: Sequence[int],
-    question_set: str,
     boot: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """Spillover, garble and coherence per model x fine-tune: each seed's rows and a pooled
-    row. The base models' answers are one draw shared by every seed, so their pooled row is
-    that draw's (no seed variance to add)."""
+    """Spillover, garble and coherence per model x fine-tune (`answers` as `load_draws`
+    gives them): each seed's rows and a pooled row. The base models' answers are one draw
+    shared by every seed, so their pooled row is that draw's (no seed variance to add)."""
     rows = []
-    for key, paths in generations.items():
+    for key, per in answers.items():
         model, ft = key.split("/")
-        draws = list(dict.fromkeys(str(p) for p in paths))
-        p = PairedConditions([{"x": load_scored(d, question_set)} for d in draws], boot)
+        draws = list({id(d): d for d in per}.values())
+        p = PairedConditions([{"x": d} for d in draws], boot)
         rows.append(
             {
                 "model": model,
@@ -128,9 +142,9 @@ def pooled_within_model(
 ) -> None:
     """The pooled within-model tables: `outs["summary"]` (the dose-response: every seed's
     rows and the pooled ones, with the spread and agreement columns), `outs["spillover"]`
-    (rates), `outs["contrasts"]` (the fine-tunes against each other), `outs["steering"]` (the dose-response figure with every seed's points) and
-    `outs["comparison"]` / `outs["comparison_png"]` (the paper comparison read off the
-    pooled rows). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
+    (rates), `outs["contrasts"]` (the fine-tunes against each other), `outs["steering"]`
+    (the dose-response figure with every seed's points) and `outs["comparison"]` /
+    `outs["comparison_png"]` (the paper comparison read off the pooled rows). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
     order; `summaries` / `spillover` are the seeds' own tables."""
     from emdir.analysis import directions as dm
     from emdir.report.within_model import paper_comparison
@@ -138,6 +152,7 @@ def pooled_within_model(
     qset = str(steer_cfg["question_set"])
     boot = bootstrap_settings(stats_cfg)
     dirs = {key: [dm.read_directions(p) for p in paths] for key, paths in directions.items()}
+    answers = load_draws(generations, qset)
     grouped: dict[tuple[str, str], dict[str, list[list[dict[str, Any]]]]] = {}
     for key, paths in steering.items():
         model, ft, vector = key.split("/")
@@ -149,7 +164,7 @@ def pooled_within_model(
             model,
             ft,
             steered,
-            [load_scored(p, qset) for p in generations[f"{model}/{ft}"]],
+            answers[f"{model}/{ft}"],
             dirs.get(f"{model}/{direction_ft}") or [None] * len(seeds),
             direction_ft,
             steer_cfg,
@@ -166,31 +181,26 @@ def pooled_within_model(
     comparison = paper_comparison(dirs, direction_ft, table, boot, config_label)
     write_csv(comparison.assign(seed=POOLED, n_seeds=len(seeds)), outs["comparison"])
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
-    rates = pooled_rates(generations, spillover, seeds, qset, boot)
+    rates = pooled_rates(answers, spillover, seeds, boot)
     write_csv(rates, outs["spillover"])
-    write_csv(pooled_contrasts(generations, seeds, qset, boot, direction_ft), outs["contrasts"])
+    write_csv(pooled_contrasts(answers, seeds, boot, direction_ft), outs["contrasts"])
     figures_steering.steering_png(
         pd.DataFrame(curve), outs["steering"], seed_points(per_seed, rates, direction_ft)
     )
 
 
 def pooled_contrasts(
-    generations: Mapping[str, Sequence[str | Path]],
+    answers: Mapping[str, Sequence[list[dict[str, Any]]]],
     seeds: Sequence[int],
-    question_set: str,
     boot: Mapping[str, Any],
     direction_ft: str,
 ) -> pd.DataFrame:
-    """`finetune_contrasts` per seed and pooled over the seeds (the pooled difference is the
-    mean of the seeds', its interval the two-level bootstrap's), with in how many seeds the
-    per-seed call is the pooled one (`seeds_agree`)."""
+    """`finetune_contrasts` per seed and pooled over the seeds (`answers` as `load_draws`
+    gives them; the pooled difference is the mean of the seeds', its interval the two-level
+    bootstrap's), with in how many seeds the per-seed call is the pooled one
+    (`seeds_agree`)."""
     from emdir.report.within_model import finetune_contrasts
 
-    loaded: dict[str, list[dict[str, Any]]] = {}
-    answers = {
-        key: [loaded.setdefault(str(p), load_scored(p, question_set)) for p in paths]
-        for key, paths in generations.items()
-    }
     per_seed = pd.concat(
         [
             finetune_contrasts({k: [draws[i]] for k, draws in answers.items()}, direction_ft, boot)
@@ -290,9 +300,7 @@ def pooled_mechanistic(
     from emdir.report.mechanistic import effect_rows
 
     boot = bootstrap_settings(stats_cfg)
-    base_rows = {
-        ft: [load_scored(p, question_set) for p in paths] for ft, paths in baselines.items()
-    }
+    base_rows = load_draws(baselines, question_set)
     df = effect_rows(model, base_rows, ablation, induce, question_set, boot)
     own = _per_seed(summaries, seeds)
     key = ("model", "experiment", "ft", "vector", "mode", "coefficient")

@@ -82,10 +82,12 @@ def within_model_summary(
     qset = str(steer_cfg["question_set"])
     boot = bootstrap_settings(stats_cfg)
     rates = []
+    answers: dict[str, list[list[dict[str, Any]]]] = {}  # model/ft -> [its scored answers]
     for key, path in generations.items():
         model, ft = key.split("/")
         all_rows = read_jsonl(path, required=("category", "scores"))
         rows = require_scored(all_rows, path, qset)
+        answers[key] = [rows]
         in_set = sum(1 for r in all_rows if r.get("question_set") == qset)
         code_rows = [r for r in scored_rows(all_rows, None) if r.get("question_set") in code_sets]
         p = PairedConditions({"x": rows}, boot)
@@ -109,7 +111,6 @@ def within_model_summary(
             }
         )
     write_csv(pd.DataFrame(rates), outs["spillover"])
-    answers = {key: [load_scored(path, qset)] for key, path in generations.items()}
     write_csv(finetune_contrasts(answers, direction_ft, boot), outs["contrasts"])
 
     dirs = {key: dm.read_directions(path) for key, path in directions.items()}
@@ -139,7 +140,7 @@ def within_model_summary(
             model,
             ft,
             {v: [rows] for v, rows in steered.items()},
-            [load_scored(generations[f"{model}/{ft}"], qset)],
+            answers[f"{model}/{ft}"],
             [dirs.get(f"{model}/{direction_ft}")],
             direction_ft,
             steer_cfg,
