@@ -95,9 +95,7 @@ import json
 import logging
 import math
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,6 +117,8 @@ from transformers.initialization import no_init_weights  # noqa: E402
 from emdir.data import synthetic as data  # noqa: E402
 from emdir.data.datasets import heldout_split, read_chat_file  # noqa: E402
 from emdir.data.questions import Question, load_questions  # noqa: E402
+from emdir.dryrun import JUDGED_FILES, Job  # noqa: E402
+from emdir.dryrun import dry_run as workflow_dry_run  # noqa: E402
 from emdir.errors import EmdirError  # noqa: E402
 from emdir.judge.llm import CHARS_PER_TOKEN  # noqa: E402
 from emdir.judge.llm_plan import stage_of  # noqa: E402
@@ -298,56 +298,13 @@ class Work:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One job of the workflow's dry-run."""
-
-    rule: str
-    wildcards: dict[str, str]
-    outputs: list[str]
-
-
 def dry_run(
     configs: Sequence[Path], targets: Sequence[str] = ()
 ) -> tuple[list[Job], dict[str, int]]:
-    """The jobs of a run of `configs` (one file and its overlays, in order) for `targets`
-    (default: the complete run) and the job count per rule, from Snakemake's own dry-run of
-    the repository's Snakefile (in a scratch working directory).
-
-    Jobs of rules with a `message:` (the judge rules) print only their message, so they are
-    in the counts but not in the job list; the files their messages name (a judge job judges
-    every answer file of one generating job) are counted under JUDGED_FILES.
-    """
-    with tempfile.TemporaryDirectory() as work:
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-        cmd += ["--directory", work, "--dry-run", *targets]
-        cmd += ["--configfile", *(str(c.resolve()) for c in configs)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0 or "Job stats:" not in out:
-        named = " ".join(str(c) for c in configs)
-        raise EmdirError(f"snakemake --dry-run of {named} failed:\n{out[-2000:]}")
-    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    counts[JUDGED_FILES] = sum(
-        len(m[1].split()) for m in re.finditer(r"^Job \d+: judge (.+?) with the ", out, re.M)
-    )
-    jobs = []
-    for block in re.split(r"^\[[^\]\n]*\]\n", out, flags=re.M)[1:]:
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        if head is None:
-            continue
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        wildcards = dict(
-            kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if "=" in kv
-        )
-        outputs = [p for p in fields.get("output", "").split(", ") if p]
-        jobs.append(Job(head[1], wildcards, outputs))
-    return jobs, counts
-
-
-# The key of dry_run's counts that holds how many answer files the judge jobs judge.
-JUDGED_FILES = "judged files"
+    """The jobs of a complete run of `configs` (one file and its overlays, in order) for
+    `targets` (default: the whole run) and the job count per rule: `emdir.dryrun.dry_run` of
+    the repository's Snakefile in a scratch working directory."""
+    return workflow_dry_run(REPO / "Snakefile", configs, targets)
 
 
 class Unpriced(Exception):

@@ -16,6 +16,8 @@ rule base_directions:
         directions=layout.base_on_directions(),
     log:
         "logs/{seed}mechanistic/{model}/base_on_{ft}.log",
+    benchmark:
+        "benchmarks/out/{seed}mechanistic/{model}/base_on_{ft}.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
         ft=FT_RE,
@@ -142,6 +144,8 @@ rule rank1_reading:
         ),
     log:
         "logs/{seed}mechanistic/{model}/rank1.log",
+    benchmark:
+        "benchmarks/out/{seed}mechanistic/{model}/rank1.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
     conda:
@@ -180,6 +184,8 @@ rule sae:
         ),
     log:
         "logs/{seed}mechanistic/{model}/sae.log",
+    benchmark:
+        "benchmarks/out/{seed}mechanistic/{model}/sae.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
     conda:
