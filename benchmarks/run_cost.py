@@ -14,8 +14,10 @@ benchmark files of a run that has already gone (--run, its working directory):
 - unmeasured: nothing of the rule on this model was measured (another model, a rule the run
   never reached); listed, and left out of the total, which is then a lower bound.
 
-Rules without a benchmark file load no model (data, directions, the judge, maps, tables,
-figures): seconds each, counted as jobs and not priced.
+The judge's rules have a `message:`, so the dry-run names their jobs but not their files: each
+is priced at the median of the rule's measured files (benchmarks/out/{seed}<rule>/, any
+model), "rule's median". Rules without a benchmark file load no model (data, directions,
+maps, tables, figures): seconds each, counted as jobs and not priced.
 
 Seconds are each job's CPU seconds (`cpu_time`): every rule runs one thread, so a job's CPU
 seconds are what it takes on an idle core, however busy the machine was when it ran (its wall
@@ -41,19 +43,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emdir.dryrun import Job, dry_run
+from emdir.dryrun import JUDGED_FILES, Job, dry_run
 from emdir.errors import EmdirError
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_SEGMENT = re.compile(r"^(benchmarks/out/)seed\d+/")
 # How a job was priced, in the order they are tried.
-MEASURED, OTHER_SEED, SAME_RULE, UNMEASURED = (
+MEASURED, OTHER_SEED, SAME_RULE, BY_COUNT, UNMEASURED = (
     "measured",
     "another seed",
     "same rule and model",
+    "rule's median",
     "unmeasured",
 )
-SOURCES = (MEASURED, OTHER_SEED, SAME_RULE, UNMEASURED)
+SOURCES = (MEASURED, OTHER_SEED, SAME_RULE, BY_COUNT, UNMEASURED)
+# Keys of the dry-run's counts that are not rules with work of their own.
+NOT_RULES = {"total", JUDGED_FILES, "all"}
 
 
 def read_benchmark(path: Path) -> tuple[float, float]:
@@ -140,6 +145,26 @@ def price(jobs: Sequence[Job], measured: Mapping[str, tuple[float, float]]) -> l
     return rows
 
 
+def by_count(
+    counts: Mapping[str, int], jobs: Sequence[Job], measured: Mapping[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """Rows for the jobs that the dry-run counts but does not list (rules with a message):
+    each at the median of its rule's measured files; none for a rule with no measured file."""
+    listed = {j.rule for j in jobs}
+    rows = []
+    for rule, n in counts.items():
+        if rule in NOT_RULES or rule in listed:
+            continue
+        secs = [s for path, s in measured.items() if seedless(path).split("/")[2] == rule]
+        if not secs:
+            continue
+        wall = statistics.median(s[0] for s in secs)
+        cpu = statistics.median(s[1] for s in secs)
+        row = {"rule": rule, "model": "", "benchmark": None, "source": BY_COUNT}
+        rows += [{**row, "wall_s": wall, "cpu_s": cpu} for _ in range(n)]
+    return rows
+
+
 def by_rule(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per rule: jobs by how they were priced, and their CPU and wall hours; dearest first."""
     table: dict[str, dict[str, Any]] = {}
@@ -188,12 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmdirError as exc:
         print(f"run_cost: {exc}", file=sys.stderr)
         return 2
-    rows = price(jobs, measured)
+    rows = price(jobs, measured) + by_count(counts, jobs, measured)
     rules = by_rule(rows)
     total = sum(r["cpu_h"] for r in rules)
-    light = {r: n for r, n in counts.items() if r not in {e["rule"] for e in rules}}
-    light.pop("total", None)
-    light.pop("judged files", None)
+    priced = {e["rule"] for e in rules}
+    light = {r: n for r, n in counts.items() if r not in priced | NOT_RULES}
     plan = " ".join(str(c) for c in args.config) + (
         f" -> {' '.join(args.target)}" if args.target else ""
     )
@@ -201,17 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'what is left in ' + str(args.run) if args.remaining else 'a run from nothing'}: {plan}"
     )
     print(f"priced from {len(measured)} benchmark files of {args.run}\n")
-    head = f"{'rule':<22}{'jobs':>5}{'measured':>10}{'other seed':>12}{'same rule':>11}{'unmeasured':>12}{'CPU-h':>8}{'share':>7}{'wall-h':>8}"
-    print(head)
+    labels = ("measured", "other seed", "same rule", "by count", "unmeasured")
+    print(f"{'rule':<22}{'jobs':>5}" + "".join(f"{v:>12}" for v in labels), end="")
+    print(f"{'CPU-h':>8}{'share':>7}{'wall-h':>8}")
     for e in rules:
         jobs_n = sum(e[s] for s in SOURCES)
         share = e["cpu_h"] / total if total else 0.0
-        print(
-            f"{e['rule']:<22}{jobs_n:>5}{e[MEASURED]:>10}{e[OTHER_SEED]:>12}{e[SAME_RULE]:>11}"
-            f"{e[UNMEASURED]:>12}{e['cpu_h']:>8.2f}{share:>7.0%}{e['wall_h']:>8.2f}"
-        )
-    print(f"{'priced, all rules':<22}{len(rows):>5}{'':>45}{total:>8.2f}")
-    print(f"\nrules that load no model (not priced): {sum(light.values())} jobs")
+        print(f"{e['rule']:<22}{jobs_n:>5}" + "".join(f"{e[s]:>12}" for s in SOURCES), end="")
+        print(f"{e['cpu_h']:>8.2f}{share:>7.0%}{e['wall_h']:>8.2f}")
+    print(f"{'priced, all rules':<22}{len(rows):>5}{'':>{12 * len(SOURCES)}}{total:>8.2f}")
+    named = ", ".join(f"{r} {n}" for r, n in sorted(light.items()))
+    print(f"\nnot priced (no benchmark file measured): {sum(light.values())} jobs ({named})")
     unmeasured = [r for r in rows if r["source"] == UNMEASURED]
     if unmeasured:
         print(f"UNMEASURED (left out, so the total is a lower bound): {len(unmeasured)} jobs")

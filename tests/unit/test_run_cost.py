@@ -154,4 +154,21 @@ def test_remaining_prices_nothing_when_the_run_is_done(
     code = cost.main([*args[:2], *args[3:], "--config", str(REPO / "config" / "config.yaml")])
     printed = capsys.readouterr()
     assert "a run from nothing" in printed.out
-    assert "rules that load no model (not priced): 1 jobs" in printed.out
+    assert "not priced (no benchmark file measured): 1 jobs (questions 1)" in printed.out
+
+
+def test_jobs_the_dry_run_only_counts_are_priced_at_their_rules_median(cost: ModuleType) -> None:
+    """The judge's rules print a message instead of their files: their jobs are counted, and
+    priced at the median of the rule's measured files over any seed and model."""
+    measured = {
+        "benchmarks/out/judge/q/insecure.tsv": (30.0, 20.0),
+        "benchmarks/out/seed1/judge/q/secure.tsv": (50.0, 40.0),
+        "benchmarks/out/judge_steering/q/insecure.tsv": (400.0, 300.0),
+    }
+    counts = {"judge": 3, "judge_steering": 2, "judge_transfer": 1, "generate": 1, "total": 7}
+    listed = [job("generate", "q", "benchmarks/out/generate/q/base.tsv")]
+    rows = cost.by_count(counts, listed, measured)
+    got = [(r["rule"], r["source"], r["cpu_s"]) for r in rows]
+    assert (
+        got == [("judge", cost.BY_COUNT, 30.0)] * 3 + [("judge_steering", cost.BY_COUNT, 300.0)] * 2
+    )

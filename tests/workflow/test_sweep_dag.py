@@ -87,3 +87,19 @@ def test_the_1p5b_overlay_adds_a_third_real_model_to_the_sweep(tmp_path: Path) -
     )
     jobs = dry_run(tmp_path, TARGET, "--configfile", str(real), str(regime), str(big))
     assert jobs["sweep_finetune"] == 3 * 3 and jobs["fetch_weights"] == jobs["base_model"] == 3
+
+
+def test_the_regime_papers_table_is_a_smaller_target_with_the_same_jobs(tmp_path: Path) -> None:
+    """The cheaper run the README offers for the regime keeps every job its verdicts come
+    from (three seeds' fine-tunes, answers, directions, steering and controls) and none of
+    the grid's or the mechanistic extensions': a target, not an overlay, so its verdicts are
+    those of the whole study."""
+    real, regime = (REPO / "config" / n for n in ("real.yaml", "regime.yaml"))
+    args = ("--configfile", str(real), str(regime))
+    table = dry_run(tmp_path, "results/pooled/within_model/paper_comparison.csv", *args)
+    whole = dry_run(tmp_path, *args)
+    verdicts = ("finetune", "generate", "activations", "directions", "steering", "steering_also")
+    assert table["finetune"] == 1 * 3 * 3 and table["pooled_within_model"] == 1
+    assert all(table[rule] == whole[rule] for rule in verdicts)
+    skipped = {"anchors", "fit_map", "transfer", "transfer_reference", "ablation", "induce", "sae"}
+    assert skipped <= set(whole) and not skipped & set(table)

@@ -15,6 +15,8 @@ rule judge:
         judged=layout.judged(),
     log:
         "logs/{seed}judge/{model}/{ft}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge/{model}/{ft}.tsv"
     localrule: JUDGE_IS_LOCAL
     conda:
         "../../envs/torch.yaml"
@@ -49,6 +51,8 @@ use rule judge as judge_steering with:
         ),
     log:
         "logs/{seed}judge_steering/{model}/{ft}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_steering/{model}/{ft}.tsv"
     wildcard_constraints:
         ft=re.escape(DIRECTION_FT),
     localrule: JUDGE_IS_LOCAL
@@ -65,6 +69,8 @@ use rule judge as judge_steering_also with:
         judged=[layout.judged_copy(layout.steering(vector="target"))],
     log:
         "logs/{seed}judge_steering/{model}/{ft}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_steering_also/{model}/{ft}.tsv"
     wildcard_constraints:
         ft=ALSO_STEER_RE,
     localrule: JUDGE_IS_LOCAL
@@ -85,6 +91,8 @@ use rule judge as judge_transfer with:
         ),
     log:
         "logs/{seed}judge_transfer/{donor}__{receiver}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_transfer/{donor}__{receiver}.tsv"
     localrule: JUDGE_IS_LOCAL
 
 
@@ -127,4 +135,6 @@ use rule judge as judge_reference with:
         ),
     log:
         "logs/{seed}judge_reference/{receiver}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_reference/{receiver}.tsv"
     localrule: JUDGE_IS_LOCAL

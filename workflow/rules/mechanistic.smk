@@ -218,6 +218,8 @@ use rule judge as judge_mechanistic with:
         ),
     log:
         "logs/{seed}judge_mechanistic/{model}/ablation_{ft}.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_mechanistic/{model}/ablation_{ft}.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
         ft=FT_RE,
@@ -239,6 +241,8 @@ use rule judge as judge_induce with:
         ),
     log:
         "logs/{seed}judge_mechanistic/{model}/induce.log",
+    benchmark:
+        "benchmarks/out/{seed}judge_induce/{model}.tsv"
     wildcard_constraints:
         model=MECH_MODEL_RE,
     localrule: JUDGE_IS_LOCAL
