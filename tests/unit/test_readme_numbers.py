@@ -39,3 +39,59 @@ def test_the_readme_quotes_the_reference_tables() -> None:
         r = read[read.model == model].iloc[0]
         want = [r.garble_change, r.garble_change_lo, r.garble_change_hi]
         assert _numbers(cell) == want, (model, cell, want)
+
+
+REGIME = REPO / "docs" / "reference" / "regime"
+
+
+def _section_rows(heading: str) -> dict[str, list[str]]:
+    """The table rows of one README section (from `heading` to the next `## `), by label."""
+    text = (REPO / "README.md").read_text(encoding="utf-8").split(f"\n{heading}", 1)[1]
+    rows = {}
+    for line in text.split("\n## ", 1)[0].splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+def test_the_regime_section_quotes_its_reference_tables() -> None:
+    """Seed 0 of the regime study: each fine-tune's spillover and garble with their intervals
+    and its difference from the insecure fine-tune, as docs/reference/regime's tables have
+    them (to one decimal)."""
+    rows = _section_rows("## The paper's regime on real weights")
+    rates = pd.read_csv(REGIME / "spillover_rates.csv").set_index(["model", "ft"])
+    contrasts = pd.read_csv(REGIME / "within_model" / "finetune_contrasts.csv")
+    contrasts = contrasts.set_index(["model", "ft", "versus"])
+    for label, ft in [
+        ("none (base)", "base"),
+        ("insecure", "insecure"),
+        ("secure", "secure"),
+        ("educational", "educational"),
+    ]:
+        cells = rows[label]
+        r = rates.loc[("qwen25coder", ft)]
+        want = [r.spillover, r.lo, r.hi]
+        assert _numbers(cells[0]) == [round(x, 1) for x in want], (label, cells[0], want)
+        want = [r.garble, r.garble_lo, r.garble_hi]
+        assert _numbers(cells[1]) == [round(x, 1) for x in want], (label, cells[1], want)
+        if ft in ("secure", "educational"):
+            c = contrasts.loc[("qwen25coder", "insecure", ft)]
+            # the table gives the control minus insecure: the contrast's sign flipped
+            want = [-c.difference, -c.hi, -c.lo]
+            assert _numbers(cells[2]) == [round(x, 1) for x in want], (label, cells[2], want)
+
+
+def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
+    """The steering sweep's rows: the target's and the secure direction's reduction with
+    their intervals, per coefficient, as docs/reference/regime/within_model/summary.csv."""
+    rows = _section_rows("## The paper's regime on real weights")
+    summary = pd.read_csv(REGIME / "within_model" / "summary.csv")
+    summary = summary[summary.ft == "insecure"].set_index(["vector", "coefficient"])
+    for coef in (0.05, 0.1, 0.25, 0.5):
+        label = next(k for k in rows if k.replace("*", "").split(" ")[0] == f"{coef:g}")
+        cells = rows[label]
+        for cell, vector in zip(cells[:2], ("target", "secure_direction"), strict=True):
+            r = summary.loc[(vector, coef)]
+            want = [r.effect_points, r.effect_lo, r.effect_hi]
+            assert _numbers(cell) == [round(x, 1) for x in want], (coef, vector, cell, want)
