@@ -97,6 +97,13 @@ def seedless(path: str) -> str:
     return SEED_SEGMENT.sub(r"\1", path)
 
 
+def medians(secs: Sequence[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """(wall, CPU) medians of measured (wall, CPU) seconds; (None, None) for none."""
+    if not secs:
+        return None, None
+    return statistics.median(s[0] for s in secs), statistics.median(s[1] for s in secs)
+
+
 def price(jobs: Sequence[Job], measured: Mapping[str, tuple[float, float]]) -> list[dict[str, Any]]:
     """One row per benchmarked job of `jobs`: rule, model, benchmark path, how it was priced
     (SOURCES) and its wall and CPU seconds (None where unmeasured)."""
@@ -130,8 +137,7 @@ def price(jobs: Sequence[Job], measured: Mapping[str, tuple[float, float]]) -> l
                 }
             )
         secs = [measured[f] for f in files]
-        wall = statistics.median(s[0] for s in secs) if secs else None
-        cpu = statistics.median(s[1] for s in secs) if secs else None
+        wall, cpu = medians(secs)
         rows.append(
             {
                 "rule": job.rule,
@@ -158,8 +164,7 @@ def by_count(
         secs = [s for path, s in measured.items() if seedless(path).split("/")[2] == rule]
         if not secs:
             continue
-        wall = statistics.median(s[0] for s in secs)
-        cpu = statistics.median(s[1] for s in secs)
+        wall, cpu = medians(secs)
         row = {"rule": rule, "model": "", "benchmark": None, "source": BY_COUNT}
         rows += [{**row, "wall_s": wall, "cpu_s": cpu} for _ in range(n)]
     return rows
