@@ -13,7 +13,7 @@ import pytest
 from emdir.analysis.directions import diff_in_means, separation, split_by_group, write_directions
 from emdir.errors import EmdirError
 from emdir.io import write_jsonl
-from emdir.report.within_model import within_model_summary
+from emdir.report.within_model import finetune_summary, within_model_summary
 
 N = 120
 STEER = {
@@ -88,8 +88,19 @@ def _write(
     return paths
 
 
+def summarise(
+    generations: dict, steering: dict, dirs: dict, outs: dict, config_label: str = ""
+) -> None:
+    """Both per-seed summaries as the workflow runs them: finetune_summary's rates and
+    contrasts, then within_model_summary's steering tables and figures."""
+    finetune_summary(generations, outs, STEER["question_set"], STATS, "insecure")
+    within_model_summary(
+        generations, steering, dirs, outs, STEER, STATS, "insecure", config_label=config_label
+    )
+
+
 def _outs(tmp_path: Path) -> dict[str, Path]:
-    """Every output within_model_summary writes."""
+    """Every output finetune_summary and within_model_summary write."""
     csvs = ("summary", "calibration", "spillover", "contrasts", "comparison")
     names = (*csvs, "steering", "separation", "projections", "cosine", "comparison_png")
     return {k: tmp_path / "out" / f"{k}.{'csv' if k in csvs else 'png'}" for k in names}
@@ -119,9 +130,7 @@ def _summary(tmp_path: Path, p_em: float | None) -> dict[str, Path]:
     for p in dirs.values():
         _directions(p)
     outs = _outs(tmp_path)
-    within_model_summary(
-        paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure", config_label="test.yaml"
-    )
+    summarise(paths["g"], paths["s"], dirs, outs, config_label="test.yaml")
     return outs
 
 
@@ -417,7 +426,7 @@ def test_holm_runs_across_models_at_the_read_strength(tmp_path: Path) -> None:
         dirs[f"{model}/insecure"] = tmp_path / model / "insecure.h5"
         dirs[f"{model}/insecure"].parent.mkdir(parents=True, exist_ok=True)
         _directions(dirs[f"{model}/insecure"])
-    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    summarise(paths["g"], paths["s"], dirs, outs)
     df = pd.read_csv(outs["summary"])
     read = df[(df.vector == "target") & df.read].set_index("model")
     assert (read.family_size == 3).all()
@@ -449,7 +458,7 @@ def test_spillover_rates_report_the_denominator_of_every_rate(tmp_path: Path) ->
     outs = _outs(tmp_path)
     dirs = {"m/insecure": tmp_path / "insecure.h5"}
     _directions(dirs["m/insecure"])
-    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    summarise(paths["g"], paths["s"], dirs, outs)
     rates = pd.read_csv(outs["spillover"]).iloc[0]
     scored = rows[3:]
     assert rates.n_answers == len(scored) and rates.n_unscored == 3

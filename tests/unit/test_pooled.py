@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from test_aggregate import STATS, STEER, _directions, _outs, _rows, _write
+from test_aggregate import STATS, STEER, _directions, _outs, _rows, _write, summarise
 
-from emdir.report.pooled import pooled_within_model
-from emdir.report.within_model import within_model_summary
+from emdir.report.pooled import pooled_finetunes, pooled_within_model
 
 KEY = ["model", "ft", "vector", "coefficient"]
 
@@ -32,7 +31,7 @@ def _seed(tmp_path: Path, seed: int, target_code: float, base: Path | None = Non
     for p in dirs.values():
         _directions(p)
     outs = _outs(root)
-    within_model_summary(paths["g"], paths["s"], dirs, outs, STEER, STATS, "insecure")
+    summarise(paths["g"], paths["s"], dirs, outs)
     return {**paths, "d": dirs, "outs": outs}
 
 
@@ -48,13 +47,22 @@ def _pool(tmp_path: Path, seeds: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame
         "comparison": tmp_path / "comparison.csv",
         "comparison_png": tmp_path / "comparison.png",
     }
+    pooled_finetunes(
+        list(range(len(seeds))),
+        per_seed("g"),
+        [s["outs"]["spillover"] for s in seeds],
+        outs,
+        STEER["question_set"],
+        STATS,
+        "insecure",
+    )
     pooled_within_model(
         list(range(len(seeds))),
         per_seed("g"),
         per_seed("s"),
         per_seed("d"),
         [s["outs"]["summary"] for s in seeds],
-        [s["outs"]["spillover"] for s in seeds],
+        outs["spillover"],
         outs,
         STEER,
         STATS,

@@ -103,3 +103,17 @@ def test_the_regime_papers_table_is_a_smaller_target_with_the_same_jobs(tmp_path
     assert all(table[rule] == whole[rule] for rule in verdicts)
     skipped = {"anchors", "fit_map", "transfer", "transfer_reference", "ablation", "induce", "sae"}
     assert skipped <= set(whole) and not skipped & set(table)
+
+
+def test_the_regime_fine_tune_contrasts_across_seeds_need_no_steering(tmp_path: Path) -> None:
+    """Whether the insecure fine-tune spills more than its controls, pooled over the three
+    seeds, is a target of its own: every seed's fine-tunes and answers, and no direction,
+    steering or grid job."""
+    real, regime = (REPO / "config" / n for n in ("real.yaml", "regime.yaml"))
+    args = ("--configfile", str(real), str(regime))
+    rates = dry_run(tmp_path, "results/pooled/within_model/finetune_contrasts.csv", *args)
+    whole = dry_run(tmp_path, *args)
+    assert rates["pooled_finetunes"] == 1 and rates["finetune_summary"] == 3
+    assert all(rates[rule] == whole[rule] for rule in ("finetune", "generate"))
+    skipped = {"activations", "directions", "steering", "within_model_summary", "transfer"}
+    assert skipped <= set(whole) and not skipped & set(rates)

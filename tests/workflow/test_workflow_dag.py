@@ -178,8 +178,14 @@ def test_marking_a_model_study_false_retrains_and_resamples_nothing(tmp_path: Pa
     changed = {**cfg, "models": {**models, "mistral": {**models["mistral"], "study": False}}}
     jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
     # Only the tables and figures over the models, which now leave it out.
-    aggregates = ("training_curves", "within_model_summary", "transfer_matrix", "provenance")
-    assert jobs == {**dict.fromkeys(aggregates, 1), "all": 1, "total": 5}
+    aggregates = (
+        "training_curves",
+        "finetune_summary",
+        "within_model_summary",
+        "transfer_matrix",
+        "provenance",
+    )
+    assert jobs == {**dict.fromkeys(aggregates, 1), "all": 1, "total": 6}
 
 
 def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:
@@ -263,19 +269,19 @@ def test_one_steering_coefficient_reruns_only_steering_judging_and_aggregation(
     n_models = len(DEFAULT["models"])
     n_vectors = len(STEERING_VECTORS_DEFAULT) + len(steer["also_steer"])
     # One steering job samples all of a model's vectors; the transfer grid is steered at
-    # transfer.coefficient, so only its aggregation reruns (it reads the spillover rates).
+    # transfer.coefficient, and the spillover rates its aggregation reads are the fine-tunes'
+    # own (finetune_summary), so nothing of the grid reruns.
     assert jobs == {
         "steering": n_models,
         "steering_also": n_models * len(steer["also_steer"]),
         "judge_steering": n_models,
         "judge_steering_also": n_models * len(steer["also_steer"]),
         "within_model_summary": 1,
-        "transfer_matrix": 1,
         # Self-correction under steering, for each model in mechanistic.models.
         "mechanistic_summary": len(DEFAULT["mechanistic"]["models"]),
         "provenance": 1,
         "all": 1,
-        "total": 4 * n_models + 4 + len(DEFAULT["mechanistic"]["models"]),
+        "total": 4 * n_models + 3 + len(DEFAULT["mechanistic"]["models"]),
     }
     # One judge job per steering job, judging each of its vectors' files.
     judged = judged_files(tmp_path, "--configfile", str(tmp_path / "config.yaml"))
@@ -460,10 +466,16 @@ def test_fine_tuning_seeds_expand_every_seed_dependent_stage_and_nothing_else(
     seeds = REPO / "config" / "seeds.yaml"
     assert yaml.safe_load(seeds.read_text(encoding="utf-8")) == {"finetune": {"seeds": [0, 1, 2]}}
     three = dry_run(tmp_path, "--configfile", str(CONFIG), str(seeds))
-    # With more than one seed, the within-model tables, the grid and each mechanistic
-    # model's tables pooled over them.
-    pooled = {"pooled_within_model", "pooled_transfer_matrix", "pooled_mechanistic"}
+    # With more than one seed, the fine-tunes' and the within-model tables, the grid and
+    # each mechanistic model's tables pooled over them.
+    pooled = {
+        "pooled_finetunes",
+        "pooled_within_model",
+        "pooled_transfer_matrix",
+        "pooled_mechanistic",
+    }
     assert set(three) == set(one) | pooled
+    assert three["pooled_finetunes"] == three["pooled_within_model"] == 1
     assert three["pooled_within_model"] == three["pooled_transfer_matrix"] == 1
     assert three["pooled_mechanistic"] == one["mechanistic_summary"] == 1
     n_models = len(DEFAULT["models"])
@@ -501,7 +513,8 @@ def test_adding_a_seed_runs_only_that_seeds_jobs(tmp_path: Path) -> None:
         for rule, n in one.items()
         if rule not in SHARED_RULES - {"provenance", "all"} and rule != "total"
     }
-    expected["pooled_within_model"] = expected["pooled_transfer_matrix"] = 1
+    expected["pooled_finetunes"] = expected["pooled_within_model"] = 1
+    expected["pooled_transfer_matrix"] = 1
     expected["pooled_mechanistic"] = one["mechanistic_summary"]
     assert {k: v for k, v in jobs.items() if k != "total"} == expected
     proc = snakemake(tmp_path, "--summary", "--configfile", str(tmp_path / "run.yaml"))

@@ -4,6 +4,33 @@ from emdir.settings import transfer_steer_settings
 include: "functions/aggregate.smk"
 
 
+# The fine-tunes' own tables, from their judged answers alone: spillover per model x
+# fine-tune and the fine-tunes against each other (is the spillover about the set's content
+# or about fine-tuning on code?). A target that needs no directions or steering.
+rule finetune_summary:
+    input:
+        generations=values(summary_generations),
+    output:
+        spillover=layout.WITHIN_MODEL["spillover"],
+        contrasts=layout.WITHIN_MODEL["contrasts"],
+    log:
+        "logs/{seed}finetune_summary.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        generations=summary_generations,
+        question_set=config["steering"]["question_set"],
+        stats_cfg=config["stats"],
+        direction_ft=DIRECTION_FT,
+        code_sets=code_question_sets(),
+    script:
+        "../scripts/finetune_summary.py"
+
+
 rule within_model_summary:
     input:
         generations=values(summary_generations),
@@ -12,8 +39,6 @@ rule within_model_summary:
     output:
         summary=layout.WITHIN_MODEL["summary"],
         calibration=layout.WITHIN_MODEL["calibration"],
-        spillover=layout.WITHIN_MODEL["spillover"],
-        contrasts=layout.WITHIN_MODEL["contrasts"],
         steering=report(
             layout.WITHIN_MODEL["steering"],
             caption="../report/steering.rst",
@@ -61,7 +86,6 @@ rule within_model_summary:
         stats_cfg=config["stats"],
         direction_ft=DIRECTION_FT,
         config_files=CONFIG_FILES,
-        code_sets=code_question_sets(),
     script:
         "../scripts/within_model_summary.py"
 
@@ -182,6 +206,34 @@ rule training_curves:
         "../scripts/training_curves.py"
 
 
+# The fine-tunes' tables pooled over the fine-tuning seeds (only with more than one seed):
+# every seed's rows and the pooled ones, intervals over seeds and questions. Needs only the
+# fine-tunes' answers: the cheapest target whose verdicts hold across seeds.
+rule pooled_finetunes:
+    input:
+        generations=flat(pooled_generations),
+        spillover=expand(layout.WITHIN_MODEL["spillover"], seed=SEED_DIRS),
+    output:
+        spillover=layout.POOLED["spillover"],
+        contrasts=layout.POOLED["contrasts"],
+    log:
+        "logs/pooled_finetunes.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seeds=SEEDS,
+        generations=pooled_generations,
+        question_set=config["steering"]["question_set"],
+        stats_cfg=config["stats"],
+        direction_ft=DIRECTION_FT,
+    script:
+        "../scripts/pooled_finetunes.py"
+
+
 # The within-model tables pooled over the fine-tuning seeds (only with more than one seed):
 # every seed's rows and the pooled ones, intervals over seeds and questions.
 rule pooled_within_model:
@@ -190,11 +242,9 @@ rule pooled_within_model:
         steering=flat(pooled_steering),
         directions=flat(pooled_directions),
         summaries=expand(layout.WITHIN_MODEL["summary"], seed=SEED_DIRS),
-        spillover=expand(layout.WITHIN_MODEL["spillover"], seed=SEED_DIRS),
+        rates=layout.POOLED["spillover"],
     output:
         summary=layout.POOLED["summary"],
-        spillover=layout.POOLED["spillover"],
-        contrasts=layout.POOLED["contrasts"],
         steering=report(
             layout.POOLED["steering"],
             caption="../report/steering.rst",

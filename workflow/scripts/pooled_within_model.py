@@ -12,7 +12,7 @@ pooled_within_model(
     steering=snakemake.params.steering,
     directions=snakemake.params.directions,
     summaries=list(snakemake.input.summaries),
-    spillover=list(snakemake.input.spillover),
+    rates=snakemake.input.rates,
     outs=dict(snakemake.output.items()),
     steer_cfg=snakemake.params.steer_cfg,
     stats_cfg=snakemake.params.stats_cfg,

@@ -1,4 +1,4 @@
-"""Rule within_model_summary: spillover, steering effects, separation, figures, paper table."""
+"""Rule within_model_summary: steering effects, separation, figures, paper table."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.io import config_sha
@@ -16,5 +16,4 @@ within_model_summary(
     direction_ft=snakemake.params.direction_ft,
     config_label=f"{' + '.join(snakemake.params.config_files)} "
     f"(resolved config sha256 {config_sha(snakemake.config)[:12]})",
-    code_sets=snakemake.params.code_sets,
 )

@@ -127,13 +127,32 @@ def pooled_rates(
     return pd.concat([_per_seed(per_seed, seeds), pd.DataFrame(rows)], ignore_index=True)
 
 
+def pooled_finetunes(
+    seeds: Sequence[int],
+    generations: Mapping[str, Sequence[str | Path]],
+    spillover: Sequence[str | Path],
+    outs: Mapping[str, str | Path],
+    question_set: str,
+    stats_cfg: Mapping[str, Any],
+    direction_ft: str,
+) -> None:
+    """The fine-tunes' pooled tables, from their answers alone: `outs["spillover"]` (rates,
+    `pooled_rates`) and `outs["contrasts"]` (the fine-tunes against each other,
+    `pooled_contrasts`). `generations` keys as `finetune_summary`'s, each value one path per
+    seed in `seeds`' order; `spillover` the seeds' own rate tables."""
+    boot = bootstrap_settings(stats_cfg)
+    answers = load_draws(generations, question_set)
+    write_csv(pooled_rates(answers, spillover, seeds, boot), outs["spillover"])
+    write_csv(pooled_contrasts(answers, seeds, boot, direction_ft), outs["contrasts"])
+
+
 def pooled_within_model(
     seeds: Sequence[int],
     generations: Mapping[str, Sequence[str | Path]],
     steering: Mapping[str, Sequence[str | Path]],
     directions: Mapping[str, Sequence[str | Path]],
     summaries: Sequence[str | Path],
-    spillover: Sequence[str | Path],
+    rates: str | Path,
     outs: Mapping[str, str | Path],
     steer_cfg: Mapping[str, Any],
     stats_cfg: Mapping[str, Any],
@@ -141,11 +160,11 @@ def pooled_within_model(
     config_label: str = "",
 ) -> None:
     """The pooled within-model tables: `outs["summary"]` (the dose-response: every seed's
-    rows and the pooled ones, with the spread and agreement columns), `outs["spillover"]`
-    (rates), `outs["contrasts"]` (the fine-tunes against each other), `outs["steering"]`
+    rows and the pooled ones, with the spread and agreement columns), `outs["steering"]`
     (the dose-response figure with every seed's points) and `outs["comparison"]` /
-    `outs["comparison_png"]` (the paper comparison read off the pooled rows). Keys as `within_model_summary`'s, each value one path per seed in `seeds`'
-    order; `summaries` / `spillover` are the seeds' own tables."""
+    `outs["comparison_png"]` (the paper comparison read off the pooled rows). Keys as
+    `within_model_summary`'s, each value one path per seed in `seeds`' order; `summaries`
+    are the seeds' own tables, `rates` `pooled_finetunes`' spillover table."""
     from emdir.analysis import directions as dm
     from emdir.report.within_model import paper_comparison
 
@@ -181,11 +200,10 @@ def pooled_within_model(
     comparison = paper_comparison(dirs, direction_ft, table, boot, config_label)
     write_csv(comparison.assign(seed=POOLED, n_seeds=len(seeds)), outs["comparison"])
     figures_steering.paper_comparison_png(comparison, outs["comparison_png"])
-    rates = pooled_rates(answers, spillover, seeds, boot)
-    write_csv(rates, outs["spillover"])
-    write_csv(pooled_contrasts(answers, seeds, boot, direction_ft), outs["contrasts"])
     figures_steering.steering_png(
-        pd.DataFrame(curve), outs["steering"], seed_points(per_seed, rates, direction_ft)
+        pd.DataFrame(curve),
+        outs["steering"],
+        seed_points(per_seed, pd.read_csv(rates, dtype={"seed": str}), direction_ft),
     )
 
 

@@ -1,7 +1,7 @@
-"""The within-model summary: per model and fine-tune, spillover rates, the steering
-dose-response with effects, specificity and Holm's verdicts at the read strength, how well
-the direction separates the classes per layer, its figures, and the comparison with the
-paper's numbers (SCIENCE.md section 1).
+"""The within-model summary: per model and fine-tune, spillover rates (`finetune_summary`,
+from the answers alone), the steering dose-response with effects, specificity and Holm's
+verdicts at the read strength, how well the direction separates the classes per layer, its
+figures, and the comparison with the paper's numbers (SCIENCE.md section 1).
 """
 
 from __future__ import annotations
@@ -54,48 +54,36 @@ def _class_names(attrs: Mapping[str, Any]) -> tuple[str, str]:
     return "code spillover", "no spillover"
 
 
-def within_model_summary(
+def finetune_summary(
     generations: Mapping[str, str | Path],
-    steering: Mapping[str, str | Path],
-    directions: Mapping[str, str | Path],
     outs: Mapping[str, str | Path],
-    steer_cfg: Mapping[str, Any],
+    question_set: str,
     stats_cfg: Mapping[str, Any],
     direction_ft: str,
-    config_label: str = "",
     code_sets: Sequence[str] = ("code",),
 ) -> None:
-    """Spillover per model x fine-tune; per steering output and coefficient: spillover,
-    misalignment and coherence with CIs, effects against the unsteered baseline, and for the
-    target the specificity against the strongest control; separation per layer; figures; the
-    comparison with the paper; the fine-tunes' spillover against each other
-    (`finetune_contrasts`).
-
-    `steering` keys are `model/ft/vector`, `directions` keys `model/ft`, `generations` keys
-    `model/ft` (ft may be `base`). `outs` names the files: summary, spillover, contrasts,
-    steering, separation, projections, cosine, comparison, comparison_png. `code_sets` names the
-    coding-question sets: how often those are answered with code is the sanity check that a
-    model still codes when asked to.
-    """
-    from emdir.analysis import directions as dm
-
-    qset = str(steer_cfg["question_set"])
+    """The fine-tunes' own tables, from their judged answers alone: spillover, garble,
+    coherence and misalignment per model x fine-tune (`outs["spillover"]`) and the fine-tunes'
+    spillover against each other (`outs["contrasts"]`, `finetune_contrasts`). `generations`
+    keys are `model/ft` (ft may be `base`). `code_sets` names the coding-question sets: how
+    often those are answered with code is the sanity check that a model still codes when
+    asked to."""
     boot = bootstrap_settings(stats_cfg)
     rates = []
     answers: dict[str, list[list[dict[str, Any]]]] = {}  # model/ft -> [its scored answers]
     for key, path in generations.items():
         model, ft = key.split("/")
         all_rows = read_jsonl(path, required=("category", "scores"))
-        rows = require_scored(all_rows, path, qset)
+        rows = require_scored(all_rows, path, question_set)
         answers[key] = [rows]
-        in_set = sum(1 for r in all_rows if r.get("question_set") == qset)
+        in_set = sum(1 for r in all_rows if r.get("question_set") == question_set)
         code_rows = [r for r in scored_rows(all_rows, None) if r.get("question_set") in code_sets]
         p = PairedConditions({"x": rows}, boot)
         rates.append(
             {
                 "model": model,
                 "ft": ft,
-                "question_set": qset,
+                "question_set": question_set,
                 "n": len(rows),
                 **p.size("x"),
                 # answers of the set left out as unscored (empty, or judge failures)
@@ -112,6 +100,32 @@ def within_model_summary(
         )
     write_csv(pd.DataFrame(rates), outs["spillover"])
     write_csv(finetune_contrasts(answers, direction_ft, boot), outs["contrasts"])
+
+
+def within_model_summary(
+    generations: Mapping[str, str | Path],
+    steering: Mapping[str, str | Path],
+    directions: Mapping[str, str | Path],
+    outs: Mapping[str, str | Path],
+    steer_cfg: Mapping[str, Any],
+    stats_cfg: Mapping[str, Any],
+    direction_ft: str,
+    config_label: str = "",
+) -> None:
+    """Per steering output and coefficient: spillover, misalignment and coherence with CIs,
+    effects against the unsteered baseline, and for the target the specificity against the
+    strongest control; separation per layer; figures; the comparison with the paper. The
+    fine-tunes' own rates are `finetune_summary`'s.
+
+    `steering` keys are `model/ft/vector`, `directions` keys `model/ft`, `generations` keys
+    `model/ft` (the unsteered baselines; ft may be `base`). `outs` names the files: summary,
+    calibration, steering, separation, projections, cosine, comparison, comparison_png.
+    """
+    from emdir.analysis import directions as dm
+
+    qset = str(steer_cfg["question_set"])
+    boot = bootstrap_settings(stats_cfg)
+    answers = {key: [load_scored(path, qset)] for key, path in generations.items()}
 
     dirs = {key: dm.read_directions(path) for key, path in directions.items()}
     sep_rows = []

@@ -1,6 +1,6 @@
-"""Report stages: the within-model summary, read strength, the transfer grid and the
-training curves (rules within_model_summary, read_strength, transfer_matrix,
-training_curves). Imported lazily: pandas and matplotlib would slow every other rule's start.
+"""Report stages: the fine-tunes' rates, the within-model summary, read strength, the
+transfer grid and the training curves (rules finetune_summary, within_model_summary,
+read_strength, transfer_matrix, training_curves). Imported lazily: pandas and matplotlib would slow every other rule's start.
 """
 
 from __future__ import annotations
@@ -8,8 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def finetune_summary(**kwargs: Any) -> None:
+    """Spillover rates per model x fine-tune and the fine-tunes against each other (CSVs)."""
+    from emdir.report.within_model import finetune_summary as run
+
+    run(**kwargs)
+
+
 def within_model_summary(**kwargs: Any) -> None:
-    """Spillover rates, steering effects with CIs and specificity, separation; CSVs and figures."""
+    """Steering effects with CIs and specificity, separation; CSVs and figures."""
     from emdir.report.within_model import within_model_summary as run
 
     run(**kwargs)
@@ -33,6 +40,13 @@ def training_curves(**kwargs: Any) -> None:
     """Base-model and fine-tune training logs: one CSV row per run, the curves of all runs
     and one figure per fine-tune."""
     from emdir.report.training import training_curves as run
+
+    run(**kwargs)
+
+
+def pooled_finetunes(**kwargs: Any) -> None:
+    """The fine-tunes' rates and contrasts pooled over fine-tuning seeds (per seed and pooled)."""
+    from emdir.report.pooled import pooled_finetunes as run
 
     run(**kwargs)
 
