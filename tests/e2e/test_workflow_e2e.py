@@ -379,7 +379,8 @@ def test_a_rerun_passes_the_reference_check(
     import shutil
 
     reference = tmp_path / "reference"
-    for rel in ("spillover_rates.csv", "within_model/summary.csv", "transfer_matrix.csv"):
+    tables = ("spillover_rates", "within_model/summary", "within_model/finetune_contrasts")
+    for rel in [f"{t}.csv" for t in tables] + ["transfer_matrix.csv"]:
         (reference / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(second_run / "results" / rel, reference / rel)
     work = tmp_path / "run"
@@ -396,4 +397,9 @@ def test_a_rerun_passes_the_reference_check(
     assert n > 50 and f"identical: {n} of {n}" in text, text
     assert "moved" not in text and "verdict changed" not in text
     table = pd.read_csv(work / "results" / "reference_check.csv")
-    assert set(table.table) == {"spillover_rates", "within_model", "transfer_matrix"}
+    assert set(table.table) == {
+        "spillover_rates",
+        "within_model",
+        "finetune_contrasts",
+        "transfer_matrix",
+    }

@@ -100,3 +100,63 @@ def test_a_reference_for_another_config_is_named(tmp_path: Path, capsys) -> None
     assert "another config" in capsys.readouterr().err
     with pytest.raises(EmdirError, match="no spillover_rates table; run the workflow"):
         compare(tmp_path / "nothing", ref)
+
+
+def _pooled(root: Path, shift: float = 0.0) -> Path:
+    """Pooled tables beside `_tables`' own: every seed's rates and contrasts and the pooled
+    ones (a key repeats across seeds, so `seed` is part of it)."""
+    (root / "pooled" / "within_model").mkdir(parents=True)
+    rates = pd.read_csv(root / "spillover_rates.csv")
+    pd.concat(
+        [rates.assign(seed=s, spillover=rates.spillover + shift) for s in ("0", "1", "pooled")]
+    ).to_csv(root / "pooled" / "spillover_rates.csv", index=False)
+    contrasts = pd.DataFrame(
+        {
+            "model": ["m"] * 3,
+            "ft": ["insecure"] * 3,
+            "versus": ["secure"] * 3,
+            "seed": ["0", "1", "pooled"],
+            "difference": [12.0, 4.0 + shift, 8.0 + shift],
+            "lo": [5.0, -3.0, 1.0],
+            "hi": [19.0, 11.0, 15.0],
+        }
+    )
+    contrasts.to_csv(root / "pooled" / "within_model" / "finetune_contrasts.csv", index=False)
+    contrasts[contrasts.seed == "0"].drop(columns="seed").to_csv(
+        root / "within_model" / "finetune_contrasts.csv", index=False
+    )
+    return root
+
+
+def test_the_pooled_tables_are_checked_seed_by_seed(tmp_path: Path) -> None:
+    ref = _pooled(_tables(tmp_path / "ref"))
+    same = compare(_pooled(_tables(tmp_path / "run")), ref)
+    pooled = same[same.table == "pooled_finetune_contrasts"]
+    assert sorted(pooled.key) == [
+        "m/insecure/secure/0",
+        "m/insecure/secure/1",
+        "m/insecure/secure/pooled",
+    ]
+    # 11 as before, the seed-0 contrast, 3 seeds x 2 rates x 2 metrics, 3 pooled contrasts
+    assert len(same) == 11 + 1 + 12 + 3 and same.identical.all()
+    moved = compare(_pooled(_tables(tmp_path / "moved"), shift=-20.0), ref)
+    gone = moved[~moved.inside.astype(bool)]
+    assert set(gone.table) == {"pooled_spillover_rates", "pooled_finetune_contrasts"}
+    assert "m/insecure/secure/0" not in set(gone.key)  # seed 0's contrast did not move
+
+
+def test_a_one_seed_run_is_checked_against_a_pooled_reference_without_its_pooled_tables(
+    tmp_path: Path,
+) -> None:
+    ref = _pooled(_tables(tmp_path / "ref"))
+    run = _tables(tmp_path / "run")
+    with pytest.raises(EmdirError, match="no finetune_contrasts table"):
+        compare(run, ref)
+    # The run's own contrasts, but no pooled/ folder: the pooled tables are not compared.
+    pd.read_csv(ref / "within_model" / "finetune_contrasts.csv").to_csv(
+        run / "within_model" / "finetune_contrasts.csv", index=False
+    )
+    df = compare(run, ref)
+    assert not df.table.str.startswith("pooled_").any() and len(df) == 12
+    text = check(run, ref, tmp_path / "c.csv", tmp_path / "c.txt")
+    assert "12 effects compared (spillover_rates, within_model, transfer_matrix, " in text

@@ -326,8 +326,15 @@ rule reference_check:
         run=[
             layout.WITHIN_MODEL["spillover"].format(seed=SEED_DIRS[0]),
             layout.WITHIN_MODEL["summary"].format(seed=SEED_DIRS[0]),
+            layout.WITHIN_MODEL["contrasts"].format(seed=SEED_DIRS[0]),
             layout.TRANSFER_MATRIX["csv"].format(seed=SEED_DIRS[0]),
         ],
+        # With more than one seed, the pooled tables are checked too.
+        pooled=(
+            [layout.POOLED[k] for k in ("spillover", "contrasts", "summary", "grid")]
+            if len(SEEDS) > 1
+            else []
+        ),
         reference=reference_tables,
     output:
         csv=layout.REFERENCE_CHECK["csv"],

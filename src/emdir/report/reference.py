@@ -48,7 +48,24 @@ TABLES: dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str, str], ...], 
         (("suppression", "lo", "hi"), ("specificity", "spec_lo", "spec_hi")),
         "verdict_holm",
     ),
+    "finetune_contrasts": (
+        "within_model/finetune_contrasts.csv",
+        ("model", "ft", "versus"),
+        (
+            ("difference", "lo", "hi"),
+            ("garble_difference", "garble_difference_lo", "garble_difference_hi"),
+        ),
+        None,
+    ),
 }
+# The tables pooled over fine-tuning seeds (results/pooled/, only with more than one seed):
+# the same effects, every seed's rows and the pooled ones, so `seed` joins the key.
+TABLES.update(
+    {
+        f"pooled_{table}": (f"pooled/{rel}", (*keys, "seed"), effects, verdict)
+        for table, (rel, keys, effects, verdict) in list(TABLES.items())
+    }
+)
 COLUMNS = [
     "table",
     "key",
@@ -70,7 +87,7 @@ COLUMNS = [
 def _read(path: Path, what: str) -> pd.DataFrame:
     if not path.exists():
         raise EmdirError(f"{path}: no {what} table; run the workflow (or name the right folder)")
-    return pd.read_csv(path, dtype={"coefficient": str})
+    return pd.read_csv(path, dtype={"coefficient": str, "seed": str})
 
 
 def _inside(v: float, lo: float, hi: float) -> bool:
@@ -83,12 +100,15 @@ def _same(a: float, b: float) -> bool:
 
 def compare(run_dir: str | Path, reference_dir: str | Path) -> pd.DataFrame:
     """One row per effect found in both a run's tables (`run_dir`, a results/ folder) and the
-    reference's (`reference_dir`, the same layout). A table the reference lacks is skipped; a
-    table the run lacks, or no effect in common at all, is an error naming the folders."""
+    reference's (`reference_dir`, the same layout). A table the reference lacks is skipped, and
+    so is a pooled table a one-seed run lacks; any other table the run lacks, or no effect in
+    common at all, is an error naming the folders."""
     run_dir, reference_dir = Path(run_dir), Path(reference_dir)
     rows: list[dict[str, Any]] = []
     for table, (rel, keys, effects, verdict) in TABLES.items():
         if not (reference_dir / rel).exists():
+            continue
+        if table.startswith("pooled_") and not (run_dir / rel).exists():
             continue
         ref = _read(reference_dir / rel, table).set_index(list(keys))
         run = _read(run_dir / rel, table).set_index(list(keys))
@@ -140,7 +160,8 @@ def summary(df: pd.DataFrame, reference: str | Path, listed: int = 10) -> str:
     n = len(df)
     judged = df[df["verdict_equal"].notna()]
     lines = [
-        f"reference check against {reference}: {n} effects compared",
+        f"reference check against {reference}: {n} effects compared "
+        f"({', '.join(dict.fromkeys(df['table']))})",
         f"  identical: {int(df['identical'].sum())} of {n}",
         f"  inside each other's intervals: {int(df['inside'].sum())} of {n}",
         f"  verdicts after Holm equal: {int(judged['verdict_equal'].astype(bool).sum())} of "
