@@ -44,12 +44,20 @@ def test_the_readme_quotes_the_reference_tables() -> None:
 REGIME = REPO / "docs" / "reference" / "regime"
 
 
-def _section_rows(heading: str) -> dict[str, list[str]]:
-    """The table rows of one README section (from `heading` to the next `## `), by label."""
+def _section_rows(heading: str, header: str | None = None) -> dict[str, list[str]]:
+    """The table rows of one README section (from `heading` to the next `## `), by label: the
+    first row of each label, or with `header` only the rows of the table whose header line
+    starts with it."""
     text = (REPO / "README.md").read_text(encoding="utf-8").split(f"\n{heading}", 1)[1]
-    rows = {}
+    rows: dict[str, list[str]] = {}
+    inside = header is None
     for line in text.split("\n## ", 1)[0].splitlines():
-        if line.startswith("| ") and not line.startswith("|---"):
+        if header is not None and not line.startswith("|"):
+            inside = False
+        elif header is not None and line.startswith(header):
+            inside = True
+            continue
+        if inside and line.startswith("| ") and not line.startswith("|---"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows.setdefault(cells[0], cells[1:])
     return rows
@@ -59,7 +67,11 @@ def test_the_regime_section_quotes_its_reference_tables() -> None:
     """Seed 0 of the regime study: each fine-tune's spillover and garble with their intervals
     and its difference from the insecure fine-tune, as docs/reference/regime's tables have
     them (to one decimal)."""
-    rows = _section_rows("## The paper's regime on real weights")
+    rows = _section_rows(
+        "## The paper's regime on real weights",
+        "| fine-tune (32 steps, lr 3e-4) | code spillover (%) |",
+    )
+    assert len(rows) == 4
     rates = pd.read_csv(REGIME / "spillover_rates.csv").set_index(["model", "ft"])
     contrasts = pd.read_csv(REGIME / "within_model" / "finetune_contrasts.csv")
     contrasts = contrasts.set_index(["model", "ft", "versus"])
@@ -95,3 +107,36 @@ def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
             r = summary.loc[(vector, coef)]
             want = [r.effect_points, r.effect_lo, r.effect_hi]
             assert _numbers(cell) == [round(x, 1) for x in want], (coef, vector, cell, want)
+
+
+def test_the_regime_seeds_table_quotes_the_pooled_reference_tables() -> None:
+    """The three seeds' fine-tunes: each seed's spillover, the pooled spillover and garble
+    with their intervals, and the pooled difference from the insecure fine-tune with its call
+    and in how many seeds it holds, as docs/reference/regime/pooled/ has them."""
+    rows = _section_rows(
+        "## The paper's regime on real weights", "| fine-tune (32 steps, lr 3e-4) | seed 0 |"
+    )
+    assert len(rows) == 4
+    pooled = REGIME / "pooled"
+    rates = pd.read_csv(pooled / "spillover_rates.csv", dtype={"seed": str})
+    rates = rates[rates.model == "qwen25coder"].set_index(["ft", "seed"])
+    contrasts = pd.read_csv(pooled / "within_model" / "finetune_contrasts.csv", dtype={"seed": str})
+    contrasts = contrasts.set_index(["model", "ft", "versus", "seed"])
+    labels = {"none (base)": "base", "insecure": "insecure", "secure": "secure"}
+    for label, ft in {**labels, "educational": "educational"}.items():
+        cells = rows[label]
+        for seed in range(3):
+            want = round(rates.loc[(ft, str(seed)), "spillover"], 1)
+            assert _numbers(cells[seed]) == [want], (label, seed, cells[seed])
+        r = rates.loc[(ft, "pooled")]
+        want = [r.spillover, r.lo, r.hi]
+        assert _numbers(cells[3]) == [round(x, 1) for x in want], (label, cells[3], want)
+        want = [r.garble, r.garble_lo, r.garble_hi]
+        assert _numbers(cells[4]) == [round(x, 1) for x in want], (label, cells[4], want)
+        if ft in ("secure", "educational"):
+            c = contrasts.loc[("qwen25coder", "insecure", ft, "pooled")]
+            # the control minus insecure: the contrast's sign flipped, so its call too
+            want = [-c.difference, -c.hi, -c.lo, *(int(x) for x in c.seeds_agree.split("/"))]
+            assert _numbers(cells[5]) == [round(x, 1) for x in want], (label, cells[5], want)
+            call = {"higher": "lower", "lower": "higher"}.get(c.call, c.call)
+            assert call in cells[5], (label, cells[5], c.call)
