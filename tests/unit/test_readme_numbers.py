@@ -140,3 +140,25 @@ def test_the_regime_seeds_table_quotes_the_pooled_reference_tables() -> None:
             assert _numbers(cells[5]) == [round(x, 1) for x in want], (label, cells[5], want)
             call = {"higher": "lower", "lower": "higher"}.get(c.call, c.call)
             assert call in cells[5], (label, cells[5], c.call)
+
+
+def test_the_regime_sweep_table_quotes_the_reference_sweep() -> None:
+    """Qwen2.5-Coder-0.5B's budget sweep: at every evaluated step of every learning rate,
+    spillover and garble with their Wilson intervals (rounded to whole points), the steps in
+    the regime in bold, as docs/reference/regime/sweep_budget.csv has them."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = text.split("\n| lr | step (x 8 rows) | ", 1)[1].splitlines()
+    steps = [int(x) for x in _numbers(lines[0])]
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:8]]
+    budget = pd.read_csv(REGIME / "sweep_budget.csv")
+    budget = budget[budget.model == "qwen25coder"].set_index(["run", "step"])
+    runs = sorted({r for r, _ in budget.index}, key=lambda r: float(r[2:]))
+    assert [row[0] for row in table[::2]] == [r[2:] for r in runs]
+    for run, spill_row, garble_row in zip(runs, table[::2], table[1::2], strict=True):
+        for step, spill, garble in zip(steps, spill_row[2:], garble_row[2:], strict=True):
+            r = budget.loc[(run, step)]
+            want = [r.spillover, round(r.spillover_lo), round(r.spillover_hi)]
+            assert _numbers(spill) == want, (run, step, spill, want)
+            assert spill.startswith("**") == bool(r.in_regime), (run, step, spill)
+            want = [r.garble, round(r.garble_lo), round(r.garble_hi)]
+            assert _numbers(garble) == want, (run, step, garble, want)
