@@ -1,6 +1,7 @@
 """Report stages: the fine-tunes' rates, the within-model summary, read strength, the
 transfer grid and the training curves (rules finetune_summary, within_model_summary,
-read_strength, transfer_matrix, training_curves). Imported lazily: pandas and matplotlib would slow every other rule's start.
+read_strength, transfer_matrix, training_curves). Imported lazily: pandas and matplotlib
+would slow every other rule's start.
 """
 
 from __future__ import annotations
