@@ -65,3 +65,13 @@ def sweep_train(cfg: Config, run: str) -> dict[str, Any]:
     sweep = cfg["sweep"]
     train = {**ft["train"], **sweep["runs"][run], "steps": sweep["steps"], "epochs": None}
     return {**ft, "train": train, "eval_every": sweep["eval_every"], "stop_at_spillover": None}
+
+
+def model_finetune(cfg: Config, model: str, ft: dict[str, Any]) -> dict[str, Any]:
+    """`ft` (a fine-tune's or a sweep run's `finetune`) with the model's own
+    `models.<key>.gradient_checkpointing` over the shared one, if it sets it: recomputing
+    activations in the backward pass changes a job's memory and time, not what it learns,
+    so a model too large for the machine keeps the budget every other model trains on.
+    A model that does not set it gets `ft` as it was (its params, and so its jobs, unchanged)."""
+    own = cfg["models"][model].get("gradient_checkpointing")
+    return ft if own is None else {**ft, "gradient_checkpointing": bool(own)}

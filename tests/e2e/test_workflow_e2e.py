@@ -298,6 +298,9 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     shutil.copytree(run_dir, work, symlinks=True)
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["finetune"]["seeds"] = [0, 1]
+    # A model's own gradient_checkpointing reaches its fine-tunes (seed 0's was trained
+    # before the key was set, and is not rerun: the target needs seed 1's alone).
+    cfg["models"]["llama"]["gradient_checkpointing"] = True
     seeds = tmp_path / "seeds.yaml"
     seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
     target = "results/seed1/generations/llama/insecure.jsonl"
@@ -312,6 +315,7 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     # target_modules null resolves to the class's projections: llama's seven, as listed before.
     assert one["lora"]["target_modules"] == list(PROJECTIONS)
     assert two["seed"] == one["seed"] + 1 and two["train"]["seed"] == two["seed"]
+    assert two["gradient_checkpointing"] is True and one["gradient_checkpointing"] is False
     rows = [json.loads(x) for x in (work / target).read_text().splitlines()]
     zero_path = work / "results/generations/llama/insecure.jsonl"
     zero = [json.loads(x) for x in before[zero_path].decode().splitlines()]

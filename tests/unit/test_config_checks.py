@@ -509,6 +509,16 @@ def test_the_grid_takes_steerings_controls_unless_it_names_its_own(cfg: dict[str
     assert settings["controls"] == [] and settings["random_seeds"] == 5
 
 
+def test_a_models_own_gradient_checkpointing_overrides_the_shared_key(
+    cfg: dict[str, Any],
+) -> None:
+    ft = {"gradient_checkpointing": False, "train": {"lr": 1e-3}}
+    assert st.model_finetune(cfg, "llama", ft) is ft, "no key: the params are left as they were"
+    cfg["models"]["llama"]["gradient_checkpointing"] = True
+    assert st.model_finetune(cfg, "llama", ft) == {**ft, "gradient_checkpointing": True}
+    assert ft["gradient_checkpointing"] is False and st.model_finetune(cfg, "qwen2", ft) is ft
+
+
 def test_map_and_induce_settings(cfg: dict[str, Any]) -> None:
     assert set(st.map_settings(cfg)) == {
         "test_fraction",

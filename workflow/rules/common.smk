@@ -9,6 +9,7 @@ import re
 from emdir import layout
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.settings import (
+    model_finetune,
     study_models,
     sweep_train,
     transfer_controls,

@@ -10,15 +10,17 @@ def finetune_cfg(wildcards):
     fine-tuning seed (seed 0: as configured); `lora.target_modules` resolved to the
     projections this model's class has when the config leaves it null (so a class with all
     seven gets the list of seven, as before null meant anything); the list of seeds itself
-    is not a setting of any one fine-tune.
+    is not a setting of any one fine-tune; the model's own `gradient_checkpointing`, if
+    it sets one.
     """
     cfg = {k: v for k, v in config["finetune"].items() if k != "seeds"}
     train = cfg["train"]
-    return {
+    own = {
         **cfg,
         "lora": class_lora(cfg["lora"], wildcards.model),
         "train": {**train, "seed": train["seed"] + seed_of(wildcards)},
     }
+    return model_finetune(config, wildcards.model, own)
 
 
 def class_lora(lora, model):

@@ -24,10 +24,12 @@ def sweep_dataset(wildcards):
 
 def sweep_cfg(wildcards):
     """`finetune` for one sweep run of one model: the run's train keys, the sweep's steps
-    and evaluations, LoRA targets resolved for the model's class as its fine-tunes get them.
+    and evaluations, LoRA targets resolved for the model's class as its fine-tunes get them,
+    and the model's own `gradient_checkpointing`, if it sets one.
     """
     cfg = sweep_train(config, wildcards.run)
-    return {**cfg, "lora": class_lora(cfg["lora"], wildcards.model)}
+    own = {**cfg, "lora": class_lora(cfg["lora"], wildcards.model)}
+    return model_finetune(config, wildcards.model, own)
 
 
 def sweep_adapters(wildcards=None):
