@@ -188,6 +188,26 @@ def test_marking_a_model_study_false_retrains_and_resamples_nothing(tmp_path: Pa
     assert jobs == {**dict.fromkeys(aggregates, 1), "all": 1, "total": 6}
 
 
+def test_one_models_gradient_checkpointing_retrains_only_its_fine_tunes(tmp_path: Path) -> None:
+    """`models.<key>.gradient_checkpointing` is a setting of that model's fine-tunes: its
+    base model is not rebuilt and no other model's fine-tune is trained again."""
+    cfg = dict(DEFAULT)
+    _fake_complete_run(tmp_path, write_config(tmp_path / "run.yaml", cfg))
+    models = cfg["models"]
+    changed = {
+        **cfg,
+        "models": {**models, "qwen2": {**models["qwen2"], "gradient_checkpointing": True}},
+    }
+    config = write_config(tmp_path / "run.yaml", changed)
+    jobs = dry_run(tmp_path, "--configfile", str(config))
+    own = [k for k, ft in cfg["finetunes"].items() if "qwen2" in ft.get("models", models)]
+    assert "base_model" not in jobs and jobs["finetune"] == len(own) == 2
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+    outputs = "\n".join(re.findall(r"^\s+output: (.*)$", proc.stdout, re.M))
+    assert "results/adapters/qwen2/insecure" in outputs
+    assert not re.search(r"results/adapters/(?!qwen2/)\w+/", outputs)
+
+
 def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:
     models = {
         **DEFAULT["models"],

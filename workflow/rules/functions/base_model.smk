@@ -10,10 +10,12 @@ def archive_cfg(wildcards):
 
 def model_cfg(wildcards):
     """The model's entry as its base model sees it: transfer_layer only matters to
-    transfer, `study` to what is planned (marking a model `study: false` rebuilds nothing).
+    transfer, `study` to what is planned (marking a model `study: false` rebuilds nothing),
+    `gradient_checkpointing` to its fine-tunes.
     """
     entry = config["models"][wildcards.model]
-    out = {k: v for k, v in entry.items() if k not in ("transfer_layer", "study")}
+    later = ("transfer_layer", "study", "gradient_checkpointing")
+    out = {k: v for k, v in entry.items() if k not in later}
     if "archive" in entry:
         out["archive"] = archive_cfg(wildcards)
     return out
