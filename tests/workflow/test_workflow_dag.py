@@ -169,14 +169,33 @@ def _fake_complete_run(workdir: Path, config: Path) -> None:
     assert dry_run(workdir, "--configfile", str(config)) == {}
 
 
-def test_marking_a_model_study_false_retrains_and_resamples_nothing(tmp_path: Path) -> None:
+FIVE = {
+    **DEFAULT,
+    "models": {**DEFAULT["models"], "mistral": {"source": "tiny", "arch": "MistralForCausalLM"}},
+}
+
+
+@pytest.fixture(scope="module")
+def five_model_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete (fake) run of the default config with a fifth model, shared by the tests
+    that edit one model's key and dry-run. Each rewrites the run's own five.yaml, as a user
+    edits the same file (the summaries record the config files' names)."""
+    workdir = tmp_path_factory.mktemp("five")
+    _fake_complete_run(workdir, write_config(workdir / "five.yaml", FIVE))
+    return workdir
+
+
+def with_model_key(name: str, key: str, value: object) -> dict:
+    """FIVE with `models.<name>.<key>` set to `value`."""
+    models = FIVE["models"]
+    return {**FIVE, "models": {**models, name: {**models[name], key: value}}}
+
+
+def test_marking_a_model_study_false_retrains_and_resamples_nothing(five_model_run: Path) -> None:
     """A model the sweep could not bring into the regime, marked `study: false` after a run:
     nothing of the others is trained or sampled again (the flag is not in any model's params)."""
-    models = {**DEFAULT["models"], "mistral": {"source": "tiny", "arch": "MistralForCausalLM"}}
-    cfg = {**DEFAULT, "models": models}
-    _fake_complete_run(tmp_path, write_config(tmp_path / "five.yaml", cfg))
-    changed = {**cfg, "models": {**models, "mistral": {**models["mistral"], "study": False}}}
-    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
+    changed = write_config(five_model_run / "five.yaml", with_model_key("mistral", "study", False))
+    jobs = dry_run(five_model_run, "--configfile", str(changed))
     # Only the tables and figures over the models, which now leave it out.
     aggregates = (
         "training_curves",
@@ -188,37 +207,28 @@ def test_marking_a_model_study_false_retrains_and_resamples_nothing(tmp_path: Pa
     assert jobs == {**dict.fromkeys(aggregates, 1), "all": 1, "total": 6}
 
 
-def test_one_models_gradient_checkpointing_retrains_only_its_fine_tunes(tmp_path: Path) -> None:
+def test_one_models_gradient_checkpointing_retrains_only_its_fine_tunes(
+    five_model_run: Path,
+) -> None:
     """`models.<key>.gradient_checkpointing` is a setting of that model's fine-tunes: its
     base model is not rebuilt and no other model's fine-tune is trained again."""
-    cfg = dict(DEFAULT)
-    _fake_complete_run(tmp_path, write_config(tmp_path / "run.yaml", cfg))
-    models = cfg["models"]
-    changed = {
-        **cfg,
-        "models": {**models, "qwen2": {**models["qwen2"], "gradient_checkpointing": True}},
-    }
-    config = write_config(tmp_path / "run.yaml", changed)
-    jobs = dry_run(tmp_path, "--configfile", str(config))
-    own = [k for k, ft in cfg["finetunes"].items() if "qwen2" in ft.get("models", models)]
+    changed = with_model_key("qwen2", "gradient_checkpointing", True)
+    config = write_config(five_model_run / "five.yaml", changed)
+    jobs = dry_run(five_model_run, "--configfile", str(config))
+    own = [k for k, ft in FIVE["finetunes"].items() if "qwen2" in ft.get("models", FIVE["models"])]
     assert "base_model" not in jobs and jobs["finetune"] == len(own) == 2
-    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+    proc = snakemake(five_model_run, "--dry-run", "--configfile", str(config))
     outputs = "\n".join(re.findall(r"^\s+output: (.*)$", proc.stdout, re.M))
     assert "results/adapters/qwen2/insecure" in outputs
     assert not re.search(r"results/adapters/(?!qwen2/)\w+/", outputs)
 
 
-def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> None:
-    models = {
-        **DEFAULT["models"],
-        "mistral": {"source": "tiny", "arch": "MistralForCausalLM"},
-    }
-    cfg = {**DEFAULT, "models": models}
-    _fake_complete_run(tmp_path, write_config(tmp_path / "five.yaml", cfg))
-    changed = {**cfg, "models": {**models, "qwen2": {**models["qwen2"], "transfer_layer": 2}}}
-    # The user edits the same file.
-    jobs = dry_run(tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed)))
-    n = len(models)
+def test_one_models_map_layer_reruns_only_its_maps_and_cells(five_model_run: Path) -> None:
+    cfg = FIVE
+    changed = with_model_key("qwen2", "transfer_layer", 2)
+    config = write_config(five_model_run / "five.yaml", changed)
+    jobs = dry_run(five_model_run, "--configfile", str(config))
+    n = len(cfg["models"])
     cells = 2 * n - 1  # qwen2's row and column of the 5 x 5 grid
     tr = cfg["transfer"]
     n_vectors = len(
@@ -236,9 +246,7 @@ def test_one_models_map_layer_reruns_only_its_maps_and_cells(tmp_path: Path) -> 
         "all": 1,
         "total": 3 * cells + 2 + 3,
     }
-    judged = judged_files(
-        tmp_path, "--configfile", str(write_config(tmp_path / "five.yaml", changed))
-    )
+    judged = judged_files(five_model_run, "--configfile", str(config))
     assert judged == {"judge_transfer": cells * n_vectors, "judge_reference": n_refs}
 
 
