@@ -24,12 +24,9 @@ def sweep_dataset(wildcards):
 
 def sweep_cfg(wildcards):
     """`finetune` for one sweep run of one model: the run's train keys, the sweep's steps
-    and evaluations, LoRA targets resolved for the model's class as its fine-tunes get them,
-    and the model's own `gradient_checkpointing`, if it sets one.
+    and evaluations, as the model trains under them (`model_training`, as its fine-tunes).
     """
-    cfg = sweep_train(config, wildcards.run)
-    own = {**cfg, "lora": class_lora(cfg["lora"], wildcards.model)}
-    return model_finetune(config, wildcards.model, own)
+    return model_training(sweep_train(config, wildcards.run), wildcards.model)
 
 
 def sweep_adapters(wildcards=None):
