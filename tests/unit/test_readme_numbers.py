@@ -4,6 +4,7 @@ not hand copies: its garble-rate row and its read-strength row are checked again
 from __future__ import annotations
 
 import re
+from itertools import takewhile
 from pathlib import Path
 
 import pandas as pd
@@ -142,19 +143,22 @@ def test_the_regime_seeds_table_quotes_the_pooled_reference_tables() -> None:
             assert call in cells[5], (label, cells[5], c.call)
 
 
-def test_the_regime_sweep_table_quotes_the_reference_sweep() -> None:
-    """Qwen2.5-Coder-0.5B's budget sweep: at every evaluated step of every learning rate,
-    spillover and garble with their Wilson intervals (rounded to whole points), the steps in
-    the regime in bold, as docs/reference/regime/sweep_budget.csv has them."""
+def _check_sweep_table(first_cell: str, model: str) -> None:
+    """The README's sweep table whose header starts `| first_cell | step (x 8 rows) |`: at
+    every evaluated step of every learning rate, spillover and garble with their Wilson
+    intervals (rounded to whole points), the steps in the regime in bold, as `model`'s rows
+    of docs/reference/regime/sweep_budget.csv have them."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    lines = text.split("\n| lr | step (x 8 rows) | ", 1)[1].splitlines()
+    lines = text.split(f"\n| {first_cell} | step (x 8 rows) | ", 1)[1].splitlines()
     steps = [int(x) for x in _numbers(lines[0])]
-    table = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:8]]
+    rows = takewhile(lambda line: line.startswith("|"), lines[2:])
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in rows]
     budget = pd.read_csv(REGIME / "sweep_budget.csv")
-    budget = budget[budget.model == "qwen25coder"].set_index(["run", "step"])
+    budget = budget[budget.model == model].set_index(["run", "step"])
     runs = sorted({r for r, _ in budget.index}, key=lambda r: float(r[2:]))
-    assert [row[0] for row in table[::2]] == [r[2:] for r in runs]
+    assert runs and [row[0] for row in table[::2]] == [r[2:] for r in runs]
     for run, spill_row, garble_row in zip(runs, table[::2], table[1::2], strict=True):
+        assert len(spill_row) - 2 == len(steps) == len(garble_row) - 2, (run, steps)
         for step, spill, garble in zip(steps, spill_row[2:], garble_row[2:], strict=True):
             r = budget.loc[(run, step)]
             want = [r.spillover, round(r.spillover_lo), round(r.spillover_hi)]
@@ -162,3 +166,13 @@ def test_the_regime_sweep_table_quotes_the_reference_sweep() -> None:
             assert spill.startswith("**") == bool(r.in_regime), (run, step, spill)
             want = [r.garble, round(r.garble_lo), round(r.garble_hi)]
             assert _numbers(garble) == want, (run, step, garble, want)
+
+
+def test_the_regime_sweep_table_quotes_the_reference_sweep() -> None:
+    """Qwen2.5-Coder-0.5B's budget sweep, as the reference has it."""
+    _check_sweep_table("lr", "qwen25coder")
+
+
+def test_the_1p5b_sweep_table_quotes_the_reference_sweep() -> None:
+    """Qwen2.5-Coder-1.5B's budget sweep (config/regime_1p5b.yaml), as the reference has it."""
+    _check_sweep_table("lr (1.5B)", "qwen15coder")
