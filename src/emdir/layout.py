@@ -239,6 +239,10 @@ SAE = {
 }
 RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 
+# One seed's inputs to the pooled within-model tables, carried to another machine
+# (emdir.carry; `finetune.carried` names such folders): "seed<n>" for every seed, 0 too.
+CARRIED = "results/carried/seed{n}"
+
 # Pooled over the fine-tuning seeds (built when there is more than one): each seed's rows
 # and the pooled ones, with a `seed` column.
 POOLED = {

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emdir.carry import SEED_KEYS
+
 Config = dict[str, Any]
 
 
@@ -57,11 +59,17 @@ def induce_settings(cfg: Config) -> dict[str, Any]:
     }
 
 
+def finetune_settings(cfg: Config) -> dict[str, Any]:
+    """`finetune` without the keys that say which seeds a run draws (finetune.seeds and
+    finetune.carried, emdir.carry.SEED_KEYS): not a setting of any one fine-tune."""
+    return {k: v for k, v in cfg["finetune"].items() if k not in SEED_KEYS}
+
+
 def sweep_train(cfg: Config, run: str) -> dict[str, Any]:
     """`finetune` for one sweep run: its train keys over finetune.train, the sweep's steps,
     an evaluation every sweep.eval_every steps, no early stop; LoRA targets as the models'
     fine-tunes have them (resolved per model by the workflow)."""
-    ft = {k: v for k, v in cfg["finetune"].items() if k != "seeds"}
+    ft = finetune_settings(cfg)
     sweep = cfg["sweep"]
     train = {**ft["train"], **sweep["runs"][run], "steps": sweep["steps"], "epochs": None}
     return {**ft, "train": train, "eval_every": sweep["eval_every"], "stop_at_spillover": None}

@@ -361,6 +361,41 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
         assert "across seeds" in set(conv.kind) and conv.cosine.between(-1.001, 1.001).all()
     assert (work / "results/pooled/transfer_matrix.png").stat().st_size > 0
 
+    # Seed 1 carried (emdir.carry): what the pooled within-model tables read of it, exported
+    # without the answers' text, then pooled in a copy of the run that has no results/seed1/:
+    # the same tables, and nothing of seed 1 computed there.
+    proc = snakemake(work, seeds, "--cores", "1", "results/carried/seed1")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    folder = tmp_path / "seed1"
+    shutil.copytree(work / "results/carried/seed1", folder)
+    answers = [json.loads(x)["answer"] for x in (work / target).read_text().splitlines()]
+    carried_text = (folder / "judged/llama/insecure.jsonl").read_text()
+    assert not [a for a in answers if len(a) > 20 and json.dumps(a)[1:-1] in carried_text]
+    elsewhere = tmp_path / "elsewhere"
+    skip = shutil.ignore_patterns("seed1", "pooled", "carried")
+    shutil.copytree(work, elsewhere, symlinks=True, ignore=skip)
+    cfg["finetune"]["carried"] = [str(folder)]
+    seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tables = [pooled[0], "results/pooled/spillover_rates.csv"]
+    proc = snakemake(elsewhere, seeds, "--cores", "1", *tables)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
+    assert ran == {"pooled_finetunes", "pooled_within_model"}, ran
+    assert not (elsewhere / "results/seed1").exists()
+    for table in [*tables, "results/pooled/within_model/finetune_contrasts.csv"]:
+        assert (elsewhere / table).read_bytes() == (work / table).read_bytes(), table
+    # The paper comparison too, but for the config it names (the carried folder is in it).
+    comparison = "results/pooled/within_model/paper_comparison.csv"
+    here, there = (pd.read_csv(d / comparison) for d in (work, elsewhere))
+    assert here.drop(columns="config").equals(there.drop(columns="config"))
+    # A changed carried file stops the run before any job, naming the file and the fix.
+    (folder / "within_model/summary.csv").write_text("changed\n")
+    proc = snakemake(elsewhere, seeds, "--cores", "1", "--dry-run", *tables)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "within_model/summary.csv is changed since" in out, out
+    cfg["finetune"]["carried"] = []
+    seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
     # Seed 1's tables checked against seed 0's: another draw of every fine-tune, so effects
     # are compared, not found identical, and the summary says how many lie inside intervals.
     out = subprocess.run(

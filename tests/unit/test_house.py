@@ -10,9 +10,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "emdir"
 # Lower layers never import higher ones. The top-level modules (errors, io, schema,
-# provenance, resume, logs, dryrun) are the floor every layer stands on; config, settings and
-# layout, which the workflow reads (validation, cross-checks, settings, paths), stand above
-# every layer.
+# provenance, resume, logs, dryrun, carry) are the floor every layer stands on; config,
+# settings and layout, which the workflow reads (validation, cross-checks, settings, paths),
+# stand above every layer.
 LAYERS = {
     "": 0,
     "data": 1,

@@ -555,3 +555,22 @@ def test_adding_a_seed_runs_only_that_seeds_jobs(tmp_path: Path) -> None:
         p.startswith(("results/seed3/", "results/pooled/")) or p == "results/provenance.json"
         for p in stale
     ), [p for p in stale if not p.startswith("results/seed3/")]
+
+
+def test_a_seed_is_carried_by_its_own_target(tmp_path: Path) -> None:
+    """results/carried/seed<n> needs seed n's chain to its within-model tables, and nothing
+    of the other seeds; a seed not in the run, or a carried folder without its manifest,
+    stops the dry-run with the fix."""
+    seeds = str(REPO / "config" / "seeds.yaml")
+    jobs = dry_run(tmp_path, "results/carried/seed1", "--configfile", str(CONFIG), seeds)
+    tables = ["results/within_model/summary.csv", "results/spillover_rates.csv"]
+    seed0 = dry_run(tmp_path / "zero", *tables)
+    assert jobs.pop("carry_seed") == 1 and jobs.pop("total") == seed0.pop("total") + 1
+    assert jobs == seed0
+    proc = snakemake(tmp_path, "-n", "results/carried/seed5", "--configfile", str(CONFIG), seeds)
+    assert proc.returncode != 0
+    assert "seed 5 is not in finetune.seeds [0, 1, 2]" in proc.stdout + proc.stderr
+    cfg = {**DEFAULT, "finetune": {**DEFAULT["finetune"], "seeds": [0, 1], "carried": ["x"]}}
+    proc = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / "c.yaml", cfg)))
+    assert proc.returncode != 0
+    assert f"finetune.carried: x ({REPO / 'x'}) has no MANIFEST.json" in proc.stdout + proc.stderr

@@ -212,7 +212,7 @@ rule training_curves:
 rule pooled_finetunes:
     input:
         generations=flat(pooled_generations),
-        spillover=expand(layout.WITHIN_MODEL["spillover"], seed=SEED_DIRS),
+        spillover=per_seed_table(layout.WITHIN_MODEL["spillover"]),
     output:
         spillover=layout.POOLED["spillover"],
         contrasts=layout.POOLED["contrasts"],
@@ -241,7 +241,7 @@ rule pooled_within_model:
         generations=flat(pooled_generations),
         steering=flat(pooled_steering),
         directions=flat(pooled_directions),
-        summaries=expand(layout.WITHIN_MODEL["summary"], seed=SEED_DIRS),
+        summaries=per_seed_table(layout.WITHIN_MODEL["summary"]),
         rates=layout.POOLED["spillover"],
     output:
         summary=layout.POOLED["summary"],
@@ -277,6 +277,29 @@ rule pooled_within_model:
         config_files=CONFIG_FILES,
     script:
         "../scripts/pooled_within_model.py"
+
+
+# One seed's inputs to the two rules above, for pooling on another machine (emdir.carry):
+# its judged answers without their text, its directions and its own tables, with a manifest.
+# Commit the folder and name it in finetune.carried where the seeds are pooled.
+rule carry_seed:
+    input:
+        carry_files,
+    output:
+        directory(layout.CARRIED),
+    log:
+        "logs/carry_seed{n}.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed_dir=lambda wildcards: layout.replicate(wildcards.n),
+        study=study_config(config),
+    script:
+        "../scripts/carry_seed.py"
 
 
 # The grid pooled over the fine-tuning seeds (only with more than one seed).

@@ -7,8 +7,10 @@ emdir.layout."""
 import re
 
 from emdir import layout
+from emdir.carry import carried_path, check_carried, study_config
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.settings import (
+    finetune_settings,
     model_finetune,
     study_models,
     sweep_train,
@@ -31,6 +33,14 @@ SEED_DIRS = [layout.replicate(s) for s in SEEDS]
 # The base models' own answers are shared by every seed (emdir.layout.generations): always
 # under results/, whatever the seeds.
 SEED_RE = "(?:" + "|".join(re.escape(d) for d in dict.fromkeys(SEED_DIRS + [""])) + ")"
+# Carried seeds (emdir.carry): seed -> the folder (finetune.carried, relative to the
+# repository) holding what the pooled within-model tables read of that seed, made on another
+# machine by rule carry_seed. Those two rules read it there; every other target of that seed
+# is computed as usual. Each folder is checked here: same study, a seed of this run, intact.
+try:
+    CARRIED = check_carried(config["finetune"]["carried"], config, workflow.basedir)
+except EmdirError as err:
+    raise WorkflowError(str(err)) from None
 FINETUNES = sorted(config["finetunes"])
 DIRECTION_FT = config["directions"]["ft"]
 TRANSFER_FT = config["transfer"]["ft"]
@@ -113,6 +123,7 @@ wildcard_constraints:
     vector=alternation(STEERING_VECTORS + TRANSFER_VECTORS + REFERENCE_VECTORS),
     dataset=alternation(config["datasets"]),
     qset=alternation(config["questions"]),
+    n=r"\d+",
 
 
 # ---------------------------------------------------------------- shared input functions

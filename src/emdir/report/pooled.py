@@ -9,6 +9,7 @@ pooled table repeats them beside its `pooled` rows: one CSV with a `seed` column
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emdir.carry import without_text
+from emdir.io import sha256_text
 from emdir.report import figures_steering
 from emdir.report.dose_response import series_name, steering_rows
 from emdir.report.effects import (
@@ -88,12 +91,16 @@ def load_draws(
     generations: Mapping[str, Sequence[str | Path]], question_set: str
 ) -> dict[str, list[list[dict[str, Any]]]]:
     """Each key's scored answers per seed, every file read once: a draw shared by every seed
-    (the base model's answers) is the same list in each seed's place."""
+    (the base model's answers) is the same list in each seed's place, whether the seeds name
+    one file or copies of it (a carried seed's, without the answers' text: emdir.carry)."""
     loaded: dict[str, list[dict[str, Any]]] = {}
+    draws: dict[str, list[dict[str, Any]]] = {}
 
     def read(path: str | Path) -> list[dict[str, Any]]:
         if str(path) not in loaded:
-            loaded[str(path)] = load_scored(path, question_set)
+            rows = load_scored(path, question_set)
+            scored = json.dumps([without_text(r) for r in rows], sort_keys=True)
+            loaded[str(path)] = draws.setdefault(sha256_text(scored), rows)
         return loaded[str(path)]
 
     return {key: [read(p) for p in paths] for key, paths in generations.items()}

@@ -1,6 +1,7 @@
 """Report stages: the fine-tunes' rates, the within-model summary, read strength, the
 transfer grid and the training curves (rules finetune_summary, within_model_summary,
-read_strength, transfer_matrix, training_curves). Imported lazily: pandas and matplotlib
+read_strength, transfer_matrix, training_curves), their pooled tables and a carried seed
+(rules pooled_*, carry_seed). Imported lazily: pandas and matplotlib
 would slow every other rule's start.
 """
 
@@ -50,6 +51,15 @@ def pooled_finetunes(**kwargs: Any) -> None:
     from emdir.report.pooled import pooled_finetunes as run
 
     run(**kwargs)
+
+
+def carry_seed(**kwargs: Any) -> None:
+    """One seed's inputs to the pooled within-model tables, without the answers' text, with
+    a manifest naming the code and packages that made them (emdir.carry)."""
+    from emdir.carry import export_seed
+    from emdir.provenance import git_commit, package_versions
+
+    export_seed(**kwargs, made_with={"git_commit": git_commit(), "packages": package_versions()})
 
 
 def pooled_within_model(**kwargs: Any) -> None:

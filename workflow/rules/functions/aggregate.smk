@@ -82,24 +82,57 @@ def training_adapters(wildcards):
 
 
 # ---------------------------------------------------------------- pooled over seeds
-# Each is the per-seed function's dict with every value a list: one path per seed.
+# Each is the per-seed function's dict with every value a list: one path per seed. The
+# within-model ones read a carried seed's files in its folder (CARRIED, emdir.carry).
 
 
-def _per_seed(fn, **wildcards):
-    seeds = [fn(SimpleNamespace(seed=d, **wildcards)) for d in SEED_DIRS]
+def _carried(path, seed):
+    """A seed's file: in its carried folder when finetune.carried has the seed."""
+    if seed not in CARRIED:
+        return path
+    return carried_path(path, layout.replicate(seed), CARRIED[seed])
+
+
+def _per_seed(fn, carried=False, **wildcards):
+    seeds = [
+        {
+            key: _carried(path, s) if carried else path
+            for key, path in fn(SimpleNamespace(seed=d, **wildcards)).items()
+        }
+        for s, d in zip(SEEDS, SEED_DIRS)
+    ]
     return {key: [s[key] for s in seeds] for key in seeds[0]}
 
 
+def per_seed_table(pattern):
+    """A per-seed table's path for every seed (a carried seed's in its folder)."""
+    return [_carried(pattern.format(seed=d), s) for s, d in zip(SEEDS, SEED_DIRS)]
+
+
 def pooled_generations(wildcards=None):
-    return _per_seed(summary_generations)
+    return _per_seed(summary_generations, carried=True)
 
 
 def pooled_steering(wildcards=None):
-    return _per_seed(summary_steering)
+    return _per_seed(summary_steering, carried=True)
 
 
 def pooled_directions(wildcards=None):
-    return _per_seed(summary_directions)
+    return _per_seed(summary_directions, carried=True)
+
+
+def carry_files(wildcards):
+    """What pooled_finetunes and pooled_within_model read of seed n (rule carry_seed)."""
+    n = int(wildcards.n)
+    if n not in SEEDS:
+        raise WorkflowError(
+            f"results/carried/seed{n}: seed {n} is not in finetune.seeds {SEEDS}; add it "
+            "(e.g. --configfile ... config/seeds.yaml) to carry it"
+        )
+    seed = SimpleNamespace(seed=layout.replicate(n))
+    tables = [layout.WITHIN_MODEL[k].format(seed=seed.seed) for k in ("summary", "spillover")]
+    fns = (summary_generations, summary_steering, summary_directions)
+    return sorted({*tables, *(p for fn in fns for p in fn(seed).values())})
 
 
 def pooled_baselines(wildcards=None):

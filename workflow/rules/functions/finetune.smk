@@ -8,9 +8,10 @@ def ft_dataset(wildcards):
 def finetune_cfg(wildcards):
     """`finetune` for one seed's fine-tune of one model: `train.seed` moved by the
     fine-tuning seed (seed 0: as configured), the rest as the model trains under it
-    (`model_training`); the list of seeds itself is not a setting of any one fine-tune.
+    (`model_training`); which seeds a run draws is not a setting of any one fine-tune
+    (`finetune_settings`).
     """
-    cfg = {k: v for k, v in config["finetune"].items() if k != "seeds"}
+    cfg = finetune_settings(config)
     train = cfg["train"]
     seeded = {**cfg, "train": {**train, "seed": train["seed"] + seed_of(wildcards)}}
     return model_training(seeded, wildcards.model)
