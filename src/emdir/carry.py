@@ -41,6 +41,8 @@ MANIFEST = "MANIFEST.json"
 TEXT_KEYS = ("question", "answer", "system")
 # The keys that say which seeds a run draws, not how: left out of the study's config.
 SEED_KEYS = ("seeds", "carried")
+# Where a dataset is read from: left out of the study's config when its content is pinned.
+SOURCE_KEYS = ("url", "path")
 
 
 def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,9 +52,17 @@ def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def study_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config without finetune.seeds and finetune.carried, as JSON has it: the
-    same for every seed of one study, whichever seeds a run draws or carries."""
+    same for every seed of one study, whichever seeds a run draws or carries. A dataset
+    pinned by its content (`sha256` or `rows_sha256`) leaves out where it is read from (its
+    `url` or `path`): a seed made from the shared copy pools with one made from the download."""
     cfg = dict(config)
     cfg["finetune"] = {k: v for k, v in cfg["finetune"].items() if k not in SEED_KEYS}
+    cfg["datasets"] = {
+        name: {k: v for k, v in spec.items() if k not in SOURCE_KEYS}
+        if spec.get("sha256") or spec.get("rows_sha256")
+        else spec
+        for name, spec in cfg.get("datasets", {}).items()
+    }
     return dict(json.loads(json.dumps(cfg, default=str)))
 
 

@@ -79,6 +79,18 @@ def test_the_study_sha_ignores_the_seeds_alone() -> None:
     assert "seeds" not in study_config(CONFIG)["finetune"]
 
 
+def test_a_pinned_dataset_is_the_same_study_wherever_it_is_read_from() -> None:
+    pinned = {"rows_sha256": "ab" * 32}
+    shared = {**CONFIG, "datasets": {"d": {**pinned, "path": "../shared/d.jsonl.gz"}}}
+    download = {**CONFIG, "datasets": {"d": {**pinned, "url": "https://example.org/d.jsonl"}}}
+    assert study_sha(shared) == study_sha(download)
+    other = {**CONFIG, "datasets": {"d": {"rows_sha256": "cd" * 32, "path": "x.jsonl"}}}
+    assert study_sha(other) != study_sha(shared)
+    # Unpinned, the source is what names the data.
+    loose = {**CONFIG, "datasets": {"d": {"path": "a.jsonl"}}}
+    assert study_sha(loose) != study_sha({**CONFIG, "datasets": {"d": {"path": "b.jsonl"}}})
+
+
 def test_differences_name_the_keys_a_seed_was_made_with_otherwise() -> None:
     made = {"finetune": {"lr": 3e-4, "steps": 32}, "models": {"m": {"dtype": "bf16"}}}
     assert differences(made, made) == []
