@@ -43,6 +43,10 @@ TEXT_KEYS = ("question", "answer", "system")
 SEED_KEYS = ("seeds", "carried")
 # Where a dataset is read from: left out of the study's config when its content is pinned.
 SOURCE_KEYS = ("url", "path")
+# The sections no carried file depends on (the grid, the mechanistic extensions, the budget
+# sweep, the reference folder): left out of the study's config, so that changing them does
+# not turn away seeds that are still the same draws.
+OTHER_SECTIONS = ("transfer", "mechanistic", "sweep", "reference")
 
 
 def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,10 +56,11 @@ def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def study_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config without finetune.seeds and finetune.carried, as JSON has it: the
-    same for every seed of one study, whichever seeds a run draws or carries. A dataset
+    same for every seed of one study, whichever seeds a run draws or carries; without the
+    sections no carried file depends on (OTHER_SECTIONS) either. A dataset
     pinned by its content (`sha256` or `rows_sha256`) leaves out where it is read from (its
     `url` or `path`): a seed made from the shared copy pools with one made from the download."""
-    cfg = dict(config)
+    cfg = {k: v for k, v in config.items() if k not in OTHER_SECTIONS}
     cfg["finetune"] = {k: v for k, v in cfg["finetune"].items() if k not in SEED_KEYS}
     cfg["datasets"] = {
         name: {k: v for k, v in spec.items() if k not in SOURCE_KEYS}

@@ -77,6 +77,8 @@ def test_the_study_sha_ignores_the_seeds_alone() -> None:
     assert study_sha(other_lr) != study_sha(CONFIG)
     assert CONFIG["finetune"]["seeds"] == [0, 1]  # the config itself is left as it was
     assert "seeds" not in study_config(CONFIG)["finetune"]
+    # The grid's settings shape no carried file.
+    assert study_sha({**CONFIG, "transfer": {"alphas": [1.0]}}) == study_sha(CONFIG)
 
 
 def test_a_pinned_dataset_is_the_same_study_wherever_it_is_read_from() -> None:

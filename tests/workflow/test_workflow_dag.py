@@ -574,3 +574,25 @@ def test_a_seed_is_carried_by_its_own_target(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / "c.yaml", cfg)))
     assert proc.returncode != 0
     assert f"finetune.carried: x ({REPO / 'x'}) has no MANIFEST.json" in proc.stdout + proc.stderr
+
+
+def test_the_regime_pools_its_carried_seeds_without_computing_them(tmp_path: Path) -> None:
+    """config/regime_carried.yaml: the pooled paper table plans the seeds not carried and
+    reads the carried ones from docs/reference/regime/seeds/ (their manifests checked)."""
+    overlay = yaml.safe_load((REPO / "config" / "regime_carried.yaml").read_text())
+    carried = overlay["finetune"]["carried"]
+    assert carried and all((REPO / c / "MANIFEST.json").is_file() for c in carried)
+    # Without config/betley_shared.yaml (the carried seed read the shared copies): the same
+    # study, its datasets pinned by their rows, downloaded here.
+    configs = [
+        str(REPO / "config" / f) for f in ("real.yaml", "regime.yaml", "regime_carried.yaml")
+    ]
+    target = "results/pooled/within_model/paper_comparison.csv"
+    jobs = dry_run(tmp_path, target, "--configfile", *configs)
+    local = len(overlay["finetune"]["seeds"]) - len(carried)
+    assert jobs["finetune"] == 3 * local and jobs["steering"] == local
+    assert jobs["pooled_within_model"] == jobs["pooled_finetunes"] == 1
+    proc = snakemake(tmp_path, "--summary", target, "--configfile", *configs)
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    carried_dirs = [f"results/seed{Path(c).name.removeprefix('seed')}/" for c in carried]
+    assert names and not [n for n in names if n.startswith(tuple(carried_dirs))]
