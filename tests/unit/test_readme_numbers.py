@@ -95,11 +95,10 @@ def test_the_regime_section_quotes_its_reference_tables() -> None:
             assert _numbers(cells[2]) == [round(x, 1) for x in want], (label, cells[2], want)
 
 
-def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
-    """The steering sweep's rows: the target's and the secure direction's reduction with
-    their intervals, per coefficient, as docs/reference/regime/within_model/summary.csv."""
-    rows = _section_rows("## The paper's regime on real weights")
-    summary = pd.read_csv(REGIME / "within_model" / "summary.csv")
+def _check_steering_rows(rows: dict[str, list[str]], summary_csv: Path) -> None:
+    """A steering table's rows against a summary: per coefficient, the target's and the
+    secure direction's reduction with their intervals, and the controls' reductions."""
+    summary = pd.read_csv(summary_csv)
     summary = summary[summary.ft == "insecure"].set_index(["vector", "coefficient"])
     for coef in (0.05, 0.1, 0.25, 0.5):
         label = next(k for k in rows if k.replace("*", "").split(" ")[0] == f"{coef:g}")
@@ -108,6 +107,24 @@ def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
             r = summary.loc[(vector, coef)]
             want = [r.effect_points, r.effect_lo, r.effect_hi]
             assert _numbers(cell) == [round(x, 1) for x in want], (coef, vector, cell, want)
+        controls = [["random_0", "random_1"], ["orthogonal"], ["wrong_layer"]]
+        for cell, vectors in zip(cells[2:5], controls, strict=True):
+            want = [round(summary.loc[(v, coef)].effect_points, 1) for v in vectors]
+            assert _numbers(cell) == want, (coef, vectors, cell, want)
+
+
+def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
+    """The steering sweep's rows: the target's and the secure direction's reduction with
+    their intervals, per coefficient, as docs/reference/regime/within_model/summary.csv."""
+    rows = _section_rows("## The paper's regime on real weights")
+    _check_steering_rows(rows, REGIME / "within_model" / "summary.csv")
+
+
+def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
+    """Seed 1's steering rows, as its carried folder's summary has them."""
+    rows = _section_rows("## The paper's regime on real weights", "| coefficient (seed 1) |")
+    assert len(rows) == 4
+    _check_steering_rows(rows, REGIME / "seeds" / "seed1" / "within_model" / "summary.csv")
 
 
 def test_the_regime_seeds_table_quotes_the_pooled_reference_tables() -> None:

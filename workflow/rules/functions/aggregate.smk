@@ -121,6 +121,11 @@ def pooled_directions(wildcards=None):
     return _per_seed(summary_directions, carried=True)
 
 
+# A carried seed's own tables: what the pooled rules read of it (its rates and summary),
+# and the rest of its within-model tables, so that the reference check compares it whole.
+CARRIED_TABLES = ("spillover", "contrasts", "summary", "calibration", "comparison")
+
+
 def carry_files(wildcards):
     """What pooled_finetunes and pooled_within_model read of seed n (rule carry_seed)."""
     n = int(wildcards.n)
@@ -130,7 +135,7 @@ def carry_files(wildcards):
             "(e.g. --configfile ... config/seeds.yaml) to carry it"
         )
     seed = SimpleNamespace(seed=layout.replicate(n))
-    tables = [layout.WITHIN_MODEL[k].format(seed=seed.seed) for k in ("summary", "spillover")]
+    tables = [layout.WITHIN_MODEL[k].format(seed=seed.seed) for k in CARRIED_TABLES]
     fns = (summary_generations, summary_steering, summary_directions)
     return sorted({*tables, *(p for fn in fns for p in fn(seed).values())})
 
