@@ -192,3 +192,14 @@ def test_the_regime_sweep_table_quotes_the_reference_sweep() -> None:
 def test_the_1p5b_sweep_table_quotes_the_reference_sweep() -> None:
     """Qwen2.5-Coder-1.5B's budget sweep (config/regime_1p5b.yaml), as the reference has it."""
     _check_sweep_table("lr (1.5B)", "qwen15coder")
+
+
+def test_the_carried_seed_1_is_compared_with_seed_0_as_the_readme_says() -> None:
+    """The README's count of seed 1's effects against seed 0's, from the two folders."""
+    from emdir.report.reference import compare
+
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    df = compare(REGIME / "seeds" / "seed1", REGIME)
+    n, same, inside = len(df), int(df.identical.sum()), int(df.inside.sum())
+    quoted = f"seed 1 compares {n} effects: {same} identical, {inside} inside each other's"
+    assert quoted in text, (n, same, inside)
