@@ -10,14 +10,15 @@ results/ with the seed's segment dropped (results/seed1/judged/m/insecure.jsonl 
 judged/m/insecure.jsonl; the base model's shared answers keep theirs); the judged answers
 without their text (TEXT_KEYS: the scores, categories, ids and sampling seeds stay, which is
 all the pooled tables read), everything else byte for byte; and MANIFEST.json: the seed,
-the study's config (`study_config`) and its sha, where and when it was made, and each file's sha256
-beside its source's, so that whoever holds the source files can check them.
+the study's config (`study_config`) and its sha, where and when it was made, and each
+file's sha256 beside its source's, so that whoever holds the source files can check them.
 
 `finetune.carried` lists such folders. `check_carried` reads their manifests and refuses a
 folder from another study (a key set otherwise: `differences`), a seed not in
-`finetune.seeds`, two folders for one seed or a changed file; `carried_path` maps a seed's results path into its folder, which the two
-pooled rules then read instead of results/seed<n>/ (nothing of that seed is computed for
-them). Every other target of a carried seed is computed as usual.
+`finetune.seeds`, two folders for one seed or a changed file; `carried_path` maps a seed's
+results path into its folder, which the two pooled rules then read instead of
+results/seed<n>/ (nothing of that seed is computed for them). Every other target of a
+carried seed is computed as usual.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
 def study_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config without finetune.seeds and finetune.carried, as JSON has it: the
     same for every seed of one study, whichever seeds a run draws or carries; without the
-    sections no carried file depends on (OTHER_SECTIONS) either. A dataset
-    pinned by its content (`sha256` or `rows_sha256`) leaves out where it is read from (its
-    `url` or `path`): a seed made from the shared copy pools with one made from the download."""
+    sections no carried file depends on (OTHER_SECTIONS) either. A dataset pinned by its
+    content (`sha256` or `rows_sha256`) leaves out where it is read from (its `url` or
+    `path`): a seed made from the shared copy pools with one made from the download."""
     cfg = {k: v for k, v in config.items() if k not in OTHER_SECTIONS}
     cfg["finetune"] = {k: v for k, v in cfg["finetune"].items() if k not in SEED_KEYS}
     cfg["datasets"] = {

@@ -1,8 +1,8 @@
 """Report stages: the fine-tunes' rates, the within-model summary, read strength, the
 transfer grid and the training curves (rules finetune_summary, within_model_summary,
 read_strength, transfer_matrix, training_curves), their pooled tables and a carried seed
-(rules pooled_*, carry_seed). Imported lazily: pandas and matplotlib
-would slow every other rule's start.
+(rules pooled_*, carry_seed). Imported lazily: pandas and matplotlib would slow every other
+rule's start.
 """
 
 from __future__ import annotations
