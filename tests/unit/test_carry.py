@@ -171,3 +171,21 @@ def test_a_bad_carried_folder_is_refused(carried: Path, tmp_path: Path) -> None:
     (carried / "within_model/summary.csv").unlink()
     with pytest.raises(EmdirError, match="within_model/summary.csv is missing since"):
         check_carried([str(carried)], CONFIG)
+
+
+def test_no_committed_carried_seed_holds_text() -> None:
+    """Every carried folder under docs/reference/ holds judged rows without their text, and
+    each is intact against its manifest."""
+    repo = Path(__file__).resolve().parents[2]
+    manifests = sorted((repo / "docs" / "reference").glob("*/seeds/*/MANIFEST.json"))
+    assert manifests  # the regime study's seed 1 at least
+    for manifest in manifests:
+        rows = [
+            json.loads(line)
+            for path in manifest.parent.rglob("*.jsonl")
+            for line in path.read_text(encoding="utf-8").splitlines()
+        ]
+        assert rows and not [r for r in rows if {"question", "answer", "system"} & set(r)]
+        files = json.loads(manifest.read_text())["files"]
+        for rel, entry in files.items():
+            assert sha256_file(manifest.parent / rel) == entry["sha256"], rel
