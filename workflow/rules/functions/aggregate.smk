@@ -83,14 +83,14 @@ def training_adapters(wildcards):
 
 # ---------------------------------------------------------------- pooled over seeds
 # Each is the per-seed function's dict with every value a list: one path per seed. The
-# within-model ones read a carried seed's files in its folder (CARRIED, emdir.carry).
+# within-model ones read a carried seed's files in its folder (CARRIED_SEEDS, emdir.carry).
 
 
 def _carried(path, seed):
     """A seed's file: in its carried folder when finetune.carried has the seed."""
-    if seed not in CARRIED:
+    if seed not in CARRIED_SEEDS:
         return path
-    return carried_path(path, layout.replicate(seed), CARRIED[seed])
+    return carried_path(path, layout.replicate(seed), CARRIED_SEEDS[seed])
 
 
 def _per_seed(fn, carried=False, **wildcards):
@@ -127,7 +127,8 @@ CARRIED_TABLES = ("spillover", "contrasts", "summary", "calibration", "compariso
 
 
 def carry_files(wildcards):
-    """What pooled_finetunes and pooled_within_model read of seed n (rule carry_seed)."""
+    """What pooled_finetunes and pooled_within_model read of seed n, and its other
+    within-model tables (rule carry_seed)."""
     n = int(wildcards.n)
     if n not in SEEDS:
         raise WorkflowError(
