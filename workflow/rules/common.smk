@@ -38,7 +38,9 @@ SEED_RE = "(?:" + "|".join(re.escape(d) for d in dict.fromkeys(SEED_DIRS + [""])
 # machine by rule carry_seed. Those two rules read it there; every other target of that seed
 # is computed as usual. Each folder is checked here: same study, a seed of this run, intact.
 try:
-    CARRIED_SEEDS = check_carried(config["finetune"]["carried"], config, workflow.basedir)
+    CARRIED_SEEDS = check_carried(
+        config["finetune"]["carried"], config, workflow.basedir
+    )
 except EmdirError as err:
     raise WorkflowError(str(err)) from None
 FINETUNES = sorted(config["finetunes"])
