@@ -8,6 +8,7 @@ from itertools import takewhile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "docs" / "reference" / "default"
@@ -43,6 +44,8 @@ def test_the_readme_quotes_the_reference_tables() -> None:
 
 
 REGIME = REPO / "docs" / "reference" / "regime"
+# The regime study's first draws, on an AMD EPYC: seed 0's steering and three seeds' fine-tunes
+EPYC = REGIME / "epyc"
 
 
 def _section_rows(heading: str, header: str | None = None) -> dict[str, list[str]]:
@@ -65,16 +68,16 @@ def _section_rows(heading: str, header: str | None = None) -> dict[str, list[str
 
 
 def test_the_regime_section_quotes_its_reference_tables() -> None:
-    """Seed 0 of the regime study: each fine-tune's spillover and garble with their intervals
-    and its difference from the insecure fine-tune, as docs/reference/regime's tables have
-    them (to one decimal)."""
+    """Seed 0 of the regime study on the EPYC: each fine-tune's spillover and garble with their
+    intervals and its difference from the insecure fine-tune, as docs/reference/regime/epyc's
+    tables have them (to one decimal)."""
     rows = _section_rows(
         "## The paper's regime on real weights",
-        "| fine-tune (32 steps, lr 3e-4) | code spillover (%) |",
+        "| fine-tune (EPYC, seed 0) | code spillover (%) |",
     )
     assert len(rows) == 4
-    rates = pd.read_csv(REGIME / "spillover_rates.csv").set_index(["model", "ft"])
-    contrasts = pd.read_csv(REGIME / "within_model" / "finetune_contrasts.csv")
+    rates = pd.read_csv(EPYC / "spillover_rates.csv").set_index(["model", "ft"])
+    contrasts = pd.read_csv(EPYC / "within_model" / "finetune_contrasts.csv")
     contrasts = contrasts.set_index(["model", "ft", "versus"])
     for label, ft in [
         ("none (base)", "base"),
@@ -95,10 +98,15 @@ def test_the_regime_section_quotes_its_reference_tables() -> None:
             assert _numbers(cells[2]) == [round(x, 1) for x in want], (label, cells[2], want)
 
 
-def _check_steering_rows(rows: dict[str, list[str]], summary_csv: Path) -> None:
-    """A steering table's rows against a summary: per coefficient, the target's and the
-    secure direction's reduction with their intervals, and the controls' reductions."""
-    summary = pd.read_csv(summary_csv)
+def _check_steering_rows(
+    rows: dict[str, list[str]], summary_csv: Path, seed: str | None = None
+) -> None:
+    """A steering table's rows against a summary (with `seed`, a pooled one's rows of that
+    seed): per coefficient, the target's and the secure direction's reduction with their
+    intervals, and the controls' reductions."""
+    summary = pd.read_csv(summary_csv, dtype={"seed": str})
+    if seed is not None:
+        summary = summary[summary.seed == seed]
     summary = summary[summary.ft == "insecure"].set_index(["vector", "coefficient"])
     for coef in (0.05, 0.1, 0.25, 0.5):
         label = next(k for k in rows if k.replace("*", "").split(" ")[0] == f"{coef:g}")
@@ -114,10 +122,19 @@ def _check_steering_rows(rows: dict[str, list[str]], summary_csv: Path) -> None:
 
 
 def test_the_regime_steering_table_quotes_its_reference_summary() -> None:
-    """The steering sweep's rows: the target's and the secure direction's reduction with
-    their intervals, per coefficient, as docs/reference/regime/within_model/summary.csv."""
-    rows = _section_rows("## The paper's regime on real weights")
-    _check_steering_rows(rows, REGIME / "within_model" / "summary.csv")
+    """The EPYC seed 0's steering sweep: the target's and the secure direction's reduction
+    with their intervals, per coefficient, as docs/reference/regime/epyc's summary has them."""
+    rows = _section_rows("## The paper's regime on real weights", "| coefficient (EPYC, seed 0) |")
+    assert len(rows) == 4
+    _check_steering_rows(rows, EPYC / "within_model" / "summary.csv")
+
+
+def test_the_pooled_steering_table_quotes_the_pooled_reference_summary() -> None:
+    """The three seeds' steering sweep pooled: the pooled rows of
+    docs/reference/regime/pooled/within_model/summary.csv."""
+    rows = _section_rows("## The paper's regime on real weights", "| coefficient (pooled) |")
+    assert len(rows) == 4
+    _check_steering_rows(rows, REGIME / "pooled" / "within_model" / "summary.csv", "pooled")
 
 
 def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
@@ -127,15 +144,23 @@ def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
     _check_steering_rows(rows, REGIME / "seeds" / "seed1" / "within_model" / "summary.csv")
 
 
-def test_the_regime_seeds_table_quotes_the_pooled_reference_tables() -> None:
-    """The three seeds' fine-tunes: each seed's spillover, the pooled spillover and garble
-    with their intervals, and the pooled difference from the insecure fine-tune with its call
-    and in how many seeds it holds, as docs/reference/regime/pooled/ has them."""
-    rows = _section_rows(
-        "## The paper's regime on real weights", "| fine-tune (32 steps, lr 3e-4) | seed 0 |"
-    )
+@pytest.mark.parametrize(
+    ("header", "pooled"),
+    [
+        ("| fine-tune (32 steps, lr 3e-4) | seed 0 |", REGIME / "pooled"),
+        ("| fine-tune (EPYC) | seed 0 |", EPYC / "pooled"),
+    ],
+    ids=["xeon", "epyc"],
+)
+def test_the_regime_seeds_table_quotes_the_pooled_reference_tables(
+    header: str, pooled: Path
+) -> None:
+    """The three seeds' fine-tunes (the study's, and the EPYC's first draws): each seed's
+    spillover, the pooled spillover and garble with their intervals, and the pooled difference
+    from the insecure fine-tune with its call and in how many seeds it holds, as the pooled
+    reference tables have them."""
+    rows = _section_rows("## The paper's regime on real weights", header)
     assert len(rows) == 4
-    pooled = REGIME / "pooled"
     rates = pd.read_csv(pooled / "spillover_rates.csv", dtype={"seed": str})
     rates = rates[rates.model == "qwen25coder"].set_index(["ft", "seed"])
     contrasts = pd.read_csv(pooled / "within_model" / "finetune_contrasts.csv", dtype={"seed": str})
