@@ -181,13 +181,14 @@ def check_carried(
     manifest records."""
     seeds = list(config["finetune"]["seeds"])
     study = study_config(config)
+    sha = config_sha(study)
     out: dict[int, str] = {}
     for name in folders:
         folder = Path(name) if Path(name).is_absolute() else Path(root) / name
         manifest = read_manifest(folder, name)
         seed = int(manifest["seed"])
         where = f"finetune.carried: {name} (seed {seed})"
-        if manifest["study_sha"] != config_sha(study):
+        if manifest["study_sha"] != sha:
             keys = differences(manifest["study"], study)
             if keys:
                 raise EmdirError(

@@ -189,3 +189,8 @@ def test_no_committed_carried_seed_holds_text() -> None:
         files = json.loads(manifest.read_text())["files"]
         for rel, entry in files.items():
             assert sha256_file(manifest.parent / rel) == entry["sha256"], rel
+        # nothing in the folder the manifest does not vouch for (snakemake's
+        # .snakemake_timestamp of the rule's output directory included)
+        held = {f.relative_to(manifest.parent).as_posix() for f in manifest.parent.rglob("*")}
+        held = {f for f in held if (manifest.parent / f).is_file()} - {manifest.name}
+        assert held == set(files), sorted(held ^ set(files))
