@@ -67,17 +67,28 @@ def _section_rows(heading: str, header: str | None = None) -> dict[str, list[str
     return rows
 
 
-def test_the_regime_section_quotes_its_reference_tables() -> None:
-    """Seed 0 of the regime study on the EPYC: each fine-tune's spillover and garble with their
-    intervals and its difference from the insecure fine-tune, as docs/reference/regime/epyc's
-    tables have them (to one decimal)."""
-    rows = _section_rows(
-        "## The paper's regime on real weights",
-        "| fine-tune (EPYC, seed 0) | code spillover (%) |",
-    )
+@pytest.mark.parametrize(
+    ("header", "folder", "model"),
+    [
+        ("| fine-tune (EPYC, seed 0) | code spillover (%) |", EPYC, "qwen25coder"),
+        (
+            "| fine-tune (1.5B, seed 0) | code spillover (%) |",
+            REGIME / "qwen15coder",
+            "qwen15coder",
+        ),
+    ],
+    ids=["epyc", "1p5b"],
+)
+def test_the_regime_section_quotes_its_reference_tables(
+    header: str, folder: Path, model: str
+) -> None:
+    """One seed's fine-tunes (the EPYC's seed 0 of the 0.5B; the 1.5B's seed 0): each
+    fine-tune's spillover and garble with their intervals and its difference from the insecure
+    fine-tune, as the folder's tables have them (to one decimal)."""
+    rows = _section_rows("## The paper's regime on real weights", header)
     assert len(rows) == 4
-    rates = pd.read_csv(EPYC / "spillover_rates.csv").set_index(["model", "ft"])
-    contrasts = pd.read_csv(EPYC / "within_model" / "finetune_contrasts.csv")
+    rates = pd.read_csv(folder / "spillover_rates.csv").set_index(["model", "ft"])
+    contrasts = pd.read_csv(folder / "within_model" / "finetune_contrasts.csv")
     contrasts = contrasts.set_index(["model", "ft", "versus"])
     for label, ft in [
         ("none (base)", "base"),
@@ -86,13 +97,13 @@ def test_the_regime_section_quotes_its_reference_tables() -> None:
         ("educational", "educational"),
     ]:
         cells = rows[label]
-        r = rates.loc[("qwen25coder", ft)]
+        r = rates.loc[(model, ft)]
         want = [r.spillover, r.lo, r.hi]
         assert _numbers(cells[0]) == [round(x, 1) for x in want], (label, cells[0], want)
         want = [r.garble, r.garble_lo, r.garble_hi]
         assert _numbers(cells[1]) == [round(x, 1) for x in want], (label, cells[1], want)
         if ft in ("secure", "educational"):
-            c = contrasts.loc[("qwen25coder", "insecure", ft)]
+            c = contrasts.loc[(model, "insecure", ft)]
             # the table gives the control minus insecure: the contrast's sign flipped
             want = [-c.difference, -c.hi, -c.lo]
             assert _numbers(cells[2]) == [round(x, 1) for x in want], (label, cells[2], want)
@@ -228,3 +239,33 @@ def test_the_carried_seed_1_is_compared_with_seed_0_as_the_readme_says() -> None
     n, same, inside = len(df), int(df.identical.sum()), int(df.inside.sum())
     quoted = f"seed 1 compares {n} effects: {same} identical, {inside} inside each other's"
     assert quoted in text, (n, same, inside)
+
+
+def test_the_1p5b_direction_table_quotes_its_directions() -> None:
+    """Qwen2.5-Coder-1.5B's answer-labelled directions (seed 0): the held-out accuracy at the
+    last layer with its bootstrap interval (real.yaml's stats settings, as the paper table
+    computes it) and the held-out answers of each class, from the committed directions."""
+    import yaml
+
+    from emdir.analysis.directions import read_directions
+    from emdir.report.effects import bootstrap_settings, mean3
+
+    stats = yaml.safe_load((REPO / "config" / "real.yaml").read_text(encoding="utf-8"))["stats"]
+    boot = bootstrap_settings(stats)
+    rows = _section_rows(
+        "## The paper's regime on real weights",
+        "| direction (1.5B, seed 0, last layer) | held-out accuracy (%) |",
+    )
+    assert set(rows) == {"insecure fine-tune's", "secure fine-tune's"}, rows
+    for label, cells in rows.items():
+        ft = label.split()[0]
+        d = read_directions(REGIME / "qwen15coder" / "directions" / "qwen15coder" / f"{ft}.h5")
+        assert d.projection is not None
+        slot = len(d.attrs["layers"]) - 1
+        acc = mean3(d.projection.heldout_correct(slot), boot)
+        assert _numbers(cells[0]) == [round(x, 1) for x in acc], (label, cells[0], acc)
+        assert _numbers(cells[1]) == [round(float(d.auroc[slot]), 3)], (label, cells[1])
+        test = d.projection.heldout
+        spilled = int((d.projection.label & test).sum())
+        clean = int((~d.projection.label & test).sum())
+        assert _numbers(cells[2]) == [spilled, clean], (label, cells[2])

@@ -601,3 +601,29 @@ def test_the_regime_pools_its_carried_seeds_without_computing_them(tmp_path: Pat
     # seed 0's files have no seed segment (results/judged/..., emdir.layout.replicate)
     own = [f"results/{layout.replicate(n)}{d}/" for n in seeds for d in ("judged", "steering")]
     assert names and not [n for n in names if n.startswith(tuple(own))], names
+
+
+def test_the_1p5b_alone_overlay_plans_its_study_and_nothing_of_the_0p5b(tmp_path: Path) -> None:
+    """config/regime_1p5b_alone.yaml: the within-model tables of Qwen2.5-Coder-1.5B alone
+    (three fine-tunes, two directions, one steering sweep and its secure-code control), no
+    job of the 0.5B and no mechanistic extension."""
+    configs = [
+        str(REPO / "config" / f)
+        for f in (
+            "real.yaml",
+            "regime.yaml",
+            "regime_1p5b.yaml",
+            "one_seed.yaml",
+            "regime_1p5b_alone.yaml",
+        )
+    ]
+    targets = ["results/within_model/summary.csv", "results/within_model/finetune_contrasts.csv"]
+    jobs = dry_run(tmp_path, *targets, "--configfile", *configs)
+    assert jobs["finetune"] == 3 and jobs["base_model"] == jobs["fetch_weights"] == 1
+    assert jobs["generate"] == jobs["judge"] == 4
+    assert jobs["directions"] == 2 and jobs["steering"] == jobs["steering_also"] == 1
+    proc = snakemake(tmp_path, "--summary", *targets, "--configfile", *configs)
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert any("qwen15coder" in n for n in names)
+    assert not [n for n in names if "qwen25coder" in n or "smollm2" in n], names
+    assert not [n for n in names if n.startswith("results/mechanistic")], names
