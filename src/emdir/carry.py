@@ -12,6 +12,10 @@ without their text (TEXT_KEYS: the scores, categories, ids and sampling seeds st
 all the pooled tables read), everything else byte for byte; and MANIFEST.json: the seed,
 the study's config (`study_config`) and its sha, where and when it was made, and each
 file's sha256 beside its source's, so that whoever holds the source files can check them.
+Rule `carry_finetunes` (results/carried/finetunes/seed<n>/) carries less: what
+`pooled_finetunes` reads (the fine-tunes' judged answers and the seed's own fine-tune
+tables), for a machine that ran the seed's fine-tunes but not its steering sweep; its
+manifest's `scope` says so (SCOPES), and the pooled within-model tables refuse such a seed.
 
 `finetune.carried` lists such folders. `check_carried` reads their manifests and refuses a
 folder from another study (a key set otherwise: `differences`), a seed not in
@@ -48,6 +52,11 @@ SOURCE_KEYS = ("url", "path")
 # sweep, the reference folder): left out of the study's config, so that changing them does
 # not turn away seeds that are still the same draws.
 OTHER_SECTIONS = ("transfer", "mechanistic", "sweep", "reference")
+# What a carried folder holds (its manifest's `scope`; a manifest without one is "study").
+SCOPES = {
+    "study": "what the pooled within-model tables read (rule carry_seed)",
+    "finetunes": "what the pooled fine-tune tables read (rule carry_finetunes)",
+}
 
 
 def without_text(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,11 +133,14 @@ def export_seed(
     out: str | Path,
     study: Mapping[str, Any],
     made_with: Mapping[str, Any],
+    scope: str = "study",
 ) -> None:
     """Write one seed's files to `out` (see the module's docstring): .jsonl files as their
     rows without text, every other file copied; MANIFEST.json last, so that a folder without
     one is an interrupted export. `made_with` is recorded as it is (the code's commit, the
-    packages)."""
+    packages); `scope` (SCOPES) says which pooled tables the files are for."""
+    if scope not in SCOPES:
+        raise EmdirError(f"carried scope {scope!r}: expected one of {', '.join(SCOPES)}")
     out = Path(out)
     entries: dict[str, dict[str, str]] = {}
     for src in sorted({Path(f).as_posix() for f in files}):
@@ -145,6 +157,7 @@ def export_seed(
         out / MANIFEST,
         {
             "seed": int(seed),
+            "scope": scope,
             "study_sha": config_sha(study),
             "study": study,
             "made": {
@@ -170,6 +183,11 @@ def read_manifest(folder: str | Path, name: str | Path | None = None) -> dict[st
             "out of finetune.carried"
         )
     return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def scope_of(folder: str | Path) -> str:
+    """What a carried folder holds (SCOPES): its manifest's `scope`, "study" without one."""
+    return str(read_manifest(folder).get("scope", "study"))
 
 
 def check_carried(

@@ -242,6 +242,9 @@ RANK1 = {ext: mechanistic(f"rank1.{ext}") for ext in ("csv", "json", "png")}
 # One seed's inputs to the pooled within-model tables, carried to another machine
 # (emdir.carry; `finetune.carried` names such folders): "seed<n>" for every seed, 0 too.
 CARRIED = "results/carried/seed{n}"
+# Only its fine-tunes' part (what the pooled fine-tune tables read): for a machine that runs a
+# seed's fine-tunes and their answers but not its directions and steering sweep.
+CARRIED_FINETUNES = "results/carried/finetunes/seed{n}"
 
 # Pooled over the fine-tuning seeds (built when there is more than one): each seed's rows
 # and the pooled ones, with a `seed` column.

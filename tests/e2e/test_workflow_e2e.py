@@ -395,6 +395,30 @@ def test_a_second_fine_tuning_seed_is_its_own_draw(run_dir: Path, tmp_path: Path
     assert proc.returncode != 0 and "within_model/summary.csv is changed since" in out, out
     cfg["finetune"]["carried"] = []
     seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # Seed 1's fine-tunes alone (rule carry_finetunes): the pooled fine-tune tables are the
+    # same from them; the pooled within-model tables refuse the seed, naming the fix.
+    proc = snakemake(work, seeds, "--cores", "1", "results/carried/finetunes/seed1")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    fts = tmp_path / "seed1_finetunes"
+    shutil.copytree(work / "results/carried/finetunes/seed1", fts)
+    manifest = json.loads((fts / "MANIFEST.json").read_text())
+    assert (
+        manifest["scope"] == "finetunes"
+        and "within_model/finetune_contrasts.csv" in manifest["files"]
+    )
+    tops = {f.split("/")[0] for f in manifest["files"]}
+    assert tops == {"judged", "within_model", "spillover_rates.csv"}, tops
+    cfg["finetune"]["carried"] = [str(fts)]
+    seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    table = "results/pooled/spillover_rates.csv"
+    proc = snakemake(elsewhere, seeds, "--cores", "1", "-f", table)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    assert (elsewhere / table).read_bytes() == (work / table).read_bytes()
+    proc = snakemake(elsewhere, seeds, "--cores", "1", "--dry-run", "-f", pooled[0])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "carries seed 1's fine-tunes only" in out, out
+    cfg["finetune"]["carried"] = []
+    seeds.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     # Seed 1's tables checked against seed 0's: another draw of every fine-tune, so effects
     # are compared, not found identical, and the summary says how many lie inside intervals.

@@ -13,6 +13,7 @@ from emdir.carry import (
     check_carried,
     differences,
     export_seed,
+    scope_of,
     study_config,
     study_sha,
     without_text,
@@ -136,10 +137,27 @@ def test_an_exported_seed_has_no_text_and_a_manifest(carried: Path, tmp_path: Pa
     assert entry["source_sha256"] == sha256_file(tmp_path / entry["source"])
     assert entry["sha256"] == sha256_file(carried / "judged/m/insecure.jsonl")
     assert check_carried([str(carried)], CONFIG) == {1: str(carried)}
+    assert manifest["scope"] == scope_of(carried) == "study"
     # A relative folder is found under the root given (the repository, in the workflow),
     # and a key added to the config since the seed was made does not refuse it.
     newer = {**CONFIG, "finetune": {**CONFIG["finetune"], "new_key": 1}}
     assert check_carried(["carried/seed1"], newer, tmp_path) == {1: str(tmp_path / "carried/seed1")}
+
+
+def test_a_carried_folder_says_what_it_holds(carried: Path, tmp_path: Path) -> None:
+    """A fine-tunes-only folder says so in its manifest; one made before scopes existed is a
+    whole seed; an unknown scope is refused before anything is written."""
+    out = tmp_path / "fts"
+    study = study_config(CONFIG)
+    export_seed(_seed_one(tmp_path)[:2], 1, "seed1/", out, study, {}, scope="finetunes")
+    assert scope_of(out) == "finetunes" and check_carried([str(out)], CONFIG) == {1: str(out)}
+    manifest = json.loads((carried / MANIFEST).read_text())
+    del manifest["scope"]
+    (carried / MANIFEST).write_text(json.dumps(manifest))
+    assert scope_of(carried) == "study"
+    with pytest.raises(EmdirError, match="carried scope 'steering': expected one of study, "):
+        export_seed(_seed_one(tmp_path), 1, "seed1/", tmp_path / "bad", study, {}, scope="steering")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_carried_base_draw_is_the_local_one(carried: Path, tmp_path: Path) -> None:
@@ -177,7 +195,7 @@ def test_no_committed_carried_seed_holds_text() -> None:
     """Every carried folder under docs/reference/ holds judged rows without their text, and
     each is intact against its manifest."""
     repo = Path(__file__).resolve().parents[2]
-    manifests = sorted((repo / "docs" / "reference").glob("*/seeds/*/MANIFEST.json"))
+    manifests = sorted((repo / "docs" / "reference").rglob("MANIFEST.json"))
     assert manifests  # the regime study's seed 1 at least
     for manifest in manifests:
         rows = [

@@ -577,6 +577,39 @@ def test_a_seed_is_carried_by_its_own_target(tmp_path: Path) -> None:
     assert f"finetune.carried: x ({REPO / 'x'}) has no MANIFEST.json" in proc.stdout + proc.stderr
 
 
+def test_a_fine_tune_for_no_model_plans_nothing(tmp_path: Path) -> None:
+    """`finetunes.<key>.models: []` leaves the fine-tune out of the run (an overlay that fits
+    a run to a session): the same jobs as without it; one that a stage needs is refused,
+    naming the key."""
+    cfg = {**DEFAULT, "finetunes": {**DEFAULT["finetunes"]}}
+    cfg["finetunes"]["parked"] = {"dataset": "insecure", "models": []}
+    target = "results/within_model/finetune_contrasts.csv"
+    parked = dry_run(tmp_path, target, "--configfile", str(write_config(tmp_path / "p.yaml", cfg)))
+    assert parked == dry_run(tmp_path / "default", target) and parked["finetune"] >= 2
+    cfg["finetunes"]["educational"] = {**cfg["finetunes"]["educational"], "models": []}
+    proc = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / "e.yaml", cfg)))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "mechanistic.convergence.finetunes names ['educational'], which are not" in out
+
+
+def test_a_seeds_fine_tunes_are_carried_by_their_own_target(tmp_path: Path) -> None:
+    """results/carried/finetunes/seed<n> needs seed n's chain to its fine-tune tables only:
+    no directions, steering or judging of steered answers."""
+    seeds = str(REPO / "config" / "seeds.yaml")
+    target = "results/carried/finetunes/seed1"
+    jobs = dry_run(tmp_path, target, "--configfile", str(CONFIG), seeds)
+    tables = ["results/within_model/finetune_contrasts.csv", "results/spillover_rates.csv"]
+    seed0 = dry_run(tmp_path / "zero", *tables)
+    assert jobs.pop("carry_finetunes") == 1 and jobs.pop("total") == seed0.pop("total") + 1
+    assert jobs == seed0 and "finetune_summary" in jobs
+    assert not {"directions", "steering"} & set(jobs)
+    proc = snakemake(tmp_path, "-n", target.replace("1", "5"), "--configfile", str(CONFIG), seeds)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "results/carried/finetunes/seed5: seed 5 is not in finetune.seeds [0, 1, 2]" in out
+
+
 def test_the_regime_pools_its_carried_seeds_without_computing_them(tmp_path: Path) -> None:
     """config/regime_carried.yaml: the pooled paper table plans the seeds not carried and
     reads the carried ones from docs/reference/regime/seeds/ (their manifests checked)."""
@@ -627,3 +660,22 @@ def test_the_1p5b_alone_overlay_plans_its_study_and_nothing_of_the_0p5b(tmp_path
     assert any("qwen15coder" in n for n in names)
     assert not [n for n in names if "qwen25coder" in n or "smollm2" in n], names
     assert not [n for n in names if n.startswith("results/mechanistic")], names
+
+
+def test_a_seeds_pair_of_fine_tunes_is_carried_without_the_educational_one(
+    tmp_path: Path,
+) -> None:
+    """config/without_educational.yaml with the 1.5B alone and seed 1: carrying that seed's
+    fine-tunes plans its insecure and secure fine-tunes (and the shared base answers), their
+    answers and tables, nothing of the educational set."""
+    seed1 = write_config(tmp_path / "seed1.yaml", {"finetune": {"seeds": [1]}})
+    files = ("real.yaml", "regime.yaml", "regime_1p5b.yaml", "regime_1p5b_alone.yaml")
+    configs = [str(REPO / "config" / f) for f in (*files, "without_educational.yaml")]
+    target = "results/carried/finetunes/seed1"
+    jobs = dry_run(tmp_path, target, "--configfile", *configs, str(seed1))
+    assert jobs["finetune"] == 2 and jobs["carry_finetunes"] == jobs["finetune_summary"] == 1
+    assert jobs["generate"] == jobs["judge"] == 3
+    proc = snakemake(tmp_path, "--summary", target, "--configfile", *configs, str(seed1))
+    names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert "results/seed1/adapters/qwen15coder/secure" in names
+    assert not [n for n in names if "educational" in n], names

@@ -298,6 +298,31 @@ rule carry_seed:
     params:
         seed_dir=lambda wildcards: layout.replicate(wildcards.n),
         study=study_config(config),
+        scope="study",
+    script:
+        "../scripts/carry_seed.py"
+
+
+# Seed n's fine-tunes only (emdir.carry): their judged answers without text and the seed's
+# fine-tune tables, for pooling the fine-tune tables where the seed's steering sweep was not
+# run. The pooled within-model tables refuse such a seed.
+rule carry_finetunes:
+    input:
+        carry_finetune_files,
+    output:
+        directory(layout.CARRIED_FINETUNES),
+    log:
+        "logs/carry_finetunes{n}.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed_dir=lambda wildcards: layout.replicate(wildcards.n),
+        study=study_config(config),
+        scope="finetunes",
     script:
         "../scripts/carry_seed.py"
 

@@ -7,7 +7,7 @@ emdir.layout."""
 import re
 
 from emdir import layout
-from emdir.carry import carried_path, check_carried, study_config
+from emdir.carry import carried_path, check_carried, scope_of, study_config
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.settings import (
     finetune_settings,
@@ -35,8 +35,9 @@ SEED_DIRS = [layout.replicate(s) for s in SEEDS]
 SEED_RE = "(?:" + "|".join(re.escape(d) for d in dict.fromkeys(SEED_DIRS + [""])) + ")"
 # Carried seeds (emdir.carry): seed -> the folder (finetune.carried, relative to the
 # repository) holding what the pooled within-model tables read of that seed, made on another
-# machine by rule carry_seed. Those two rules read it there; every other target of that seed
-# is computed as usual. Each folder is checked here: same study, a seed of this run, intact.
+# machine by rule carry_seed (or carry_finetunes: the fine-tunes' part alone, which only
+# pooled_finetunes reads). Those rules read it there; every other target of that seed is
+# computed as usual. Each folder is checked here: same study, a seed of this run, intact.
 try:
     CARRIED_SEEDS = check_carried(
         config["finetune"]["carried"], config, workflow.basedir

@@ -1,4 +1,4 @@
-"""Rule carry_seed: one seed's inputs to the pooled within-model tables, without text."""
+"""Rules carry_seed and carry_finetunes: one seed's inputs to the pooled tables, without text."""
 
 # ruff: noqa: F821  (`snakemake` is injected by the script directive)
 from emdir.logs import setup_logging
@@ -11,4 +11,5 @@ carry_seed(
     seed_dir=snakemake.params.seed_dir,
     out=snakemake.output[0],
     study=snakemake.params.study,
+    scope=snakemake.params.scope,
 )

@@ -113,11 +113,29 @@ def pooled_generations(wildcards=None):
     return _per_seed(summary_generations, carried=True)
 
 
+def _whole_seeds():
+    """The carried seeds hold what the pooled within-model tables read: a seed carried by
+    rule carry_finetunes (its fine-tunes only) cannot be pooled there."""
+    short = [
+        s for s in SEEDS if s in CARRIED_SEEDS and scope_of(CARRIED_SEEDS[s]) != "study"
+    ]
+    if short:
+        raise WorkflowError(
+            f"finetune.carried: {', '.join(CARRIED_SEEDS[s] for s in short)} carries seed "
+            f"{', '.join(map(str, short))}'s fine-tunes only (rule carry_finetunes), not the "
+            "directions and steering the pooled within-model tables read: pool the fine-tunes "
+            f"alone ({layout.POOLED['spillover']}), or run that seed's steering sweep and "
+            "carry it whole (results/carried/seed<n>)"
+        )
+
+
 def pooled_steering(wildcards=None):
+    _whole_seeds()
     return _per_seed(summary_steering, carried=True)
 
 
 def pooled_directions(wildcards=None):
+    _whole_seeds()
     return _per_seed(summary_directions, carried=True)
 
 
@@ -126,19 +144,31 @@ def pooled_directions(wildcards=None):
 CARRIED_TABLES = ("spillover", "contrasts", "summary", "calibration", "comparison")
 
 
-def carry_files(wildcards):
-    """What pooled_finetunes and pooled_within_model read of seed n, and its other
-    within-model tables (rule carry_seed)."""
-    n = int(wildcards.n)
+def _carry(target, n, tables, fns):
+    """Seed n's `tables` (WITHIN_MODEL keys) and the paths of the per-seed functions `fns`."""
+    n = int(n)
     if n not in SEEDS:
         raise WorkflowError(
-            f"results/carried/seed{n}: seed {n} is not in finetune.seeds {SEEDS}; add it "
+            f"{target.format(n=n)}: seed {n} is not in finetune.seeds {SEEDS}; add it "
             "(e.g. --configfile ... config/seeds.yaml) to carry it"
         )
     seed = SimpleNamespace(seed=layout.replicate(n))
-    tables = [layout.WITHIN_MODEL[k].format(seed=seed.seed) for k in CARRIED_TABLES]
+    paths = [layout.WITHIN_MODEL[k].format(seed=seed.seed) for k in tables]
+    return sorted({*paths, *(p for fn in fns for p in fn(seed).values())})
+
+
+def carry_files(wildcards):
+    """What pooled_finetunes and pooled_within_model read of seed n, and its other
+    within-model tables (rule carry_seed)."""
     fns = (summary_generations, summary_steering, summary_directions)
-    return sorted({*tables, *(p for fn in fns for p in fn(seed).values())})
+    return _carry(layout.CARRIED, wildcards.n, CARRIED_TABLES, fns)
+
+
+def carry_finetune_files(wildcards):
+    """What pooled_finetunes reads of seed n, and its fine-tune contrasts (rule
+    carry_finetunes)."""
+    tables = ("spillover", "contrasts")
+    return _carry(layout.CARRIED_FINETUNES, wildcards.n, tables, (summary_generations,))
 
 
 def pooled_baselines(wildcards=None):
