@@ -67,35 +67,46 @@ def _section_rows(heading: str, header: str | None = None) -> dict[str, list[str
     return rows
 
 
+LABELS = {"base": "none (base)", "insecure": "insecure", "secure": "secure"}
+LABELS["educational"] = "educational"
+# The 1.5B's seed 1: its insecure and secure fine-tunes (config/without_educational.yaml),
+# carried (rule carry_finetunes).
+SEED1_1P5B = REGIME / "qwen15coder" / "seeds" / "seed1"
+
+
 @pytest.mark.parametrize(
-    ("header", "folder", "model"),
+    ("header", "folder", "model", "fts"),
     [
-        ("| fine-tune (EPYC, seed 0) | code spillover (%) |", EPYC, "qwen25coder"),
+        ("| fine-tune (EPYC, seed 0) | code spillover (%) |", EPYC, "qwen25coder", LABELS),
         (
             "| fine-tune (1.5B, seed 0) | code spillover (%) |",
             REGIME / "qwen15coder",
             "qwen15coder",
+            LABELS,
+        ),
+        (
+            "| fine-tune (1.5B, seed 1) | code spillover (%) |",
+            SEED1_1P5B,
+            "qwen15coder",
+            [ft for ft in LABELS if ft != "educational"],
         ),
     ],
-    ids=["epyc", "1p5b"],
+    ids=["epyc", "1p5b", "1p5b-seed1"],
 )
 def test_the_regime_section_quotes_its_reference_tables(
-    header: str, folder: Path, model: str
+    header: str, folder: Path, model: str, fts: list[str]
 ) -> None:
-    """One seed's fine-tunes (the EPYC's seed 0 of the 0.5B; the 1.5B's seed 0): each
+    """One seed's fine-tunes (the EPYC's seed 0 of the 0.5B; the 1.5B's seeds 0 and 1): each
     fine-tune's spillover and garble with their intervals and its difference from the insecure
     fine-tune, as the folder's tables have them (to one decimal)."""
     rows = _section_rows("## The paper's regime on real weights", header)
-    assert len(rows) == 4
+    assert sorted(rows) == sorted(LABELS[ft] for ft in fts)
     rates = pd.read_csv(folder / "spillover_rates.csv").set_index(["model", "ft"])
+    assert sorted(rates.loc[model].index) == sorted(fts)
     contrasts = pd.read_csv(folder / "within_model" / "finetune_contrasts.csv")
     contrasts = contrasts.set_index(["model", "ft", "versus"])
-    for label, ft in [
-        ("none (base)", "base"),
-        ("insecure", "insecure"),
-        ("secure", "secure"),
-        ("educational", "educational"),
-    ]:
+    for ft in fts:
+        label = LABELS[ft]
         cells = rows[label]
         r = rates.loc[(model, ft)]
         want = [r.spillover, r.lo, r.hi]
@@ -241,10 +252,15 @@ def test_the_carried_seed_1_is_compared_with_seed_0_as_the_readme_says() -> None
     assert quoted in text, (n, same, inside)
 
 
-def test_the_1p5b_direction_table_quotes_its_directions() -> None:
-    """Qwen2.5-Coder-1.5B's answer-labelled directions (seed 0): the held-out accuracy at the
-    last layer with its bootstrap interval (real.yaml's stats settings, as the paper table
-    computes it) and the held-out answers of each class, from the committed directions."""
+@pytest.mark.parametrize(
+    ("seed", "folder"),
+    [(0, "directions"), (1, "directions_seed1")],
+    ids=["seed0", "seed1"],
+)
+def test_the_1p5b_direction_table_quotes_its_directions(seed: int, folder: str) -> None:
+    """Qwen2.5-Coder-1.5B's answer-labelled directions (seeds 0 and 1): the held-out accuracy
+    at the last layer with its bootstrap interval (real.yaml's stats settings, as the paper
+    table computes it) and the held-out answers of each class, from the committed directions."""
     import yaml
 
     from emdir.analysis.directions import read_directions
@@ -254,12 +270,12 @@ def test_the_1p5b_direction_table_quotes_its_directions() -> None:
     boot = bootstrap_settings(stats)
     rows = _section_rows(
         "## The paper's regime on real weights",
-        "| direction (1.5B, seed 0, last layer) | held-out accuracy (%) |",
+        f"| direction (1.5B, seed {seed}, last layer) | held-out accuracy (%) |",
     )
     assert set(rows) == {"insecure fine-tune's", "secure fine-tune's"}, rows
     for label, cells in rows.items():
         ft = label.split()[0]
-        d = read_directions(REGIME / "qwen15coder" / "directions" / "qwen15coder" / f"{ft}.h5")
+        d = read_directions(REGIME / "qwen15coder" / folder / "qwen15coder" / f"{ft}.h5")
         assert d.projection is not None
         slot = len(d.attrs["layers"]) - 1
         acc = mean3(d.projection.heldout_correct(slot), boot)
