@@ -35,7 +35,7 @@ SEED_DIRS = [layout.replicate(s) for s in SEEDS]
 SEED_RE = "(?:" + "|".join(re.escape(d) for d in dict.fromkeys(SEED_DIRS + [""])) + ")"
 # Carried seeds (emdir.carry): seed -> the folder (finetune.carried, relative to the
 # repository) holding what the pooled within-model tables read of that seed, made on another
-# machine by rule carry_seed (or carry_finetunes: the fine-tunes' part alone, which only
+# machine by rule carry_seed (or by carry_finetunes, the fine-tunes' part alone, which only
 # pooled_finetunes reads). Those rules read it there; every other target of that seed is
 # computed as usual. Each folder is checked here: same study, a seed of this run, intact.
 try:
