@@ -44,6 +44,8 @@ try:
     )
 except EmdirError as err:
     raise WorkflowError(str(err)) from None
+# The carried seeds that hold their fine-tunes' part alone (rule carry_finetunes).
+FINETUNES_ONLY = [s for s, f in CARRIED_SEEDS.items() if scope_of(f) != "study"]
 FINETUNES = sorted(config["finetunes"])
 DIRECTION_FT = config["directions"]["ft"]
 TRANSFER_FT = config["transfer"]["ft"]

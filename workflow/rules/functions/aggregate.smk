@@ -116,9 +116,7 @@ def pooled_generations(wildcards=None):
 def _whole_seeds():
     """The carried seeds hold what the pooled within-model tables read: a seed carried by
     rule carry_finetunes (its fine-tunes only) cannot be pooled there."""
-    short = [
-        s for s in SEEDS if s in CARRIED_SEEDS and scope_of(CARRIED_SEEDS[s]) != "study"
-    ]
+    short = FINETUNES_ONLY
     if short:
         raise WorkflowError(
             f"finetune.carried: {', '.join(CARRIED_SEEDS[s] for s in short)} carries seed "
