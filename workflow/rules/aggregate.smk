@@ -306,25 +306,15 @@ rule carry_seed:
 # Seed n's fine-tunes only (emdir.carry): their judged answers without text and the seed's
 # fine-tune tables, for pooling the fine-tune tables where the seed's steering sweep was not
 # run. The pooled within-model tables refuse such a seed.
-rule carry_finetunes:
+use rule carry_seed as carry_finetunes with:
     input:
         carry_finetune_files,
     output:
         directory(layout.CARRIED_FINETUNES),
     log:
         "logs/carry_finetunes{n}.log",
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
-        seed_dir=lambda wildcards: layout.replicate(wildcards.n),
-        study=study_config(config),
         scope="finetunes",
-    script:
-        "../scripts/carry_seed.py"
 
 
 # The grid pooled over the fine-tuning seeds (only with more than one seed).
