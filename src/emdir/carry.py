@@ -48,6 +48,9 @@ TEXT_KEYS = ("question", "answer", "system")
 SEED_KEYS = ("seeds", "carried")
 # Where a dataset is read from: left out of the study's config when its content is pinned.
 SOURCE_KEYS = ("url", "path")
+# A model's keys that size a job's reservation, not what it computes: left out of the study's
+# config, so that a seed run before a model's reservation was raised still pools.
+RESOURCE_KEYS = ("train_memory_gb",)
 # The sections no carried file depends on (the grid, the mechanistic extensions, the budget
 # sweep, the reference folder): left out of the study's config, so that changing them does
 # not turn away seeds that are still the same draws.
@@ -69,9 +72,14 @@ def study_config(config: Mapping[str, Any]) -> dict[str, Any]:
     same for every seed of one study, whichever seeds a run draws or carries; without the
     sections no carried file depends on (OTHER_SECTIONS) either. A dataset pinned by its
     content (`sha256` or `rows_sha256`) leaves out where it is read from (its `url` or
-    `path`): a seed made from the shared copy pools with one made from the download."""
+    `path`): a seed made from the shared copy pools with one made from the download. A model's
+    RESOURCE_KEYS are left out too."""
     cfg = {k: v for k, v in config.items() if k not in OTHER_SECTIONS}
     cfg["finetune"] = {k: v for k, v in cfg["finetune"].items() if k not in SEED_KEYS}
+    cfg["models"] = {
+        name: {k: v for k, v in spec.items() if k not in RESOURCE_KEYS}
+        for name, spec in cfg.get("models", {}).items()
+    }
     cfg["datasets"] = {
         name: {k: v for k, v in spec.items() if k not in SOURCE_KEYS}
         if spec.get("sha256") or spec.get("rows_sha256")

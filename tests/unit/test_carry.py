@@ -142,6 +142,13 @@ def test_an_exported_seed_has_no_text_and_a_manifest(carried: Path, tmp_path: Pa
     # and a key added to the config since the seed was made does not refuse it.
     newer = {**CONFIG, "finetune": {**CONFIG["finetune"], "new_key": 1}}
     assert check_carried(["carried/seed1"], newer, tmp_path) == {1: str(tmp_path / "carried/seed1")}
+    # Nor does a model's reservation (models.<key>.train_memory_gb), which computes nothing;
+    # a key that changes what the model computes does.
+    roomier = {**CONFIG, "models": {"m": {"train_memory_gb": 8}}}
+    assert study_config(roomier) == study_config(CONFIG)
+    assert check_carried([str(carried)], roomier) == {1: str(carried)}
+    with pytest.raises(EmdirError, match=r"differs in models\.m "):
+        check_carried([str(carried)], {**CONFIG, "models": {"m": {"dtype": "float32"}}})
 
 
 def test_a_carried_folder_says_what_it_holds(carried: Path, tmp_path: Path) -> None:

@@ -224,6 +224,31 @@ def test_one_models_gradient_checkpointing_retrains_only_its_fine_tunes(
     assert not re.search(r"results/adapters/(?!qwen2/)\w+/", outputs)
 
 
+def test_one_models_training_reservation_reruns_nothing_and_sizes_its_fine_tunes(
+    five_model_run: Path,
+) -> None:
+    """`models.<key>.train_memory_gb` is what that model's fine-tunes reserve (mem_mb), a
+    resource: setting it reruns nothing, and the other models' fine-tunes keep the sampling
+    budget's reservation."""
+    changed = with_model_key("qwen2", "train_memory_gb", 9.5)
+    config = write_config(five_model_run / "five.yaml", changed)
+    assert dry_run(five_model_run, "--configfile", str(config)) == {}
+    proc = snakemake(
+        five_model_run, "--dry-run", "--forcerun", "finetune", "--configfile", str(config)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reserved = {
+        m[1]: int(m[2])
+        for m in re.finditer(
+            r"output: results/adapters/(\w+)/\w+\n(?:\s+\w+:.*\n)*?\s+resources: .*mem_mb=(\d+)",
+            proc.stdout,
+        )
+    }
+    budget = int(FIVE["sampling"]["max_memory_gb"] * 1000)
+    assert reserved.pop("qwen2") == 9500
+    assert reserved and set(reserved.values()) == {budget}, reserved
+
+
 def test_one_models_map_layer_reruns_only_its_maps_and_cells(five_model_run: Path) -> None:
     cfg = FIVE
     changed = with_model_key("qwen2", "transfer_layer", 2)

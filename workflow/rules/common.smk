@@ -77,6 +77,14 @@ INDUCE_VECTORS = vector_names(["random"], MECH["induce"]["random_seeds"])
 RANK1_FT = MECH["rank1"]["ft"]
 # Sampling jobs size their batches to this budget (emdir.models.memory) and ask for it.
 MODEL_MEM_MB = int(config["sampling"]["max_memory_gb"] * 1000)
+
+
+def train_mem_mb(wildcards):
+    """What a fine-tune or sweep run of the model asks for: its `train_memory_gb` where it
+    sets one (training's peak is not sized by the sampling budget), else the sampling jobs'."""
+    gb = config["models"][wildcards.model].get("train_memory_gb")
+    return MODEL_MEM_MB if gb is None else int(gb * 1000)
+
 # What `rule all` builds (and results/provenance.json hashes).
 FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None, SEEDS)
 # The offline judge loads the answering model's base model to score coherence (a forward

@@ -18,7 +18,7 @@ rule finetune:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=MODEL_MEM_MB,
+        mem_mb=train_mem_mb,
         runtime=120,
     params:
         ft_cfg=finetune_cfg,

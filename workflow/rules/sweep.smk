@@ -21,7 +21,7 @@ rule sweep_finetune:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=MODEL_MEM_MB,
+        mem_mb=train_mem_mb,
         runtime=240,
     params:
         ft_cfg=sweep_cfg,
