@@ -167,44 +167,56 @@ def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "pooled"),
+    ("header", "pooled", "model", "fts", "n_seeds"),
     [
-        ("| fine-tune (32 steps, lr 3e-4) | seed 0 |", REGIME / "pooled"),
-        ("| fine-tune (EPYC) | seed 0 |", EPYC / "pooled"),
+        ("| fine-tune (32 steps, lr 3e-4) | seed 0 |", REGIME / "pooled", "qwen25coder", LABELS, 3),
+        ("| fine-tune (EPYC) | seed 0 |", EPYC / "pooled", "qwen25coder", LABELS, 3),
+        (
+            "| fine-tune (1.5B) | seed 0 |",
+            REGIME / "qwen15coder" / "pooled",
+            "qwen15coder",
+            [ft for ft in LABELS if ft != "educational"],
+            2,
+        ),
     ],
-    ids=["xeon", "epyc"],
+    ids=["xeon", "epyc", "1p5b"],
 )
 def test_the_regime_seeds_table_quotes_the_pooled_reference_tables(
-    header: str, pooled: Path
+    header: str, pooled: Path, model: str, fts: list[str], n_seeds: int
 ) -> None:
-    """The three seeds' fine-tunes (the study's, and the EPYC's first draws): each seed's
-    spillover, the pooled spillover and garble with their intervals, and the pooled difference
-    from the insecure fine-tune with its call and in how many seeds it holds, as the pooled
-    reference tables have them."""
+    """The seeds' fine-tunes (the study's three, the EPYC's first draws, the 1.5B's carried
+    ones): each seed's spillover, the pooled spillover and garble with their intervals, and
+    the pooled difference from the insecure fine-tune with its call and in how many seeds it
+    holds, as the pooled reference tables have them."""
     rows = _section_rows("## The paper's regime on real weights", header)
-    assert len(rows) == 4
+    assert sorted(rows) == sorted(LABELS[ft] for ft in fts)
     rates = pd.read_csv(pooled / "spillover_rates.csv", dtype={"seed": str})
-    rates = rates[rates.model == "qwen25coder"].set_index(["ft", "seed"])
+    rates = rates[rates.model == model].set_index(["ft", "seed"])
+    assert sorted(set(rates.index.get_level_values("seed"))) == [
+        *map(str, range(n_seeds)),
+        "pooled",
+    ]
     contrasts = pd.read_csv(pooled / "within_model" / "finetune_contrasts.csv", dtype={"seed": str})
     contrasts = contrasts.set_index(["model", "ft", "versus", "seed"])
-    labels = {"none (base)": "base", "insecure": "insecure", "secure": "secure"}
-    for label, ft in {**labels, "educational": "educational"}.items():
+    for ft in fts:
+        label = LABELS[ft]
         cells = rows[label]
-        for seed in range(3):
+        for seed in range(n_seeds):
             want = round(rates.loc[(ft, str(seed)), "spillover"], 1)
             assert _numbers(cells[seed]) == [want], (label, seed, cells[seed])
         r = rates.loc[(ft, "pooled")]
         want = [r.spillover, r.lo, r.hi]
-        assert _numbers(cells[3]) == [round(x, 1) for x in want], (label, cells[3], want)
+        assert _numbers(cells[n_seeds]) == [round(x, 1) for x in want], (label, cells, want)
         want = [r.garble, r.garble_lo, r.garble_hi]
-        assert _numbers(cells[4]) == [round(x, 1) for x in want], (label, cells[4], want)
+        assert _numbers(cells[n_seeds + 1]) == [round(x, 1) for x in want], (label, cells, want)
         if ft in ("secure", "educational"):
-            c = contrasts.loc[("qwen25coder", "insecure", ft, "pooled")]
+            c = contrasts.loc[(model, "insecure", ft, "pooled")]
             # the control minus insecure: the contrast's sign flipped, so its call too
             want = [-c.difference, -c.hi, -c.lo, *(int(x) for x in c.seeds_agree.split("/"))]
-            assert _numbers(cells[5]) == [round(x, 1) for x in want], (label, cells[5], want)
+            cell = cells[n_seeds + 2]
+            assert _numbers(cell) == [round(x, 1) for x in want], (label, cell, want)
             call = {"higher": "lower", "lower": "higher"}.get(c.call, c.call)
-            assert call in cells[5], (label, cells[5], c.call)
+            assert call in cell, (label, cell, c.call)
 
 
 def _check_sweep_table(first_cell: str, model: str) -> None:

@@ -704,3 +704,24 @@ def test_a_seeds_pair_of_fine_tunes_is_carried_without_the_educational_one(
     names = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if "\t" in line]
     assert "results/seed1/adapters/qwen15coder/secure" in names
     assert not [n for n in names if "educational" in n], names
+
+
+def test_the_1p5b_pools_its_carried_fine_tunes_and_refuses_the_within_model_tables(
+    tmp_path: Path,
+) -> None:
+    """config/regime_1p5b_carried.yaml: the 1.5B's pooled fine-tune tables read every seed
+    from docs/reference/regime/qwen15coder/seeds/ (fine-tunes only) and compute nothing else;
+    the pooled within-model tables are refused, naming the folder."""
+    overlay = yaml.safe_load((REPO / "config" / "regime_1p5b_carried.yaml").read_text())
+    carried = overlay["finetune"]["carried"]
+    assert len(carried) == len(overlay["finetune"]["seeds"]) > 1
+    assert all((REPO / c / "MANIFEST.json").is_file() for c in carried)
+    files = ("real.yaml", "regime.yaml", "regime_1p5b.yaml", "regime_1p5b_alone.yaml")
+    files += ("without_educational.yaml", "regime_1p5b_carried.yaml")
+    configs = [str(REPO / "config" / f) for f in files]
+    jobs = dry_run(tmp_path, layout.POOLED["spillover"], "--configfile", *configs)
+    assert jobs == {"pooled_finetunes": 1, "total": 1}
+    proc = snakemake(tmp_path, "--dry-run", layout.POOLED["summary"], "--configfile", *configs)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "seed1 carry seeds 0, 1's fine-tunes only (rule carry_finetunes)" in out, out

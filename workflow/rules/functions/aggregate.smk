@@ -118,12 +118,17 @@ def _whole_seeds():
     rule carry_finetunes (its fine-tunes only) cannot be pooled there."""
     short = FINETUNES_ONLY
     if short:
+        folders = ", ".join(CARRIED_SEEDS[s] for s in short)
+        which = (
+            f"carries seed {short[0]}'s"
+            if len(short) == 1
+            else f"carry seeds {', '.join(map(str, short))}'s"
+        )
         raise WorkflowError(
-            f"finetune.carried: {', '.join(CARRIED_SEEDS[s] for s in short)} carries seed "
-            f"{', '.join(map(str, short))}'s fine-tunes only (rule carry_finetunes), not the "
-            "directions and steering the pooled within-model tables read: pool the fine-tunes "
-            f"alone ({layout.POOLED['spillover']}), or run that seed's steering sweep and "
-            "carry it whole (results/carried/seed<n>)"
+            f"finetune.carried: {folders} {which} fine-tunes only (rule carry_finetunes), not "
+            "the directions and steering the pooled within-model tables read: pool the "
+            f"fine-tunes alone ({layout.POOLED['spillover']}), or run those seeds' steering "
+            "sweeps and carry them whole (results/carried/seed<n>)"
         )
 
 
