@@ -7,7 +7,7 @@ emdir.layout."""
 import re
 
 from emdir import layout
-from emdir.carry import carried_path, check_carried, scope_of, study_config
+from emdir.carry import RESOURCE_KEYS, carried_path, check_carried, scope_of, study_config
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.settings import (
     finetune_settings,
@@ -77,14 +77,6 @@ INDUCE_VECTORS = vector_names(["random"], MECH["induce"]["random_seeds"])
 RANK1_FT = MECH["rank1"]["ft"]
 # Sampling jobs size their batches to this budget (emdir.models.memory) and ask for it.
 MODEL_MEM_MB = int(config["sampling"]["max_memory_gb"] * 1000)
-
-
-def train_mem_mb(wildcards):
-    """What a fine-tune or sweep run of the model asks for: its `train_memory_gb` where it
-    sets one (training's peak is not sized by the sampling budget), else the sampling jobs'."""
-    gb = config["models"][wildcards.model].get("train_memory_gb")
-    return MODEL_MEM_MB if gb is None else int(gb * 1000)
-
 # What `rule all` builds (and results/provenance.json hashes).
 FINAL_OUTPUTS = layout.final_outputs(MECH_MODELS, RANK1_FT is not None, SEEDS)
 # The offline judge loads the answering model's base model to score coherence (a forward
@@ -171,6 +163,13 @@ def sampling_cfg(wildcards):
     """`sampling`, its seed moved by the job's fine-tuning seed (seed 0: as configured)."""
     cfg = config["sampling"]
     return {**cfg, "seed": cfg["seed"] + seed_of(wildcards)}
+
+
+def train_mem_mb(wildcards):
+    """What a fine-tune or sweep run of the model asks for: its `train_memory_gb` where it
+    sets one (training's peak is not sized by the sampling budget), else the sampling jobs'."""
+    gb = config["models"][wildcards.model].get("train_memory_gb")
+    return MODEL_MEM_MB if gb is None else int(gb * 1000)
 
 
 def values(fn):

@@ -11,10 +11,11 @@ def archive_cfg(wildcards):
 def model_cfg(wildcards):
     """The model's entry as its base model sees it: transfer_layer only matters to
     transfer, `study` to what is planned (marking a model `study: false` rebuilds nothing),
-    `gradient_checkpointing` to its fine-tunes, `train_memory_gb` to what they reserve.
+    `gradient_checkpointing` to its fine-tunes, its RESOURCE_KEYS (emdir.carry:
+    `train_memory_gb`) to what they reserve.
     """
     entry = config["models"][wildcards.model]
-    later = ("transfer_layer", "study", "gradient_checkpointing", "train_memory_gb")
+    later = ("transfer_layer", "study", "gradient_checkpointing", *RESOURCE_KEYS)
     out = {k: v for k, v in entry.items() if k not in later}
     if "archive" in entry:
         out["archive"] = archive_cfg(wildcards)
