@@ -7,7 +7,13 @@ emdir.layout."""
 import re
 
 from emdir import layout
-from emdir.carry import RESOURCE_KEYS, carried_path, check_carried, scope_of, study_config
+from emdir.carry import (
+    RESOURCE_KEYS,
+    carried_path,
+    check_carried,
+    scope_of,
+    study_config,
+)
 from emdir.analysis.controls import ablation_variants, control_fts, vector_names
 from emdir.settings import (
     finetune_settings,
@@ -167,7 +173,8 @@ def sampling_cfg(wildcards):
 
 def train_mem_mb(wildcards):
     """What a fine-tune or sweep run of the model asks for: its `train_memory_gb` where it
-    sets one (training's peak is not sized by the sampling budget), else the sampling jobs'."""
+    sets one (training's peak is not sized by the sampling budget), else the sampling jobs'.
+    """
     gb = config["models"][wildcards.model].get("train_memory_gb")
     return MODEL_MEM_MB if gb is None else int(gb * 1000)
 
