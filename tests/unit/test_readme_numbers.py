@@ -72,6 +72,7 @@ LABELS["educational"] = "educational"
 # The 1.5B's seed 1: its insecure and secure fine-tunes (config/without_educational.yaml),
 # carried (rule carry_finetunes).
 SEED1_1P5B = REGIME / "qwen15coder" / "seeds" / "seed1"
+SEED2_1P5B = REGIME / "qwen15coder" / "seeds" / "seed2"
 
 
 @pytest.mark.parametrize(
@@ -90,13 +91,19 @@ SEED1_1P5B = REGIME / "qwen15coder" / "seeds" / "seed1"
             "qwen15coder",
             [ft for ft in LABELS if ft != "educational"],
         ),
+        (
+            "| fine-tune (1.5B, seed 2) | code spillover (%) |",
+            SEED2_1P5B,
+            "qwen15coder",
+            [ft for ft in LABELS if ft != "educational"],
+        ),
     ],
-    ids=["epyc", "1p5b", "1p5b-seed1"],
+    ids=["epyc", "1p5b", "1p5b-seed1", "1p5b-seed2"],
 )
 def test_the_regime_section_quotes_its_reference_tables(
     header: str, folder: Path, model: str, fts: list[str]
 ) -> None:
-    """One seed's fine-tunes (the EPYC's seed 0 of the 0.5B; the 1.5B's seeds 0 and 1): each
+    """One seed's fine-tunes (the EPYC's seed 0 of the 0.5B; the 1.5B's seeds 0, 1 and 2): each
     fine-tune's spillover and garble with their intervals and its difference from the insecure
     fine-tune, as the folder's tables have them (to one decimal)."""
     rows = _section_rows("## The paper's regime on real weights", header)
@@ -176,7 +183,7 @@ def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
             REGIME / "qwen15coder" / "pooled",
             "qwen15coder",
             [ft for ft in LABELS if ft != "educational"],
-            2,
+            3,
         ),
     ],
     ids=["xeon", "epyc", "1p5b"],
@@ -266,11 +273,11 @@ def test_the_carried_seed_1_is_compared_with_seed_0_as_the_readme_says() -> None
 
 @pytest.mark.parametrize(
     ("seed", "folder"),
-    [(0, "directions"), (1, "directions_seed1")],
-    ids=["seed0", "seed1"],
+    [(0, "directions"), (1, "directions_seed1"), (2, "directions_seed2")],
+    ids=["seed0", "seed1", "seed2"],
 )
 def test_the_1p5b_direction_table_quotes_its_directions(seed: int, folder: str) -> None:
-    """Qwen2.5-Coder-1.5B's answer-labelled directions (seeds 0 and 1): the held-out accuracy
+    """Qwen2.5-Coder-1.5B's answer-labelled directions (seeds 0, 1 and 2): the held-out accuracy
     at the last layer with its bootstrap interval (real.yaml's stats settings, as the paper
     table computes it) and the held-out answers of each class, from the committed directions."""
     import yaml

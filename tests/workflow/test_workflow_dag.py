@@ -6,6 +6,7 @@ checkout gets no `.snakemake/` and the Snakefile is checked to work from anywher
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -711,7 +712,7 @@ def test_the_1p5b_pools_its_carried_fine_tunes_and_refuses_the_within_model_tabl
 ) -> None:
     """config/regime_1p5b_carried.yaml: the 1.5B's pooled fine-tune tables read every seed
     from docs/reference/regime/qwen15coder/seeds/ (fine-tunes only) and compute nothing else;
-    the pooled within-model tables are refused, naming the folder."""
+    the pooled within-model tables are refused, naming the folders."""
     overlay = yaml.safe_load((REPO / "config" / "regime_1p5b_carried.yaml").read_text())
     carried = overlay["finetune"]["carried"]
     assert len(carried) == len(overlay["finetune"]["seeds"]) > 1
@@ -724,4 +725,8 @@ def test_the_1p5b_pools_its_carried_fine_tunes_and_refuses_the_within_model_tabl
     proc = snakemake(tmp_path, "--dry-run", layout.POOLED["summary"], "--configfile", *configs)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "seed1 carry seeds 0, 1's fine-tunes only (rule carry_finetunes)" in out, out
+    seeds = ", ".join(
+        str(json.loads((REPO / c / "MANIFEST.json").read_text())["seed"]) for c in carried
+    )
+    folders = ", ".join(str(REPO / c) for c in carried)
+    assert f"{folders} carry seeds {seeds}'s fine-tunes only (rule carry_finetunes)" in out, out
