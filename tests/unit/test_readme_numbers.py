@@ -73,6 +73,8 @@ LABELS["educational"] = "educational"
 # carried (rule carry_finetunes).
 SEED1_1P5B = REGIME / "qwen15coder" / "seeds" / "seed1"
 SEED2_1P5B = REGIME / "qwen15coder" / "seeds" / "seed2"
+# The fine-tunes the 1.5B's seeds run (config/without_educational.yaml leaves one out).
+PAIR = [ft for ft in LABELS if ft != "educational"]
 
 
 @pytest.mark.parametrize(
@@ -89,13 +91,13 @@ SEED2_1P5B = REGIME / "qwen15coder" / "seeds" / "seed2"
             "| fine-tune (1.5B, seed 1) | code spillover (%) |",
             SEED1_1P5B,
             "qwen15coder",
-            [ft for ft in LABELS if ft != "educational"],
+            PAIR,
         ),
         (
             "| fine-tune (1.5B, seed 2) | code spillover (%) |",
             SEED2_1P5B,
             "qwen15coder",
-            [ft for ft in LABELS if ft != "educational"],
+            PAIR,
         ),
     ],
     ids=["epyc", "1p5b", "1p5b-seed1", "1p5b-seed2"],
@@ -182,7 +184,7 @@ def test_the_carried_seed_1_steering_table_quotes_its_folder() -> None:
             "| fine-tune (1.5B) | seed 0 |",
             REGIME / "qwen15coder" / "pooled",
             "qwen15coder",
-            [ft for ft in LABELS if ft != "educational"],
+            PAIR,
             3,
         ),
     ],

@@ -6,7 +6,6 @@ checkout gets no `.snakemake/` and the Snakefile is checked to work from anywher
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from conftest import run_snakemake
 from emdir import layout
 from emdir.analysis.controls import control_fts, vector_names
+from emdir.carry import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
@@ -725,8 +725,6 @@ def test_the_1p5b_pools_its_carried_fine_tunes_and_refuses_the_within_model_tabl
     proc = snakemake(tmp_path, "--dry-run", layout.POOLED["summary"], "--configfile", *configs)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    seeds = ", ".join(
-        str(json.loads((REPO / c / "MANIFEST.json").read_text())["seed"]) for c in carried
-    )
+    seeds = ", ".join(str(read_manifest(REPO / c)["seed"]) for c in carried)
     folders = ", ".join(str(REPO / c) for c in carried)
     assert f"{folders} carry seeds {seeds}'s fine-tunes only (rule carry_finetunes)" in out, out
